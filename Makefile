@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make run` and `make test` (README).
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DATA   ?= var
+BIND   ?= 127.0.0.1:8080
+
+.PHONY: install run test bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	# lxml and xmlsec must come as wheels built on the same libxml2 (python-stack.md s2)
+	$(PY) -m pip install -q --only-binary lxml,xmlsec,cryptography -e '.[test]'
+	$(PY) -c "import lxml.etree as e, xmlsec; assert e.LIBXML_VERSION[:2] == xmlsec.get_libxml_version()[:2], 'lxml/xmlsec libxml2 mismatch'"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	@test -f $(DATA)/esx.json || $(VENV)/bin/esx init --data-dir $(DATA) --demo 3
+	$(VENV)/bin/esx serve --data-dir $(DATA) --bind $(BIND)
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/es4_get_eis.py
+
+clean:
+	rm -rf $(VENV) $(DATA) .pytest_cache

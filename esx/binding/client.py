@@ -1,0 +1,131 @@
+"""Outgoing SOAP calls: a zeep client built from our WSDL, with GSMA WS-Addressing headers.
+
+zeep builds and sends the request; the reply is read back through the same hardened parser and
+schema as incoming requests, and its FunctionExecutionStatus becomes a value or a
+:class:`~esx.codes.FunctionFailed` carrying the peer's own Subject/Reason.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timezone
+
+import requests
+from lxml import etree
+from zeep import Client, Plugin, Settings
+from zeep.transports import Transport
+
+from esx import codes
+from esx.codes import FunctionFailed, Status, StatusCode
+
+from . import contract, wsa
+from .ns import GSMA, SOAP12, SOAP12_CONTENT_TYPE
+from .xmlparse import XmlRejected, parse_xml
+
+log = logging.getLogger(__name__)
+_P = "{" + GSMA + "}"
+
+
+class GsmaAddressing(Plugin):
+    """Adds wsa:From (with EntityId), To, MessageID (GSMA form) and Action to each request."""
+
+    def __init__(self, from_address: str, sender_oid: str, to_address: str, actions: dict[str, str]) -> None:
+        self.actions = actions
+        self.from_address = from_address
+        self.sender_oid = sender_oid
+        self.to_address = to_address
+        self.last_message_id: str | None = None
+
+    def egress(self, envelope, http_headers, operation, binding_options):
+        header = envelope.find(f"{{{SOAP12}}}Header")
+        if header is None:
+            header = etree.Element(f"{{{SOAP12}}}Header")
+            envelope.insert(0, header)
+        self.last_message_id = wsa.new_message_id(self.sender_oid)
+        wsa.write_addressing(
+            header,
+            wsa.Addressing(
+                from_address=self.from_address,
+                to=self.to_address,
+                message_id=self.last_message_id,
+                action=self.actions[operation.name],
+            ),
+        )
+        return envelope, http_headers
+
+
+class PeerReply:
+    def __init__(self, body: etree._Element) -> None:
+        self.body = body
+
+    def child(self, local: str) -> etree._Element | None:
+        return self.body.find(_P + local)
+
+
+class GsmaClient:
+    """A client of one peer endpoint for one of our WSDLs."""
+
+    def __init__(self, wsdl_name: str, endpoint: str, *, sender_oid: str, sender_address: str,
+                 receiver_oid: str, session: requests.Session | None = None, timeout: float = 30) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        actions = {name: op.input_action for name, op in contract.load_service(wsdl_name).operations.items()}
+        self.addressing = GsmaAddressing(sender_address, sender_oid, wsa.entity_address(endpoint, receiver_oid), actions)
+        transport = Transport(session=self.session, timeout=timeout, operation_timeout=timeout)
+        self.client = Client(str(contract.WSDL_DIR / wsdl_name), transport=transport,
+                             plugins=[self.addressing], settings=Settings(strict=True))
+        binding = next(iter(self.client.wsdl.bindings))
+        self.service = self.client.create_service(binding, endpoint)
+
+    def call(self, operation: str, **params) -> PeerReply:
+        """Call ``operation`` with zeep-style parameters (dicts for complex elements)."""
+        params.setdefault("FunctionCallIdentifier", new_function_call_id())
+        envelope = self.client.create_message(self.service, operation, **params)
+        return self._post(operation, envelope)
+
+    def call_element(self, operation: str, body: etree._Element) -> PeerReply:
+        """Call ``operation`` with a ready-made body element (for values zeep cannot take, e.g. a signed EIS)."""
+        envelope = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"env": SOAP12, "rps": GSMA})
+        header = etree.SubElement(envelope, f"{{{SOAP12}}}Header")
+        etree.SubElement(envelope, f"{{{SOAP12}}}Body").append(body)
+        self.addressing.last_message_id = wsa.new_message_id(self.addressing.sender_oid)
+        wsa.write_addressing(header, wsa.Addressing(
+            from_address=self.addressing.from_address, to=self.addressing.to_address,
+            message_id=self.addressing.last_message_id, action=self.addressing.actions[operation]))
+        return self._post(operation, envelope)
+
+    def _post(self, operation: str, envelope: etree._Element) -> PeerReply:
+        data = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+        try:
+            response = self.session.post(self.endpoint, data=data, timeout=self.timeout,
+                                         headers={"Content-Type": SOAP12_CONTENT_TYPE})
+        except requests.RequestException as exc:
+            raise FunctionFailed(codes.SMSR_UNKNOWN, f"{self.endpoint} not reachable: {exc.__class__.__name__}") from None
+        try:
+            root = parse_xml(response.content)
+        except XmlRejected as exc:
+            raise FunctionFailed(codes.INTERNAL_ERROR, f"unreadable reply from {self.endpoint}: {exc}") from None
+        body = root.find(f"{{{SOAP12}}}Body")
+        element = next((c for c in body if isinstance(c.tag, str)), None) if body is not None else None
+        if element is None or element.tag == f"{{{SOAP12}}}Fault":
+            reason = element.findtext(f".//{{{SOAP12}}}Text") if element is not None else "empty reply"
+            raise FunctionFailed(codes.INTERNAL_ERROR, f"{operation} at {self.endpoint} failed: {reason}")
+        problem = contract.validate(element)
+        if problem is not None:
+            raise FunctionFailed(codes.INTERNAL_ERROR, f"invalid reply to {operation}: {problem.message}")
+        status_el = element.find(_P + "FunctionExecutionStatus")
+        status = Status.parse(status_el.findtext(_P + "Status"))
+        if status in (Status.FAILED, Status.EXPIRED):
+            scd = status_el.find(_P + "StatusCodeData")
+            raise FunctionFailed(
+                StatusCode(scd.findtext(_P + "Subject"), scd.findtext(_P + "Reason")),
+                scd.findtext(_P + "Message"),
+                subject_identifier=scd.findtext(_P + "SubjectIdentifier"),
+                status=status,
+            )
+        return PeerReply(element)
+
+
+def new_function_call_id() -> str:
+    return str(uuid.uuid4())

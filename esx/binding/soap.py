@@ -1,0 +1,429 @@
+"""The SOAP 1.2 binding shared by every interface, on top of spyne.
+
+Theory of operation
+-------------------
+spyne (2.14.0) provides the WSGI transport, dispatch on the body element's QName and SOAP fault
+serialisation. Everything that must match the GSMA contract exactly is done here instead, so
+spyne stays replaceable (python-stack.md section 4):
+
+1. ``GsmaSoap12.create_in_document`` parses the request with the hardened parser
+   (``xmlparse``): no DTD, no entities, no network, a size limit. Bytes we refuse become a SOAP 1.2
+   ``Sender`` fault (HTTP 400; 413 for an oversize body).
+2. ``decompose_incoming_envelope`` finds the header blocks and the body element; spyne then
+   dispatches on the body element's QName (never on the HTTP or WS-A action, which generated
+   clients fill inconsistently: sgp02-wire.md section 7).
+3. ``deserialize`` does not use spyne's models: it reads WS-Addressing, validates every WS-A
+   header block and the body element against our own XSD (``wsdl/xsd``), and hands the handler an
+   :class:`Inbound` value.
+4. The generated spyne method calls :func:`dispatch`, which authorises the caller, runs the
+   interface's handler, maps a :class:`~esx.codes.FunctionFailed` to a FAILED
+   ``FunctionExecutionStatus`` and appends the call to the audit trail.
+5. ``serialize`` writes the response envelope: WS-A headers (From, To, MessageID, Action of the
+   WSDL output, RelatesTo = the request's MessageID) and the ``...Response`` body element, which
+   is validated against our XSD before it leaves. One-way operations answer ``202 Accepted`` with
+   an empty body.
+
+A schema-invalid request to a synchronous function gets a normal response with Status FAILED
+and 1.6/2.1 (2.2 for a missing element) whose Message names the element. Only XML we cannot
+parse (or a body element no interface defines) gets a SOAP fault.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+
+from lxml import etree
+from spyne import AnyXml, Application, Fault, ServiceBase, rpc
+from spyne.protocol.soap import Soap12
+from spyne.server.wsgi import WsgiApplication
+
+from esx import codes
+from esx.codes import FunctionFailed, Status
+
+from . import contract, wsa
+from .contract import Operation, ServiceContract
+from .ns import GSMA, SOAP12, SOAP12_CONTENT_TYPE, WSA
+from .xmlparse import DEFAULT_MAX_BODY_BYTES, XmlRejected, parse_xml
+
+log = logging.getLogger(__name__)
+
+_P = "{" + GSMA + "}"
+REQUIRED_WSA = ("From", "To", "MessageID", "Action")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Inbound:
+    """One validated request, as a handler sees it."""
+
+    operation: Operation
+    body: etree._Element
+    addressing: wsa.Addressing
+    received_at: datetime
+    environ: dict
+    violation: contract.SchemaViolation | None = None
+    caller: Any = None  # esx.entities.Entity once authorised
+
+    def text(self, local: str) -> str | None:
+        el = self.body.find(_P + local)
+        return el.text.strip() if el is not None and el.text is not None else None
+
+    def child(self, local: str) -> etree._Element | None:
+        return self.body.find(_P + local)
+
+    @property
+    def function_call_id(self) -> str | None:
+        return self.text("FunctionCallIdentifier")
+
+    @property
+    def validity_period(self) -> int | None:
+        vp = self.text("ValidityPeriod")
+        return int(vp) if vp and vp.isdigit() else None
+
+
+@dataclass
+class Reply:
+    """What a synchronous handler returns: the elements that follow FunctionExecutionStatus."""
+
+    children: list[etree._Element] = field(default_factory=list)
+    warning: FunctionFailed | None = None
+
+
+Handler = Callable[[Any, Inbound], "Reply | list[etree._Element] | None"]
+
+
+# -- response construction ---------------------------------------------------------------------
+
+
+def execution_status(parent: etree._Element, status: Status, failure: FunctionFailed | None = None,
+                     local: str = "FunctionExecutionStatus") -> etree._Element:
+    el = etree.SubElement(parent, _P + local)
+    etree.SubElement(el, _P + "Status").text = status.value
+    if failure is not None:
+        scd = etree.SubElement(el, _P + "StatusCodeData")
+        etree.SubElement(scd, _P + "Subject").text = failure.code.subject
+        etree.SubElement(scd, _P + "Reason").text = failure.code.reason
+        if failure.subject_identifier:
+            etree.SubElement(scd, _P + "SubjectIdentifier").text = failure.subject_identifier
+        if failure.message:
+            etree.SubElement(scd, _P + "Message").text = failure.message
+    return el
+
+
+def response_element(element_name: str, started: datetime, status: Status,
+                     failure: FunctionFailed | None = None,
+                     children: Iterable[etree._Element] = ()) -> etree._Element:
+    """A BaseResponseType element: ProcessingStart, ProcessingEnd, FunctionExecutionStatus, extras."""
+    from esx.eis_xml import xml_datetime
+
+    el = etree.Element(element_name, nsmap={"rps": GSMA})
+    etree.SubElement(el, _P + "ProcessingStart").text = xml_datetime(started)
+    etree.SubElement(el, _P + "ProcessingEnd").text = xml_datetime(utcnow())
+    execution_status(el, status, failure)
+    for child in children:
+        el.append(child)
+    return el
+
+
+def gsma_element(local: str, text: str | None = None) -> etree._Element:
+    el = etree.Element(_P + local, nsmap={"rps": GSMA})
+    if text is not None:
+        el.text = text
+    return el
+
+
+# -- the interface description -----------------------------------------------------------------
+
+
+@dataclass
+class Interface:
+    """One served port: its WSDL, who may call it, and the handlers of its operations."""
+
+    wsdl: str  # file name in wsdl/
+    own_role: str  # "smsr" | "smdp": whose From address the replies carry
+    caller_roles: frozenset[str]
+    handlers: dict[str, Handler]
+
+    @property
+    def contract(self) -> ServiceContract:
+        return contract.load_service(self.wsdl)
+
+
+class Runtime:
+    """What handlers need at run time; the server (esx.server) builds the real one."""
+
+    def caller_for(self, inbound: Inbound) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def own_address(self, role: str) -> str:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def own_oid(self, role: str) -> str:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def record_call(self, inbound: Inbound, status: Status, failure: FunctionFailed | None) -> None:
+        pass
+
+
+# -- dispatch ----------------------------------------------------------------------------------
+
+
+def dispatch(runtime: Runtime, interface: Interface, inbound: Inbound) -> etree._Element | None:
+    """Run one operation and build its response element (None for an accepted one-way call)."""
+    op = inbound.operation
+    started = inbound.received_at
+    handler = interface.handlers.get(op.name)
+    failure: FunctionFailed | None = None
+    reply = Reply()
+    try:
+        if inbound.violation is not None:
+            raise FunctionFailed(inbound.violation.code, inbound.violation.message)
+        inbound.caller = runtime.caller_for(inbound)
+        if inbound.caller.role not in interface.caller_roles:
+            raise FunctionFailed(
+                codes.CALLER_NOT_ALLOWED,
+                f"an entity with role {inbound.caller.role} may not call {op.name}",
+                subject_identifier=inbound.caller.oid,
+            )
+        if handler is None:
+            raise FunctionFailed(codes.FUNCTION_UNSUPPORTED, f"{op.name} is not supported by this release")
+        result = handler(runtime, inbound)
+        if isinstance(result, Reply):
+            reply = result
+        elif result is not None:
+            reply = Reply(children=list(result))
+    except FunctionFailed as exc:
+        failure = exc
+    except Exception:  # a defect: answer 1.2/4.2, never a traceback
+        log.exception("unexpected error in %s", op.name)
+        failure = FunctionFailed(codes.INTERNAL_ERROR, "internal error while executing the function")
+
+    if failure is not None:
+        status = failure.status
+    elif reply.warning is not None:
+        status, failure = Status.EXECUTED_WITHWARNING, reply.warning
+    else:
+        status = Status.EXECUTED_SUCCESS
+    if inbound.caller is not None:  # only calls from an identified entity are accepted
+        try:
+            runtime.record_call(inbound, status, failure)
+        except Exception:
+            log.exception("could not append %s to the audit trail", op.name)
+    if op.one_way:
+        if failure is not None:
+            # Until the asynchronous machinery lands, a one-way request that cannot be accepted
+            # is refused with a fault carrying the status code (nothing has been accepted).
+            raise Fault(
+                "Client.FunctionFailed" if failure.code.subject.startswith("1.") else "Server.FunctionFailed",
+                f"{failure.code.subject}/{failure.code.reason}: {failure.message}",
+            )
+        return None
+    return response_element(op.output_element, started, status, failure,
+                            [] if failure is not None and status is not Status.EXECUTED_WITHWARNING else reply.children)
+
+
+# -- the spyne protocol ------------------------------------------------------------------------
+
+
+class GsmaSoap12(Soap12):
+    """SOAP 1.2 with our parser, our validation and our envelope writer (see module doc)."""
+
+    mime_type = SOAP12_CONTENT_TYPE
+
+    def __init__(self, interface: Interface, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.interface = interface
+        self.max_body = DEFAULT_MAX_BODY_BYTES
+
+    # 1. bytes -> tree
+    def create_in_document(self, ctx, charset=None):
+        if ctx.transport.get_request_method() != "POST":
+            ctx.transport.resp_code = "405 Method Not Allowed"
+            raise Fault("Client.MethodNotAllowed", "SOAP requests must be HTTP POST")
+        try:
+            data = b"".join(ctx.in_string)
+        except Fault:
+            raise
+        try:
+            root = parse_xml(data, max_bytes=self.max_body)
+        except XmlRejected as exc:
+            raise Fault("Client.XmlRejected", str(exc)) from None
+        ctx.in_document = root
+
+    # 2. envelope -> header blocks + body element
+    def decompose_incoming_envelope(self, ctx, message=Soap12.REQUEST):
+        root = ctx.in_document
+        if root.tag != f"{{{SOAP12}}}Envelope":
+            raise Fault("Client.NotSoap12", f"expected a SOAP 1.2 Envelope, got {root.tag}")
+        header = root.find(f"{{{SOAP12}}}Header")
+        body = root.find(f"{{{SOAP12}}}Body")
+        if body is None:
+            raise Fault("Client.NoBody", "the envelope has no Body")
+        children = [c for c in body if isinstance(c.tag, str)]
+        if len(children) != 1:
+            raise Fault("Client.BadBody", "the Body must hold exactly one element")
+        ctx.in_header_doc = [c for c in header if isinstance(c.tag, str)] if header is not None else []
+        ctx.in_body_doc = children[0]
+        ctx.method_request_string = children[0].tag
+        if children[0].tag not in self.interface.contract.by_input_element():
+            raise Fault("Client.UnknownOperation", f"{etree.QName(children[0]).localname} is not an operation of this endpoint")
+
+    # 3. tree -> Inbound
+    def deserialize(self, ctx, message):
+        self.event_manager.fire_event("before_deserialize", ctx)
+        op = self.interface.contract.by_input_element()[ctx.in_body_doc.tag]
+        violation = None
+        present = set()
+        for block in ctx.in_header_doc:
+            if contract.is_wsa_element(block):
+                present.add(etree.QName(block).localname)
+                violation = violation or contract.validate(block)
+        missing = [h for h in REQUIRED_WSA if h not in present]
+        if violation is None and missing:
+            violation = contract.SchemaViolation(
+                codes.MISSING_PARAMETER, f"missing WS-Addressing header wsa:{missing[0]}"
+            )
+        violation = violation or contract.validate(ctx.in_body_doc)
+        ctx.udc = Inbound(
+                operation=op,
+                body=ctx.in_body_doc,
+                addressing=wsa.read_addressing(ctx.in_header_doc),
+                received_at=utcnow(),
+                environ=ctx.transport.req_env,
+                violation=violation,
+            )
+        ctx.in_object = [ctx.udc]
+        self.event_manager.fire_event("after_deserialize", ctx)
+
+    # 5. response element -> envelope
+    def serialize(self, ctx, message):
+        if ctx.out_error is not None:
+            return super().serialize(ctx, message)
+        self.event_manager.fire_event("before_serialize", ctx)
+        body_el = ctx.out_object[0] if ctx.out_object else None
+        if body_el is None:  # accepted one-way request
+            ctx.transport.resp_code = "202 Accepted"
+            ctx.out_document = None
+            return
+        problem = contract.validate(body_el)
+        if problem is not None:  # our defect: never send what the contract forbids
+            log.error("outgoing %s violates the schema: %s", body_el.tag, problem.message)
+            raise Fault("Server.InvalidResponse", "the response could not be built")
+        inbound: Inbound = ctx.udc
+        runtime: Runtime = ctx.app.esx_runtime
+        env = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"env": SOAP12, "wsa": WSA, "rps": GSMA})
+        header = etree.SubElement(env, f"{{{SOAP12}}}Header")
+        wsa.write_addressing(
+            header,
+            wsa.Addressing(
+                from_address=runtime.own_address(self.interface.own_role),
+                to=inbound.addressing.from_address or wsa.ANONYMOUS,
+                message_id=wsa.new_message_id(runtime.own_oid(self.interface.own_role)),
+                action=inbound.operation.output_action,
+                relates_to=inbound.addressing.message_id,
+            ),
+        )
+        etree.SubElement(env, f"{{{SOAP12}}}Body").append(body_el)
+        ctx.out_document = env
+        self.event_manager.fire_event("after_serialize", ctx)
+
+    def create_out_string(self, ctx, charset=None):
+        if ctx.out_document is None:
+            ctx.out_string = [b""]
+            return
+        ctx.out_string = [etree.tostring(ctx.out_document, xml_declaration=True, encoding="utf-8")]
+
+    def fault_to_http_response_code(self, fault):
+        code = fault.faultcode or ""
+        if code.endswith("RequestTooLong"):
+            return "413 Request Entity Too Large"
+        if code.startswith("Client"):
+            return "400 Bad Request"
+        return "500 Internal Server Error"
+
+
+# -- the WSGI application ----------------------------------------------------------------------
+
+
+class GsmaWsgiApplication(WsgiApplication):
+    """spyne's WSGI app, serving our hand-written WSDL/XSD instead of a generated one."""
+
+    def __init__(self, app: Application, interface: Interface, max_body: int) -> None:
+        super().__init__(app, max_content_length=max_body)
+        self.interface = interface
+
+    def __call__(self, environ, start_response, wsgi_url=None):
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        query = environ.get("QUERY_STRING", "")
+        if method == "GET":
+            return self._serve_contract(environ, start_response, query)
+        try:
+            return super().__call__(environ, start_response, wsgi_url)
+        except Exception:  # last resort: a Receiver fault, never an HTML 500 page
+            log.exception("unhandled error serving %s", environ.get("PATH_INFO"))
+            body = _fault_bytes("env:Receiver", "internal error")
+            start_response("500 Internal Server Error", [("Content-Type", SOAP12_CONTENT_TYPE), ("Content-Length", str(len(body)))])
+            return [body]
+
+    def _serve_contract(self, environ, start_response, query):
+        from .wsdl_server import render_contract_file
+
+        base = _request_base_url(environ)
+        try:
+            body = render_contract_file(self.interface.wsdl, query, base)
+        except FileNotFoundError:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found: ask for ?wsdl"]
+        start_response("200 OK", [("Content-Type", "text/xml; charset=utf-8"), ("Content-Length", str(len(body)))])
+        return [body]
+
+
+def _request_base_url(environ) -> str:
+    scheme = environ.get("wsgi.url_scheme", "http")
+    host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
+    return f"{scheme}://{host}{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}"
+
+
+def _fault_bytes(code: str, reason: str) -> bytes:
+    env = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"env": SOAP12})
+    fault = etree.SubElement(etree.SubElement(env, f"{{{SOAP12}}}Body"), f"{{{SOAP12}}}Fault")
+    etree.SubElement(etree.SubElement(fault, f"{{{SOAP12}}}Code"), f"{{{SOAP12}}}Value").text = code
+    text = etree.SubElement(etree.SubElement(fault, f"{{{SOAP12}}}Reason"), f"{{{SOAP12}}}Text")
+    text.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
+    text.text = reason
+    return etree.tostring(env, xml_declaration=True, encoding="utf-8")
+
+
+def _python_name(op_name: str) -> str:
+    return op_name.replace("-", "_").lower()
+
+
+def build_application(interface: Interface, runtime: Runtime, *, max_body: int = DEFAULT_MAX_BODY_BYTES) -> GsmaWsgiApplication:
+    """A spyne application for ``interface``: one bare method per WSDL operation."""
+    members: dict[str, Any] = {}
+    def make_method():
+        def method(ctx, request):
+            return dispatch(ctx.app.esx_runtime, interface, ctx.udc)
+        return method
+
+    for op in interface.contract.operations.values():
+        method = make_method()
+        method.__name__ = _python_name(op.name)
+        kwargs: dict[str, Any] = dict(_body_style="bare", _in_message_name=etree.QName(op.input_element).localname)
+        if op.one_way:
+            kwargs["_is_async"] = True
+        else:
+            kwargs["_returns"] = AnyXml
+        members[method.__name__] = rpc(AnyXml, **kwargs)(method)
+    service = type(interface.contract.service_name, (ServiceBase,), members)
+    protocol = GsmaSoap12(interface)
+    protocol.max_body = max_body
+    app = Application([service], tns=GSMA, name=interface.contract.service_name,
+                      in_protocol=protocol, out_protocol=GsmaSoap12(interface))
+    app.esx_runtime = runtime
+    return GsmaWsgiApplication(app, interface, max_body)

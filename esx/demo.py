@@ -1,0 +1,209 @@
+"""The embedded default: ``esx init`` creates a working instance with demo parties and eUICCs.
+
+It writes the configuration, migrates the database, generates the development PKI into the data
+directory (private keys never enter the repository), registers this instance's SM-SR and SM-DP,
+a demo MNO and a demo EUM as entities, and registers N demo eUICCs through the real ES1 path:
+an EIS built and signed as an EUM would, posted to the SM-SR's ES1 endpoint (in-process, through
+the same parser, schema, authorisation and core as an HTTP request).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from lxml import etree
+
+from esx.binding.ns import GSMA
+from esx.db import Database, migrate, sqlite_url
+from esx.eis_xml import render_eis_for_signing
+from esx.entities import Role, upsert_entity
+from esx.server import Config
+from smsr_core import eis as v
+
+# Demo OIDs under an arc reserved for documentation-style examples (not a real registration).
+SMSR_OID = "1.3.6.1.4.1.99999.1.1"
+SMDP_OID = "1.3.6.1.4.1.99999.1.2"
+MNO_OID = "1.3.6.1.4.1.99999.2.1"
+EUM_OID = "1.3.6.1.4.1.99999.3.1"
+
+# SGP.02 Annex H style AIDs and TARs for the ISD-R, the ECASD and the ISD-P package.
+ISD_R_AID = "A0000005591010FFFFFFFF8900000100"
+ECASD_AID = "A0000005591010FFFFFFFF8900000200"
+ISD_P_LOADFILE_AID = "A0000005591010FFFFFFFF8900000D00"
+ISD_P_MODULE_AID = "A0000005591010FFFFFFFF8900000E00"
+ISD_R_TAR = "000001"
+ECASD_TAR = "000002"
+
+
+def isd_p_aid(index: int) -> str:
+    """ISD-P AIDs A0000005591010FFFFFFFF89 0000 1x 00; the TAR is AID bytes 13-15."""
+    return f"A0000005591010FFFFFFFF89{0x1000 + index * 0x100:06X}00"
+
+
+def luhn_digit(digits: str) -> str:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 0:
+            d *= 2
+            d -= 9 if d > 9 else 0
+        total += d
+    return str((10 - total % 10) % 10)
+
+
+def demo_eid(n: int) -> str:
+    """A 32-digit EID ending with its ISO 7064 mod 97-10 check digits."""
+    body = f"890490320000000000000000{n:06d}"
+    check = 98 - int(body + "00") % 97
+    return f"{body}{check:02d}"
+
+
+def demo_iccid(n: int, slot: int = 0) -> str:
+    body = f"898829900{n:07d}{slot:02d}"
+    return body + luhn_digit(body)
+
+
+def aes_kcv(key: bytes) -> str:
+    """GP key check value of an AES key: first 3 bytes of AES(key, 01..01)."""
+    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    return (enc.update(b"\x01" * 16) + enc.finalize())[:3].hex().upper()
+
+
+def isd_r_domain(keys: dict[str, bytes]) -> v.SecurityDomain:
+    """The ISD-R with its SCP80 keyset (KVN 1: ENC, MAC, DEK; AES, GP key type 88)."""
+    items = tuple(
+        v.Key(index, aes_kcv(keys[name]), (("88", keys[name].hex().upper()),))
+        for index, name in ((1, "enc"), (2, "mac"), (3, "dek"))
+    )
+    return v.SecurityDomain(ISD_R_AID, "ISD-R", sin="89049032", sdin="01", tars=(ISD_R_TAR,),
+                            keysets=(v.Keyset(1, "SCP80", 0, items),))
+
+
+def build_eis(*, eid: str, eum_id: str, smsr_id: str, ecasd_cert: bytes, profiles: tuple[v.ProfileInfo, ...],
+              isd_r: v.SecurityDomain, production_date: datetime | None = None) -> v.Eis:
+    ecasd = v.SecurityDomain(
+        ECASD_AID, "ECASD", sin="89049032", sdin="02", tars=(ECASD_TAR,),
+        keysets=(v.Keyset(115, "CA", None, (v.KeysetCertificate(1, eum_id, ecasd_cert.hex().upper()),)),),
+    )
+    signed = v.EumSignedInfo(
+        eid=eid, eum_id=eum_id,
+        production_date=production_date or datetime(2026, 1, 1, tzinfo=timezone.utc),
+        platform_type="esx-sim", platform_version="1.0.0",
+        isd_p_loadfile_aid=ISD_P_LOADFILE_AID, isd_p_module_aid=ISD_P_MODULE_AID,
+        ecasd=ecasd,
+        capabilities=v.EuiccCapabilities(cattp_support=False, http_support=True, http_version="1.1.0",
+                                         secure_packet_version="12.0.0", remote_provisioning_version="3.2.0"),
+    )
+    return v.Eis(signed_info=signed, signed_info_xml=b"", eum_signature_xml=b"", remaining_memory=512_000,
+                 available_memory_for_profiles=400_000, smsr_id=smsr_id, isd_r=isd_r, profiles=profiles)
+
+
+def signed_eis_element(eis: v.Eis, eum_key, eum_cert_pem: bytes) -> etree._Element:
+    """The EIS as the EUM sends it in ES1-RegisterEIS, with its EumSignature."""
+    from keys.xmldsig import sign_eis
+
+    el = render_eis_for_signing(eis)
+    sign_eis(el, eum_key, eum_cert_pem)
+    return el
+
+
+def register_request(eis_el: etree._Element) -> etree._Element:
+    req = etree.Element(f"{{{GSMA}}}ES1-RegisterEISRequest", nsmap={"rps": GSMA})
+    etree.SubElement(req, f"{{{GSMA}}}FunctionCallIdentifier").text = "esx-init"
+    req.append(eis_el)
+    return req
+
+
+@dataclass
+class DemoEuicc:
+    eid: str
+    profiles: list[dict]
+
+
+def init_instance(data_dir: Path, *, demo: int = 0, database_url: str | None = None,
+                  public_url: str = "http://127.0.0.1:8080", auth: str = "entity-id") -> dict:
+    """Create (or complete) an instance in ``data_dir``; return the document ``esx init`` prints."""
+    import requests
+
+    from esx.binding.client import GsmaClient
+    from esx.binding.wsgi_adapter import WsgiAdapter
+    from esx.server import EsxRuntime, make_wsgi
+    from keys.pki import DevPki, private_key_pem
+
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        config = Config.load(data_dir)
+    except FileNotFoundError:
+        config = Config(data_dir=str(data_dir.resolve()), database_url=database_url or sqlite_url(data_dir),
+                        public_url=public_url, smsr_oid=SMSR_OID, smdp_oid=SMDP_OID, auth=auth)
+        config.save()
+    migrate(config.database_url)
+    pki = DevPki.generate(config.pki_dir, smdp_oid=config.smdp_oid, smsr_oid=config.smsr_oid,
+                          eum_oid=EUM_OID, mno_oid=MNO_OID)
+    db = Database(config.database_url)
+
+    def client_cert(oid: str) -> bytes:
+        return pki.tls_client(oid)[0].read_bytes()
+
+    endpoints = {
+        "smsr_es1": f"{config.public_url}/smsr/es1",
+        "smsr_es3": f"{config.public_url}/smsr/es3",
+        "smsr_es4": f"{config.public_url}/smsr/es4",
+        "smdp_es2": f"{config.public_url}/smdp/es2",
+        "smdp_es3": f"{config.public_url}/smdp/es3",
+    }
+    with db.session() as s:
+        upsert_entity(s, oid=config.smsr_oid, role=Role.SMSR, name=config.smsr_name,
+                      endpoint=endpoints["smsr_es3"], cert_pem=client_cert(config.smsr_oid))
+        upsert_entity(s, oid=config.smdp_oid, role=Role.SMDP, name=config.smdp_name,
+                      endpoint=endpoints["smdp_es3"], cert_pem=client_cert(config.smdp_oid))
+        upsert_entity(s, oid=MNO_OID, role=Role.MNO, name="Demo MNO", cert_pem=client_cert(MNO_OID))
+        upsert_entity(s, oid=EUM_OID, role=Role.EUM, name="Demo EUM", cert_pem=client_cert(EUM_OID),
+                      signing_cert_pem=pki.eum_cert_pem)
+
+    runtime = EsxRuntime(config, db)
+    session = requests.Session()
+    session.mount("http://esx.inprocess/", WsgiAdapter(make_wsgi(config, "smsr", runtime)))
+    es1 = GsmaClient("ES1SmSr.wsdl", "http://esx.inprocess/smsr/es1", sender_oid=EUM_OID,
+                     sender_address=f"http://eum.invalid/?EntityId={EUM_OID}", receiver_oid=config.smsr_oid,
+                     session=session)
+    known = set(runtime.registry.known_eids())
+    cards_dir = data_dir / "euicc"
+    euiccs = []
+    for n in range(1, demo + 1):
+        eid = demo_eid(n)
+        profile = v.ProfileInfo(
+            iccid=demo_iccid(n), isd_p_aid=isd_p_aid(0), mno_id=MNO_OID, fallback_attribute=True,
+            subscription_address=v.SubscriptionAddress(imsi=f"00101{n:010d}", msisdn=f"4479{n:08d}"),
+            state=v.ProfileState.ENABLED, allocated_memory=65_536, profile_type="esx-demo",
+        )
+        if eid not in known:
+            ecasd_key, ecasd_cert = pki.issue_ecasd(eid)
+            isd_r_keys = {name: os.urandom(16) for name in ("enc", "mac", "dek")}
+            card_dir = cards_dir / eid
+            card_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            key_file = card_dir / "ecasd.key.pem"
+            key_file.write_bytes(private_key_pem(ecasd_key))
+            os.chmod(key_file, 0o600)
+            secrets = card_dir / "isd-r-scp80.json"
+            secrets.write_text(json.dumps({k: b.hex().upper() for k, b in isd_r_keys.items()}))
+            os.chmod(secrets, 0o600)
+            eis = build_eis(eid=eid, eum_id=EUM_OID, smsr_id=config.smsr_oid, ecasd_cert=ecasd_cert,
+                            profiles=(profile,), isd_r=isd_r_domain(isd_r_keys))
+            es1.call_element("ES1-RegisterEIS", register_request(signed_eis_element(eis, pki.eum_key, pki.eum_cert_pem)))
+        euiccs.append({"eid": eid, "profiles": [{"iccid": profile.iccid, "state": profile.state.value,
+                                                  "fallback": profile.fallback_attribute}]})
+    db.dispose()
+    return {
+        "smsr_id": config.smsr_oid,
+        "smdp_id": config.smdp_oid,
+        "mno_id": MNO_OID,
+        "eum_id": EUM_OID,
+        "euiccs": euiccs,
+        "endpoints": endpoints,
+    }

@@ -1,0 +1,40 @@
+"""ES4 (MNO -> SM-SR): the synchronous functions. Thin adapters over ``smsr_core.registry``."""
+from __future__ import annotations
+
+from esx.adapters import caller_of, eis_element, required
+from esx.binding.soap import Inbound, Interface, Reply
+from esx.eis_xml import parse_pol2, parse_subscription_address
+
+
+def get_eis(rt, inbound: Inbound) -> Reply:
+    eis = rt.registry.get_eis(caller_of(inbound), required(inbound, "Eid"))
+    return Reply([eis_element(eis)])
+
+
+def update_policy_rules(rt, inbound: Inbound) -> Reply:
+    rt.registry.update_policy_rules(
+        caller_of(inbound), required(inbound, "Eid"), required(inbound, "Iccid"), parse_pol2(inbound.child("pol2"))
+    )
+    return Reply()
+
+
+def update_subscription_address(rt, inbound: Inbound) -> Reply:
+    rt.registry.update_subscription_address(
+        caller_of(inbound),
+        required(inbound, "Eid"),
+        required(inbound, "Iccid"),
+        parse_subscription_address(inbound.child("newSubscriptionAddress")),
+    )
+    return Reply()
+
+
+INTERFACE = Interface(
+    wsdl="ES4SmSr.wsdl",
+    own_role="smsr",
+    caller_roles=frozenset({"mno"}),
+    handlers={
+        "ES4-GetEIS": get_eis,
+        "ES4-UpdatePolicyRules": update_policy_rules,
+        "ES4-UpdateSubscriptionAddress": update_subscription_address,
+    },
+)

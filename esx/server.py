@@ -1,0 +1,206 @@
+"""Wiring: configuration, the run-time objects handlers use, and the WSGI application.
+
+Endpoints (issue 2): SM-SR at ``/smsr/es1``, ``/smsr/es3``, ``/smsr/es4``; SM-DP at ``/smdp/es2``
+and ``/smdp/es3`` (where the SM-SR's ES3 callbacks and notifications arrive).
+
+Caller identity: in ``mtls`` mode the TLS client certificate must be the one registered for an
+entity (and ``wsa:From``'s EntityId, when given, must name that entity); in ``entity-id`` mode,
+the embedded default that binds to loopback only, the ``wsa:From`` EntityId names the caller.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from esx import codes
+from esx.audit import record_call
+from esx.binding import wsa
+from esx.binding.client import GsmaClient
+from esx.binding.soap import Inbound, Interface, Runtime, build_application
+from esx.binding.xmlparse import DEFAULT_MAX_BODY_BYTES
+from esx.codes import FunctionFailed, Status
+from esx.db import Database
+from esx.entities import Entity, entity_by_certificate, get_entity
+
+CONFIG_FILE = "esx.json"
+
+
+@dataclass
+class Config:
+    data_dir: str
+    database_url: str
+    public_url: str  # how peers reach this instance, e.g. http://127.0.0.1:8080
+    smsr_oid: str
+    smdp_oid: str
+    smsr_name: str = "esx SM-SR"
+    smdp_name: str = "esx SM-DP"
+    auth: str = "entity-id"  # "entity-id" (loopback embedded default) | "mtls"
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def pki_dir(self) -> Path:
+        return Path(self.data_dir) / "pki"
+
+    def save(self) -> None:
+        path = Path(self.data_dir) / CONFIG_FILE
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, data_dir: str | Path) -> "Config":
+        path = Path(data_dir) / CONFIG_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run 'esx init --data-dir {data_dir}' first")
+        return cls(**json.loads(path.read_text()))
+
+
+class EsxRuntime(Runtime):
+    """The run-time objects of one process: database, cores, peers, identity."""
+
+    def __init__(self, config: Config, db: Database | None = None) -> None:
+        from keys.pki import DevPki
+        from smdp_core.relay import SmdpRelay
+        from smsr_core.registry import EisRegistry
+
+        self.config = config
+        self.db = db or Database(config.database_url)
+        self.pki = DevPki.load(config.pki_dir)
+        self.registry = EisRegistry(self.db, config.smsr_oid, self.pki.ci_cert_pem)
+        self.smdp = SmdpRelay(self._smsr_gateway)
+        self._gateways: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    # -- identity --------------------------------------------------------------------------------
+
+    def own_oid(self, role: str) -> str:
+        return self.config.smsr_oid if role == "smsr" else self.config.smdp_oid
+
+    def own_address(self, role: str) -> str:
+        name = self.config.smsr_name if role == "smsr" else self.config.smdp_name
+        return wsa.entity_address(f"{self.config.public_url}/{role}", self.own_oid(role), name)
+
+    def caller_for(self, inbound: Inbound) -> Entity:
+        claimed = inbound.addressing.from_entity_id
+        with self.db.session() as s:
+            if self.config.auth == "mtls":
+                der = peer_certificate(inbound.environ)
+                entity = entity_by_certificate(s, der) if der else None
+                if entity is None:
+                    raise FunctionFailed(codes.CALLER_UNKNOWN, "the TLS client certificate is not registered")
+                if claimed and claimed != entity.oid:
+                    raise FunctionFailed(codes.CALLER_UNKNOWN,
+                                         f"wsa:From names {claimed}, the client certificate is {entity.oid}")
+            else:
+                entity = get_entity(s, claimed)
+                if entity is None:
+                    raise FunctionFailed(codes.CALLER_UNKNOWN,
+                                         f"unknown requester {claimed!r} (wsa:From EntityId)" if claimed
+                                         else "wsa:From carries no EntityId", subject_identifier=claimed)
+            s.expunge(entity)
+            return entity
+
+    def record_call(self, inbound: Inbound, status: Status, failure: FunctionFailed | None) -> None:
+        with self.db.session() as s:
+            record_call(
+                s,
+                function=inbound.operation.name,
+                requester_id=inbound.caller.oid,
+                message_id=inbound.addressing.message_id,
+                function_call_id=inbound.function_call_id,
+                eid=(inbound.text("Eid") or _nested_eid(inbound)),
+                iccid=inbound.text("Iccid"),
+                status=status.value,
+                subject=failure.code.subject if failure else None,
+                reason=failure.code.reason if failure else None,
+                message=failure.message if failure else None,
+            )
+
+    # -- peers -----------------------------------------------------------------------------------
+
+    def _smsr_gateway(self, smsr_id: str):
+        from esx.es3.client import Es3SmsrGateway
+
+        with self.db.session() as s:
+            entity = get_entity(s, smsr_id)
+            if entity is None or entity.role != "smsr" or not entity.endpoint:
+                return None
+            endpoint = entity.endpoint
+        key = (smsr_id, endpoint)
+        with self._lock:
+            gateway = self._gateways.get(key)
+            if gateway is None:
+                client = GsmaClient("ES3SmSr.wsdl", endpoint, sender_oid=self.config.smdp_oid,
+                                    sender_address=self.own_address("smdp"), receiver_oid=smsr_id,
+                                    session=self.client_session("smdp"))
+                gateway = self._gateways[key] = Es3SmsrGateway(client)
+        return gateway
+
+    def client_session(self, role: str):
+        import requests
+
+        session = requests.Session()
+        if self.config.auth == "mtls":
+            session.cert = tuple(str(p) for p in self.pki.tls_client(self.own_oid(role)))
+            session.verify = str(self.pki.tls_ca_path)
+        return session
+
+
+def _nested_eid(inbound: Inbound) -> str | None:
+    from esx.binding.ns import GSMA
+
+    el = inbound.body.find(f"{{{GSMA}}}Eis/{{{GSMA}}}EumSignedInfo/{{{GSMA}}}Eid")
+    return el.text.strip().upper() if el is not None and el.text else None
+
+
+def peer_certificate(environ: dict) -> bytes | None:
+    """The DER client certificate of this request's TLS connection, if any (gunicorn)."""
+    sock = environ.get("gunicorn.socket")
+    getpeercert = getattr(sock, "getpeercert", None)
+    if getpeercert is None:
+        return None
+    try:
+        return getpeercert(binary_form=True)
+    except Exception:
+        return None
+
+
+def interfaces(role: str) -> dict[str, Interface]:
+    from esx.es1.service import INTERFACE as ES1
+    from esx.es2.service import INTERFACE as ES2
+    from esx.es3.service import INTERFACE as ES3_SMSR
+    from esx.es3.service import SMDP_INTERFACE as ES3_SMDP
+    from esx.es4.service import INTERFACE as ES4
+
+    routes: dict[str, Interface] = {}
+    if role in ("smsr", "all"):
+        routes.update({"/smsr/es1": ES1, "/smsr/es3": ES3_SMSR, "/smsr/es4": ES4})
+    if role in ("smdp", "all"):
+        routes.update({"/smdp/es2": ES2, "/smdp/es3": ES3_SMDP})
+    return routes
+
+
+class Router:
+    """Path -> SOAP application; anything else is a plain 404."""
+
+    def __init__(self, apps: dict[str, Any]) -> None:
+        self.apps = apps
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "").rstrip("/")
+        app = self.apps.get(path)
+        if app is None:
+            body = b"esx: no SOAP endpoint here; endpoints: " + ", ".join(sorted(self.apps)).encode() + b"\n"
+            start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+            return [body]
+        return app(environ, start_response)
+
+
+def make_wsgi(config: Config, role: str = "all", runtime: EsxRuntime | None = None) -> Router:
+    runtime = runtime or EsxRuntime(config)
+    return Router({
+        path: build_application(interface, runtime, max_body=config.max_body_bytes)
+        for path, interface in interfaces(role).items()
+    })

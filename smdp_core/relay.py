@@ -1,0 +1,60 @@
+"""The SM-DP's registry functions for MNOs (ES2), relayed to the SM-SR (ES3).
+
+ES2-GetEIS, ES2-UpdatePolicyRules and ES2-UpdateSubscriptionAddress name the SM-SR in
+``Smsr-id``; the SM-DP asks that SM-SR over ES3. The SM-SR shows an SM-DP every profile (it acts
+for many MNOs), so the SM-DP is where an MNO is limited to its own profiles: the EIS it returns
+holds only the caller's profiles, and a profile of another MNO is refused with 8.2.1/1.2 before
+anything is relayed.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable, Protocol
+
+from esx import codes
+from esx.codes import FunctionFailed
+from smsr_core.eis import Eis, Pol2Rule, ProfileInfo, SubscriptionAddress
+
+
+class SmsrGateway(Protocol):
+    """What the SM-DP needs from one SM-SR (implemented over ES3 by ``esx.es3.client``)."""
+
+    def get_eis(self, eid: str) -> Eis: ...
+
+    def update_policy_rules(self, eid: str, iccid: str, pol2: tuple[Pol2Rule, ...]) -> None: ...
+
+    def update_subscription_address(self, eid: str, iccid: str, address: SubscriptionAddress) -> None: ...
+
+
+class SmdpRelay:
+    def __init__(self, gateway_for: Callable[[str], SmsrGateway | None]) -> None:
+        self._gateway_for = gateway_for
+
+    def _gateway(self, smsr_id: str) -> SmsrGateway:
+        gateway = self._gateway_for(smsr_id)
+        if gateway is None:
+            raise FunctionFailed(codes.SMSR_UNKNOWN, f"SM-SR {smsr_id} is unknown to this SM-DP", subject_identifier=smsr_id)
+        return gateway
+
+    def get_eis(self, mno_id: str, smsr_id: str, eid: str) -> Eis:
+        eis = self._gateway(smsr_id).get_eis(eid)
+        return replace(eis, profiles=tuple(p for p in eis.profiles if p.mno_id == mno_id))
+
+    def _owned_profile(self, gateway: SmsrGateway, mno_id: str, eid: str, iccid: str) -> ProfileInfo:
+        profile = gateway.get_eis(eid).profile(iccid.upper())
+        if profile is None:
+            raise FunctionFailed(codes.ICCID_UNKNOWN, f"ICCID {iccid} is not on eUICC {eid}", subject_identifier=iccid)
+        if profile.mno_id != mno_id:
+            raise FunctionFailed(codes.ICCID_NOT_ALLOWED, f"profile {iccid} belongs to another MNO", subject_identifier=iccid)
+        return profile
+
+    def update_policy_rules(self, mno_id: str, smsr_id: str, eid: str, iccid: str, pol2: tuple[Pol2Rule, ...]) -> None:
+        gateway = self._gateway(smsr_id)
+        self._owned_profile(gateway, mno_id, eid, iccid)
+        gateway.update_policy_rules(eid, iccid, pol2)
+
+    def update_subscription_address(self, mno_id: str, smsr_id: str, eid: str, iccid: str,
+                                    address: SubscriptionAddress) -> None:
+        gateway = self._gateway(smsr_id)
+        self._owned_profile(gateway, mno_id, eid, iccid)
+        gateway.update_subscription_address(eid, iccid, address)

@@ -1,0 +1,302 @@
+"""SQLAlchemy mapping of the SM-SR's EIS registry, and its conversion to and from ``eis`` values.
+
+One row per eUICC (``euicc``), its security domains (ISD-R, ECASD) with their keysets, one row per
+profile, the eUICC's AuditTrail records and its additional properties. The EumSignedInfo and
+EumSignature are also kept verbatim, because the EUM's signature covers those exact bytes.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    select,
+)
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+
+from esx.db import Base
+
+from . import eis as v
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+class Euicc(Base):
+    __tablename__ = "euicc"
+
+    eid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    eum_id: Mapped[str] = mapped_column(String(64), index=True)
+    production_date: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    platform_type: Mapped[str] = mapped_column(String(100))
+    platform_version: Mapped[str] = mapped_column(String(32))
+    isd_p_loadfile_aid: Mapped[str] = mapped_column(String(32))
+    isd_p_module_aid: Mapped[str] = mapped_column(String(32))
+    cattp_support: Mapped[bool] = mapped_column(Boolean)
+    cattp_version: Mapped[str | None] = mapped_column(String(32))
+    http_support: Mapped[bool] = mapped_column(Boolean)
+    http_version: Mapped[str | None] = mapped_column(String(32))
+    secure_packet_version: Mapped[str] = mapped_column(String(32))
+    remote_provisioning_version: Mapped[str] = mapped_column(String(32))
+    signed_info_xml: Mapped[bytes] = mapped_column(LargeBinary)
+    eum_signature_xml: Mapped[bytes] = mapped_column(LargeBinary)
+    remaining_memory: Mapped[int] = mapped_column(BigInteger)
+    available_memory_for_profiles: Mapped[int] = mapped_column(BigInteger)
+    last_audit_date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    smsr_id: Mapped[str] = mapped_column(String(64))
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    domains: Mapped[list["SecurityDomainRow"]] = relationship(
+        back_populates="euicc", cascade="all, delete-orphan", order_by="SecurityDomainRow.id"
+    )
+    profiles: Mapped[list["ProfileRow"]] = relationship(
+        back_populates="euicc", cascade="all, delete-orphan", order_by="ProfileRow.id"
+    )
+    properties: Mapped[list["AdditionalProperty"]] = relationship(
+        cascade="all, delete-orphan", order_by="AdditionalProperty.key"
+    )
+
+
+class SecurityDomainRow(Base):
+    __tablename__ = "security_domain"
+    __table_args__ = (UniqueConstraint("eid", "role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    eid: Mapped[str] = mapped_column(ForeignKey("euicc.eid", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(8))
+    aid: Mapped[str] = mapped_column(String(32))
+    tars: Mapped[list] = mapped_column(JSON)
+    sin: Mapped[str] = mapped_column(String(32))
+    sdin: Mapped[str] = mapped_column(String(32))
+    # Keysets as stored values: [{"version", "type", "cntr", "items": [...]}]; see _keysets_*.
+    keysets: Mapped[list] = mapped_column(JSON)
+
+    euicc: Mapped[Euicc] = relationship(back_populates="domains")
+
+
+class ProfileRow(Base):
+    __tablename__ = "profile"
+    __table_args__ = (UniqueConstraint("eid", "isd_p_aid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    eid: Mapped[str] = mapped_column(ForeignKey("euicc.eid", ondelete="CASCADE"), index=True)
+    iccid: Mapped[str] = mapped_column(String(24), unique=True)
+    isd_p_aid: Mapped[str] = mapped_column(String(32))
+    mno_id: Mapped[str] = mapped_column(String(64), index=True)
+    fallback_attribute: Mapped[bool] = mapped_column(Boolean)
+    imsi: Mapped[str | None] = mapped_column(String(15))
+    msisdn: Mapped[str | None] = mapped_column(String(15))
+    state: Mapped[str] = mapped_column(String(10))
+    smdp_id: Mapped[str | None] = mapped_column(String(64))
+    profile_type: Mapped[str | None] = mapped_column(String(100))
+    allocated_memory: Mapped[int] = mapped_column(BigInteger)
+    free_memory: Mapped[int | None] = mapped_column(BigInteger)
+    pol2: Mapped[list] = mapped_column(JSON)  # [[subject, action, qualification], ...]
+
+    euicc: Mapped[Euicc] = relationship(back_populates="profiles")
+
+
+class EisAuditRecord(Base):
+    """One record of an eUICC's AuditTrail (card operations and notifications)."""
+
+    __tablename__ = "eis_audit_record"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    eid: Mapped[str] = mapped_column(ForeignKey("euicc.eid", ondelete="CASCADE"), index=True)
+    smsr_id: Mapped[str] = mapped_column(String(64))
+    operation_date: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    operation_type: Mapped[str] = mapped_column(String(4))
+    requester_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str | None] = mapped_column(String(24))
+    subject: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(16))
+    isd_p_aid: Mapped[str | None] = mapped_column(String(32))
+    iccid: Mapped[str | None] = mapped_column(String(24))
+    imei: Mapped[str | None] = mapped_column(String(32))
+    meid: Mapped[str | None] = mapped_column(String(32))
+
+
+class AdditionalProperty(Base):
+    __tablename__ = "eis_property"
+
+    eid: Mapped[str] = mapped_column(ForeignKey("euicc.eid", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[str] = mapped_column(String(2000))
+
+
+# -- conversions -------------------------------------------------------------------------------
+
+
+def _keysets_to_json(keysets: tuple[v.Keyset, ...]) -> list:
+    out = []
+    for ks in keysets:
+        items = []
+        for item in ks.items:
+            if isinstance(item, v.Key):
+                items.append({"key": {"index": item.index, "kcv": item.kcv, "components": [list(c) for c in item.components]}})
+            else:
+                items.append({"certificate": {"index": item.index, "ca_id": item.ca_id, "value": item.value}})
+        out.append({"version": ks.version, "type": ks.type, "cntr": ks.cntr, "items": items})
+    return out
+
+
+def _keysets_from_json(data: list) -> tuple[v.Keyset, ...]:
+    keysets = []
+    for ks in data:
+        items: list[v.Key | v.KeysetCertificate] = []
+        for item in ks["items"]:
+            if "key" in item:
+                k = item["key"]
+                items.append(v.Key(k["index"], k["kcv"], tuple(tuple(c) for c in k["components"])))
+            else:
+                c = item["certificate"]
+                items.append(v.KeysetCertificate(c["index"], c["ca_id"], c["value"]))
+        keysets.append(v.Keyset(ks["version"], ks["type"], ks["cntr"], tuple(items)))
+    return tuple(keysets)
+
+
+def domain_row(sd: v.SecurityDomain) -> SecurityDomainRow:
+    return SecurityDomainRow(
+        role=sd.role, aid=sd.aid, tars=list(sd.tars), sin=sd.sin, sdin=sd.sdin, keysets=_keysets_to_json(sd.keysets)
+    )
+
+
+def domain_value(row: SecurityDomainRow) -> v.SecurityDomain:
+    return v.SecurityDomain(
+        aid=row.aid, role=row.role, sin=row.sin, sdin=row.sdin, tars=tuple(row.tars), keysets=_keysets_from_json(row.keysets)
+    )
+
+
+def profile_row(p: v.ProfileInfo) -> ProfileRow:
+    row = ProfileRow()
+    apply_profile(row, p)
+    return row
+
+
+def apply_profile(row: ProfileRow, p: v.ProfileInfo) -> None:
+    row.iccid = p.iccid
+    row.isd_p_aid = p.isd_p_aid
+    row.mno_id = p.mno_id
+    row.fallback_attribute = p.fallback_attribute
+    row.imsi = p.subscription_address.imsi
+    row.msisdn = p.subscription_address.msisdn
+    row.state = p.state.value
+    row.smdp_id = p.smdp_id
+    row.profile_type = p.profile_type
+    row.allocated_memory = p.allocated_memory
+    row.free_memory = p.free_memory
+    row.pol2 = [[r.subject, r.action, r.qualification] for r in p.pol2]
+
+
+def profile_value(row: ProfileRow) -> v.ProfileInfo:
+    return v.ProfileInfo(
+        iccid=row.iccid,
+        isd_p_aid=row.isd_p_aid,
+        mno_id=row.mno_id,
+        fallback_attribute=row.fallback_attribute,
+        subscription_address=v.SubscriptionAddress(row.imsi, row.msisdn),
+        state=v.ProfileState(row.state),
+        allocated_memory=row.allocated_memory,
+        pol2=tuple(v.Pol2Rule(*r) for r in row.pol2),
+        smdp_id=row.smdp_id,
+        profile_type=row.profile_type,
+        free_memory=row.free_memory,
+    )
+
+
+def audit_value(row: EisAuditRecord) -> v.AuditRecord:
+    return v.AuditRecord(
+        eid=row.eid,
+        smsr_id=row.smsr_id,
+        operation_date=_utc(row.operation_date),
+        operation_type=row.operation_type,
+        requester_id=row.requester_id,
+        status=row.status,
+        subject=row.subject,
+        reason=row.reason,
+        isd_p_aid=row.isd_p_aid,
+        iccid=row.iccid,
+        imei=row.imei,
+        meid=row.meid,
+    )
+
+
+def euicc_row(eis: v.Eis, registered_at: datetime) -> Euicc:
+    si = eis.signed_info
+    caps = si.capabilities
+    row = Euicc(
+        eid=si.eid,
+        eum_id=si.eum_id,
+        production_date=si.production_date,
+        platform_type=si.platform_type,
+        platform_version=si.platform_version,
+        isd_p_loadfile_aid=si.isd_p_loadfile_aid,
+        isd_p_module_aid=si.isd_p_module_aid,
+        cattp_support=caps.cattp_support,
+        cattp_version=caps.cattp_version,
+        http_support=caps.http_support,
+        http_version=caps.http_version,
+        secure_packet_version=caps.secure_packet_version,
+        remote_provisioning_version=caps.remote_provisioning_version,
+        signed_info_xml=eis.signed_info_xml,
+        eum_signature_xml=eis.eum_signature_xml,
+        remaining_memory=eis.remaining_memory,
+        available_memory_for_profiles=eis.available_memory_for_profiles,
+        last_audit_date=eis.last_audit_date,
+        smsr_id=eis.smsr_id,
+        registered_at=registered_at,
+    )
+    row.domains = [domain_row(si.ecasd), domain_row(eis.isd_r)]
+    row.profiles = [profile_row(p) for p in eis.profiles]
+    row.properties = [AdditionalProperty(key=k, value=val) for k, val in eis.additional_properties]
+    return row
+
+
+def eis_value(session: Session, row: Euicc) -> v.Eis:
+    domains = {d.role: domain_value(d) for d in row.domains}
+    caps = v.EuiccCapabilities(
+        cattp_support=row.cattp_support,
+        http_support=row.http_support,
+        secure_packet_version=row.secure_packet_version,
+        remote_provisioning_version=row.remote_provisioning_version,
+        cattp_version=row.cattp_version,
+        http_version=row.http_version,
+    )
+    signed = v.EumSignedInfo(
+        eid=row.eid,
+        eum_id=row.eum_id,
+        production_date=_utc(row.production_date),
+        platform_type=row.platform_type,
+        platform_version=row.platform_version,
+        isd_p_loadfile_aid=row.isd_p_loadfile_aid,
+        isd_p_module_aid=row.isd_p_module_aid,
+        ecasd=domains["ECASD"],
+        capabilities=caps,
+    )
+    records = session.scalars(
+        select(EisAuditRecord).where(EisAuditRecord.eid == row.eid).order_by(EisAuditRecord.id)
+    ).all()
+    return v.Eis(
+        signed_info=signed,
+        signed_info_xml=row.signed_info_xml,
+        eum_signature_xml=row.eum_signature_xml,
+        remaining_memory=row.remaining_memory,
+        available_memory_for_profiles=row.available_memory_for_profiles,
+        smsr_id=row.smsr_id,
+        isd_r=domains["ISD-R"],
+        profiles=tuple(profile_value(p) for p in row.profiles),
+        last_audit_date=_utc(row.last_audit_date),
+        audit_trail=tuple(audit_value(r) for r in records),
+        additional_properties=tuple((p.key, p.value) for p in row.properties),
+    )

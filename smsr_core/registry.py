@@ -1,0 +1,176 @@
+"""The SM-SR's EIS registry: registration (ES1), reads (GetEIS) and registry updates.
+
+Rules kept here (no SOAP, no HTTP):
+- RegisterEIS: the caller is the EUM named in the EIS (``Eum-id``); the EumSignature verifies
+  with that EUM's registered certificate; the ECASD certificate chains CI -> EUM -> ECASD and is
+  in date; the EIS names this SM-SR; the EID and every ICCID are new.
+- Who sees what (sgp02-wire.md 5.1): an MNO sees only its own profiles; an SM-DP (ES3) sees the
+  whole profile list, because it acts for MNOs and filters by MNO itself before answering ES2.
+- Who may change a profile: its MNO (ES4), or an SM-DP (ES3) for a profile it installed or one
+  loaded at manufacturing (no ``Smdp-id``). Our choice for v3, whose ES3 messages do not name
+  the MNO; the SM-DP checks MNO ownership before it relays ES2 calls.
+- POL2 rules are validated before they are stored (:func:`validate_pol2`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+
+from lxml import etree
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from esx import codes
+from esx.codes import FunctionFailed
+from esx.db import Database
+from keys.chain import verify_ecasd_chain
+from keys.errors import CertificateError, SignatureError
+from keys.xmldsig import verify_eis_signature
+
+from . import eis as v
+from .models import Euicc, ProfileRow, apply_profile, eis_value, euicc_row, profile_value
+
+POL2_ACTIONS = ("ENABLE", "DISABLE", "DELETE")
+POL2_QUALIFICATIONS = ("Not-Allowed", "Auto-Delete")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated requester of a function."""
+
+    oid: str
+    role: str  # esx.entities.Role value
+
+
+def validate_pol2(rules: tuple[v.Pol2Rule, ...]) -> None:
+    """POL2 semantics beyond the XSD (8.2.3/2.1 when broken).
+
+    - Subject PROFILE only; actions ENABLE/DISABLE/DELETE; qualifications Not-Allowed/Auto-Delete.
+    - Auto-Delete only qualifies DISABLE ("delete the profile when it gets disabled",
+      sgp02-wire.md 5.3); on ENABLE or DELETE it means nothing and is refused.
+    - At most one rule per action: two rules on one action would contradict or repeat.
+    """
+    seen: set[str] = set()
+    for rule in rules:
+        if rule.subject != "PROFILE" or rule.action not in POL2_ACTIONS or rule.qualification not in POL2_QUALIFICATIONS:
+            raise FunctionFailed(codes.POL2_INVALID, f"POL2 rule {rule.subject}/{rule.action}/{rule.qualification} is not valid")
+        if rule.qualification == "Auto-Delete" and rule.action != "DISABLE":
+            raise FunctionFailed(codes.POL2_INVALID, f"Auto-Delete cannot qualify {rule.action}; only DISABLE")
+        if rule.action in seen:
+            raise FunctionFailed(codes.POL2_INVALID, f"more than one POL2 rule for {rule.action}")
+        seen.add(rule.action)
+
+
+class EisRegistry:
+    def __init__(self, db: Database, smsr_id: str, ci_cert_pem: bytes) -> None:
+        self.db = db
+        self.smsr_id = smsr_id
+        self.ci_cert_pem = ci_cert_pem
+
+    # -- ES1 ------------------------------------------------------------------------------------
+
+    def register_eis(self, caller: Caller, eum_signing_cert_pem: bytes | None, eis: v.Eis,
+                     signed_eis: etree._Element, *, now: datetime | None = None) -> None:
+        now = now or datetime.now(timezone.utc)
+        eid = eis.eid
+        if eis.signed_info.eum_id != caller.oid:
+            raise FunctionFailed(codes.EIS_NOT_ALLOWED, f"Eum-id {eis.signed_info.eum_id} is not the caller {caller.oid}",
+                                 subject_identifier=eid)
+        if not eum_signing_cert_pem:
+            raise FunctionFailed(codes.EIS_SIGNATURE_INVALID, f"no EUM certificate is registered for {caller.oid}",
+                                 subject_identifier=eid)
+        try:
+            verify_eis_signature(signed_eis, eum_signing_cert_pem)
+        except SignatureError as exc:
+            raise FunctionFailed(codes.EIS_SIGNATURE_INVALID, f"EumSignature: {exc}", subject_identifier=eid) from None
+        ecasd_cert = eis.signed_info.ecasd.certificate()
+        if ecasd_cert is None:
+            raise FunctionFailed(codes.ECASD_CERT_INVALID, "the ECASD carries no certificate", subject_identifier=eid)
+        try:
+            verify_ecasd_chain(self.ci_cert_pem, eum_signing_cert_pem, bytes.fromhex(ecasd_cert.value), now)
+        except CertificateError as exc:
+            code = codes.ECASD_CERT_EXPIRED if exc.kind == "expired" else codes.ECASD_CERT_INVALID
+            raise FunctionFailed(code, f"{exc.which} certificate: {exc}", subject_identifier=eid) from None
+        if eis.smsr_id != self.smsr_id:
+            raise FunctionFailed(codes.SMSR_UNKNOWN, f"the EIS names SM-SR {eis.smsr_id}, this SM-SR is {self.smsr_id}",
+                                 subject_identifier=eid)
+        for p in eis.profiles:
+            validate_pol2(p.pol2)
+        with self.db.session() as s:
+            if s.get(Euicc, eid) is not None:
+                raise FunctionFailed(codes.EID_ALREADY_REGISTERED, f"EID {eid} is already registered", subject_identifier=eid)
+            iccids = [p.iccid for p in eis.profiles]
+            if len(set(iccids)) != len(iccids):
+                raise FunctionFailed(codes.ICCID_IN_USE, "the EIS lists one ICCID twice", subject_identifier=eid)
+            if iccids:
+                taken = s.scalars(select(ProfileRow.iccid).where(ProfileRow.iccid.in_(iccids))).first()
+                if taken:
+                    raise FunctionFailed(codes.ICCID_IN_USE, f"ICCID {taken} is already registered", subject_identifier=taken)
+            s.add(euicc_row(eis, now))
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def _load(self, s: Session, eid: str) -> Euicc:
+        row = s.get(Euicc, eid.upper())
+        if row is None:
+            raise FunctionFailed(codes.EID_UNKNOWN, f"EID {eid} is not known to this SM-SR", subject_identifier=eid)
+        return row
+
+    def get_eis(self, caller: Caller, eid: str) -> v.Eis:
+        """The EIS as ``caller`` may see it (see the module doc)."""
+        with self.db.session() as s:
+            eis = eis_value(s, self._load(s, eid))
+        eis = replace(eis, isd_r=eis.isd_r.without_secrets())
+        if caller.role == "mno":
+            own = tuple(p for p in eis.profiles if p.mno_id == caller.oid)
+            if not own:
+                raise FunctionFailed(codes.EIS_NOT_ALLOWED, f"{caller.oid} has no profile on eUICC {eid}",
+                                     subject_identifier=eid)
+            eis = replace(eis, profiles=own)
+        return eis
+
+    def known_eids(self) -> list[str]:
+        with self.db.session() as s:
+            return list(s.scalars(select(Euicc.eid).order_by(Euicc.eid)))
+
+    # -- registry updates -----------------------------------------------------------------------
+
+    def _profile_for_update(self, s: Session, caller: Caller, eid: str, iccid: str) -> ProfileRow:
+        self._load(s, eid)
+        row = s.scalars(select(ProfileRow).where(ProfileRow.iccid == iccid.upper())).first()
+        if row is None:
+            raise FunctionFailed(codes.ICCID_UNKNOWN, f"ICCID {iccid} is not known", subject_identifier=iccid)
+        if row.eid != eid.upper():
+            raise FunctionFailed(codes.ICCID_OTHER_EUICC, f"ICCID {iccid} is on another eUICC", subject_identifier=iccid)
+        allowed = (
+            row.mno_id == caller.oid if caller.role == "mno"
+            else caller.role == "smdp" and row.smdp_id in (None, caller.oid)
+        )
+        if not allowed:
+            raise FunctionFailed(codes.ICCID_NOT_ALLOWED, f"{caller.oid} may not manage profile {iccid}",
+                                 subject_identifier=iccid)
+        return row
+
+    def update_policy_rules(self, caller: Caller, eid: str, iccid: str, pol2: tuple[v.Pol2Rule, ...]) -> v.ProfileInfo:
+        validate_pol2(pol2)
+        with self.db.session() as s:
+            row = self._profile_for_update(s, caller, eid, iccid)
+            profile = replace(profile_value(row), pol2=pol2)
+            apply_profile(row, profile)
+            return profile
+
+    def update_subscription_address(self, caller: Caller, eid: str, iccid: str,
+                                    address: v.SubscriptionAddress) -> v.ProfileInfo:
+        with self.db.session() as s:
+            row = self._profile_for_update(s, caller, eid, iccid)
+            clash = None
+            if address.imsi:
+                clash = s.scalars(select(ProfileRow.iccid).where(ProfileRow.imsi == address.imsi, ProfileRow.id != row.id)).first()
+            if clash is None and address.msisdn:
+                clash = s.scalars(select(ProfileRow.iccid).where(ProfileRow.msisdn == address.msisdn, ProfileRow.id != row.id)).first()
+            if clash is not None:
+                raise FunctionFailed(codes.SUBSCRIPTION_ADDRESS_NOT_ALLOWED,
+                                     f"the subscription address is already used by profile {clash}", subject_identifier=iccid)
+            profile = replace(profile_value(row), subscription_address=address)
+            apply_profile(row, profile)
+            return profile
