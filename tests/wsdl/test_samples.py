@@ -1,0 +1,136 @@
+"""Instance documents are judged the same way by our schema and the official one,
+and zeep clients built from either WSDL set produce messages the other accepts."""
+import uuid
+
+import pytest
+import zeep
+from lxml import etree
+
+from . import samples
+from .conftest import RPS, SOAP12_ENV, WSA, WSDL_DIR
+
+
+def _errors(schema, doc):
+    schema.validate(doc)
+    return '\n'.join('%d: %s' % (e.line, e.message) for e in schema.error_log)
+
+
+@pytest.mark.parametrize('name', sorted(samples.VALID))
+def test_valid_sample(name, our_schema, official_schema):
+    doc = etree.fromstring(samples.VALID[name])
+    assert our_schema.validate(doc), _errors(our_schema, doc)
+    assert official_schema.validate(doc), _errors(official_schema, doc)
+
+
+@pytest.mark.parametrize('name', sorted(samples.INVALID))
+def test_invalid_sample(name, our_schema, official_schema):
+    doc = etree.fromstring(samples.INVALID[name])
+    assert not our_schema.validate(doc), 'esx schema accepted: %s' % name
+    assert not official_schema.validate(doc), 'official schema accepted: %s' % name
+
+
+# ------------------------------------------------------------------ zeep interop
+
+def _client(path):
+    return zeep.Client(str(path))
+
+
+def _headers(name, op):
+    """Headers the caller adds; zeep itself adds wsa:Action, wsa:MessageID and wsa:To."""
+    headers = {'From': {'Address': 'https://mno.example:8443?EntityId=1.3.6.1.4.1.99999.30&EntityName=MNO'}}
+    if name.endswith('Callback'):
+        headers['RelatesTo'] = 'urn:uuid:%s' % uuid.uuid4()
+    elif op.output is None:
+        headers['ReplyTo'] = {'Address': 'https://mno.example:8443/callbacks'}
+    return headers
+
+
+def _body_and_headers(envelope):
+    body = envelope.find('{%s}Body' % SOAP12_ENV)
+    header = envelope.find('{%s}Header' % SOAP12_ENV)
+    return list(body)[0], ([] if header is None else list(header))
+
+
+CALLS = [
+    # (official wsdl, our wsdl, operation, body arguments)
+    ('ES4_SMSR.wsdl', 'ES4SmSr.wsdl', 'ES4-EnableProfile',
+     dict(FunctionCallIdentifier='fc-1', ValidityPeriod=600, Eid=samples.EID, Iccid=samples.ICCID_1)),
+    ('ES4_SMSR.wsdl', 'ES4SmSr.wsdl', 'ES4-AuditEIS',
+     dict(FunctionCallIdentifier='fc-2', Eid=samples.EID, Iccid=[samples.ICCID_1, samples.ICCID_2])),
+    ('ES4_SMSR.wsdl', 'ES4SmSr.wsdl', 'ES4-UpdatePolicyRules',
+     dict(FunctionCallIdentifier='fc-3', Eid=samples.EID, Iccid=samples.ICCID_1,
+          pol2={'Rule': [{'Subject': 'PROFILE', 'Action': 'DELETE', 'Qualification': 'Not-Allowed'}]})),
+    ('ES2_SMDP.wsdl', 'ES2SmDp.wsdl', 'ES2-DownloadProfile',
+     {'FunctionCallIdentifier': 'fc-4', 'Eid': samples.EID, 'SmSr-id': '1.3.6.1.4.1.99999.2',
+      'Iccid': samples.ICCID_2, 'EnableProfile': False}),
+    ('ES3_SMSR.wsdl', 'ES3SmSr.wsdl', 'ES3-CreateISDP',
+     {'FunctionCallIdentifier': 'fc-5', 'Eid': samples.EID, 'Iccid': samples.ICCID_2,
+      'Mno-id': '1.3.6.1.4.1.99999.30', 'RequiredMemory': 65536, 'MoreToDo': True}),
+    ('ES3_SMSR.wsdl', 'ES3SmSr.wsdl', 'ES3-DeleteISDP',
+     dict(FunctionCallIdentifier='fc-6', Eid=samples.EID, Iccid=samples.ICCID_2)),
+    ('ES3_SMDP.wsdl', 'ES3SmDp.wsdl', 'ES3-SendDataCallback',
+     dict(FunctionExecutionStatus={'Status': 'FAILED', 'StatusCodeData': {'Subject': '8.1', 'Reason': '6.1'}},
+          EuiccResponseData='6A88')),
+]
+
+
+@pytest.mark.parametrize('official_wsdl,our_wsdl,operation,args', CALLS, ids=[c[2] for c in CALLS])
+def test_official_client_message_valid_for_esx(official_wsdl, our_wsdl, operation, args, official,
+                                               our_schema, official_schema):
+    """What a client generated from the GSMA files sends is valid for esx (body and WS-A headers),
+    and what a client generated from our files sends is valid for the GSMA schema."""
+    for wsdl, judge in ((official / official_wsdl, our_schema), (WSDL_DIR / our_wsdl, official_schema)):
+        client = _client(wsdl)
+        op = client.service._binding._operations[operation]
+        headers = _headers(operation, op)
+        envelope = client.create_message(client.service, operation, _soapheaders=headers, **args)
+        body, header_blocks = _body_and_headers(envelope)
+        assert etree.QName(body).namespace == RPS
+        assert judge.validate(body), (str(wsdl), _errors(judge, body))
+        names = sorted(etree.QName(b).localname for b in header_blocks)
+        assert names == sorted(['Action', 'MessageID', 'To'] + list(headers)), names
+        action = [b.text for b in header_blocks if etree.QName(b).localname == 'Action']
+        assert action == [op.abstract.wsa_action]
+        for block in header_blocks:
+            assert etree.QName(block).namespace == WSA
+            assert our_schema.validate(block), (etree.QName(block).localname, _errors(our_schema, block))
+
+
+def _envelope(body_xml, action, relates_to):
+    return etree.fromstring(
+        '<env:Envelope xmlns:env="%s" xmlns:wsa="%s"><env:Header>'
+        '<wsa:From><wsa:Address>https://smsr.example?EntityId=1.3.6.1.4.1.99999.2</wsa:Address></wsa:From>'
+        '<wsa:To env:mustUnderstand="true">https://mno.example?EntityId=1.3.6.1.4.1.99999.30</wsa:To>'
+        '<wsa:MessageID>urn:uuid:%s</wsa:MessageID>'
+        '<wsa:Action env:mustUnderstand="true">%s</wsa:Action>'
+        '<wsa:RelatesTo>%s</wsa:RelatesTo>'
+        '</env:Header><env:Body>%s</env:Body></env:Envelope>'
+        % (SOAP12_ENV, WSA, uuid.uuid4(), action, relates_to, body_xml))
+
+
+@pytest.mark.parametrize('official_wsdl,our_wsdl', [('ES4_SMSR.wsdl', 'ES4SmSr.wsdl')])
+def test_clients_parse_esx_reply(official_wsdl, our_wsdl, official):
+    """A GetEIS reply as esx sends it is parsed by clients from both WSDL sets."""
+    for wsdl in (official / official_wsdl, WSDL_DIR / our_wsdl):
+        client = _client(wsdl)
+        op = client.service._binding._operations['ES4-GetEIS']
+        full = _envelope(samples.VALID['ES4-GetEISResponse full'],
+                         'http://gsma.com/ES4/ProfileManagement/ES4-GetEISResponse', 'urn:uuid:1')
+        result = op.process_reply(full)
+        assert result.body.FunctionExecutionStatus.Status == 'EXECUTED_SUCCESS'
+        eis = result.body.Eis
+        assert eis.EumSignedInfo.Eid.upper() == samples.EID
+        assert [p.Iccid for p in eis.ProfileInfo] == [samples.ICCID_1, samples.ICCID_2]
+        assert eis.ProfileInfo[0].pol2.Rule[1].Action == 'DELETE'
+        # zeep exposes the repeated Key/Certificate choice as _value_1 = [{'Key': ...}, ...]
+        assert eis['Isd-r'].Keyset[0]._value_1[0]['Key'].kcv.upper() == 'A1B2C3'
+        assert eis.EumSignedInfo.Ecasd.Keyset[0]._value_1[0]['Certificate'].CaId == '1.3.6.1.4.1.31746.1.1'
+        assert result.header.RelatesTo._value_1 == 'urn:uuid:1'
+
+        failed = _envelope(samples.VALID['ES4-GetEISResponse failed'],
+                           'http://gsma.com/ES4/ProfileManagement/ES4-GetEISResponse', 'urn:uuid:2')
+        result = op.process_reply(failed)
+        status = result.body.FunctionExecutionStatus
+        assert (status.Status, status.StatusCodeData.Subject, status.StatusCodeData.Reason) == \
+            ('FAILED', '8.1.1', '3.8')
+        assert result.body.Eis is None
