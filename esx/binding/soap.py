@@ -218,10 +218,7 @@ def dispatch(runtime: Runtime, interface: Interface, inbound: Inbound) -> etree.
         if failure is not None:
             # Until the asynchronous machinery lands, a one-way request that cannot be accepted
             # is refused with a fault carrying the status code (nothing has been accepted).
-            raise Fault(
-                "Client.FunctionFailed" if failure.code.subject.startswith("1.") else "Server.FunctionFailed",
-                f"{failure.code.subject}/{failure.code.reason}: {failure.message}",
-            )
+            raise Fault("Client.FunctionFailed", f"{failure.code.subject}/{failure.code.reason}: {failure.message}")
         return None
     return response_element(op.output_element, started, status, failure,
                             [] if failure is not None and status is not Status.EXECUTED_WITHWARNING else reply.children)
