@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -166,9 +166,12 @@ def init_instance(data_dir: Path, *, demo: int = 0, database_url: str | None = N
         upsert_entity(s, oid=EUM_OID, role=Role.EUM, name="Demo EUM", cert_pem=client_cert(EUM_OID),
                       signing_cert_pem=pki.eum_cert_pem)
 
-    runtime = EsxRuntime(config, db)
+    # The registration below never leaves this process (no socket, hence no TLS): the demo EUM is
+    # identified by its wsa:From EntityId whatever the instance's production identity mode is.
+    local = replace(config, auth="entity-id")
+    runtime = EsxRuntime(local, db)
     session = requests.Session()
-    session.mount("http://esx.inprocess/", WsgiAdapter(make_wsgi(config, "smsr", runtime)))
+    session.mount("http://esx.inprocess/", WsgiAdapter(make_wsgi(local, "smsr", runtime)))
     es1 = GsmaClient("ES1SmSr.wsdl", "http://esx.inprocess/smsr/es1", sender_oid=EUM_OID,
                      sender_address=f"http://eum.invalid/?EntityId={EUM_OID}", receiver_oid=config.smsr_oid,
                      session=session)

@@ -143,6 +143,8 @@ class EsxRuntime(Runtime):
 
         session = requests.Session()
         if self.config.auth == "mtls":
+            # requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override session.verify: trust only our CA.
+            session.trust_env = False
             session.cert = tuple(str(p) for p in self.pki.tls_client(self.own_oid(role)))
             session.verify = str(self.pki.tls_ca_path)
         return session
