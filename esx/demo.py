@@ -41,7 +41,7 @@ ECASD_TAR = "000002"
 
 def isd_p_aid(index: int) -> str:
     """ISD-P AIDs A0000005591010FFFFFFFF89 0000 1x 00; the TAR is AID bytes 13-15."""
-    return f"A0000005591010FFFFFFFF89{0x1000 + index * 0x100:06X}00"
+    return f"A0000005591010FFFFFFFF89{0x10 + index:06X}00"
 
 
 def luhn_digit(digits: str) -> str:
