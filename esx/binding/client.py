@@ -111,6 +111,7 @@ class GsmaClient:
         if element is None or element.tag == f"{{{SOAP12}}}Fault":
             reason = element.findtext(f".//{{{SOAP12}}}Text") if element is not None else "empty reply"
             raise FunctionFailed(codes.INTERNAL_ERROR, f"{operation} at {self.endpoint} failed: {reason}")
+        contract.normalise_variants(element)
         problem = contract.validate(element)
         if problem is not None:
             raise FunctionFailed(codes.INTERNAL_ERROR, f"invalid reply to {operation}: {problem.message}")

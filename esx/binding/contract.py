@@ -154,6 +154,42 @@ def _find_parent_named(root: etree._Element, local: str) -> etree._Element | Non
     return None
 
 
+# Known spelling variants (sgp02-wire.md sections 2, 3 and 7): what peers send -> what our XSD
+# (the GSMA v3 files) expects, per body element. Accepted on input, never emitted.
+_ES2_SMSR_ID = {"SmSr-id": "Smsr-id"}
+_NAME_VARIANTS: dict[str, dict[str, str]] = {
+    "ES2-DownloadProfileRequest": {"Smsr-id": "SmSr-id"},
+    "ES2-EnableProfileRequest": {"Smsr-id": "SmSr-id"},
+    "ES2-GetEISRequest": _ES2_SMSR_ID,
+    "ES2-DisableProfileRequest": _ES2_SMSR_ID,
+    "ES2-DeleteProfileRequest": _ES2_SMSR_ID,
+    "ES2-UpdatePolicyRulesRequest": _ES2_SMSR_ID,
+    "ES2-UpdateSubscriptionAddressRequest": _ES2_SMSR_ID,
+    "ES2-HandleProfileEnabledNotification": {"completionTimestamp": "CompletionTimestamp"},
+    "ES3-HandleSMSRChangeNotification": {"CompletionTimestamp": "completionTimestamp"},
+}
+_STATUS_PARENTS = ("FunctionExecutionStatus", "OperationExecutionStatus")
+
+
+def normalise_variants(body: etree._Element) -> None:
+    """Rewrite accepted spelling variants in place: element names per ``_NAME_VARIANTS`` and the
+    prose Status values ("Executed-Success") to the XSD form ("EXECUTED_SUCCESS")."""
+    renames = _NAME_VARIANTS.get(etree.QName(body).localname)
+    if renames:
+        for child in body:
+            if isinstance(child.tag, str) and child.tag.startswith("{" + GSMA + "}"):
+                new = renames.get(etree.QName(child).localname)
+                if new:
+                    child.tag = "{" + GSMA + "}" + new
+    for status in body.iter("{" + GSMA + "}Status"):
+        parent = status.getparent()
+        if parent is not None and etree.QName(parent).localname in _STATUS_PARENTS and status.text:
+            try:
+                status.text = codes.Status.parse(status.text).value
+            except ValueError:
+                pass  # left for the schema to refuse
+
+
 def is_gsma_element(element: etree._Element) -> bool:
     return isinstance(element.tag, str) and element.tag.startswith("{" + GSMA + "}")
 

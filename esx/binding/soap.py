@@ -285,6 +285,7 @@ class GsmaSoap12(Soap12):
             violation = contract.SchemaViolation(
                 codes.MISSING_PARAMETER, f"missing WS-Addressing header wsa:{missing[0]}"
             )
+        contract.normalise_variants(ctx.in_body_doc)
         violation = violation or contract.validate(ctx.in_body_doc)
         ctx.udc = Inbound(
                 operation=op,

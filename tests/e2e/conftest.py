@@ -60,6 +60,12 @@ def _postgres_database():
         engine.dispose()
 
 
+@pytest.fixture(params=["official", "ours"])
+def kind(request):
+    """Which client an operator generated: from the official GSMA WSDL, or from the one esx serves."""
+    return request.param
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def database_url(request, tmp_path_factory):
     if request.param == "sqlite":

@@ -92,3 +92,8 @@ def ensure_mixed_euicc(instance) -> tuple[str, str, str]:
         assert reply.status == "EXECUTED_SUCCESS", reply.code
         _done[key] = (eis.eid, eis.profiles[0].iccid, eis.profiles[1].iccid)
     return _done[key]
+
+
+def pol2(*rules: tuple[str, str]) -> dict:
+    """A pol2 value for zeep: pol2(("DELETE", "Not-Allowed"), ...)."""
+    return {"Rule": [{"Subject": "PROFILE", "Action": a, "Qualification": q} for a, q in rules]}

@@ -10,14 +10,9 @@ from esx.binding.ns import GSMA
 from keys.pki import make_ci
 
 from .clients import CLIENT_KINDS
-from .helpers import OTHER_MNO, eis_for, pki, profile, register
+from .helpers import eis_for, pki, profile, register
 
 NS = {"rps": GSMA}
-
-
-@pytest.fixture(params=["official", "ours"])
-def kind(request):
-    return request.param
 
 
 _next = iter(range(1000, 100000))
@@ -104,7 +99,7 @@ def test_register_eis_naming_another_smsr(instance):
     assert (reply.status, reply.code) == ("FAILED", ("8.7", "3.9"))
 
 
-def test_register_with_invalid_pol2(instance):
+def test_register_with_invalidpol2(instance):
     n = next(_next)
     from smsr_core.eis import Pol2Rule
 

@@ -6,14 +6,9 @@ import pytest
 from esx.binding.ns import GSMA
 
 from .clients import CLIENT_KINDS
-from .helpers import OTHER_MNO, ensure_mixed_euicc
+from .helpers import pol2, OTHER_MNO, ensure_mixed_euicc
 
 NS = {"rps": GSMA}
-
-
-@pytest.fixture(params=["official", "ours"])
-def kind(request):
-    return request.param
 
 
 def es2(instance, kind, oid=None):
@@ -41,31 +36,27 @@ def test_es2_get_eis_errors(instance, kind):
                                                         **{"Smsr-id": instance.doc["smsr_id"]}).code == ("1.1", "1.2")
 
 
-def _pol2(*rules):
-    return {"Rule": [{"Subject": "PROFILE", "Action": a, "Qualification": q} for a, q in rules]}
-
-
 def test_es2_update_policy_rules_relayed(instance, kind):
     eid, own, _ = ensure_mixed_euicc(instance)
     call = es2(instance, kind)
     smsr = {"Smsr-id": instance.doc["smsr_id"]}
-    reply = call("ES2-UpdatePolicyRules", Eid=eid, Iccid=own, pol2=_pol2(("DELETE", "Not-Allowed")), **smsr)
+    reply = call("ES2-UpdatePolicyRules", Eid=eid, Iccid=own, pol2=pol2(("DELETE", "Not-Allowed")), **smsr)
     assert (reply.status, reply.code) == ("EXECUTED_SUCCESS", (None, None))
     eis = call("ES2-GetEIS", Eid=eid, **smsr)
     assert eis.text("rps:Eis/rps:ProfileInfo/rps:pol2/rps:Rule/rps:Action") == "DELETE"
-    call("ES2-UpdatePolicyRules", Eid=eid, Iccid=own, pol2=_pol2(), **smsr)
+    call("ES2-UpdatePolicyRules", Eid=eid, Iccid=own, pol2=pol2(), **smsr)
 
 
 def test_es2_update_policy_rules_errors(instance, kind):
     eid, own, other = ensure_mixed_euicc(instance)
     call = es2(instance, kind)
     smsr = {"Smsr-id": instance.doc["smsr_id"]}
-    assert call("ES2-UpdatePolicyRules", Eid=eid, Iccid=other, pol2=_pol2(), **smsr).code == ("8.2.1", "1.2")
-    assert call("ES2-UpdatePolicyRules", Eid=eid, Iccid="8988299999999999999", pol2=_pol2(), **smsr).code == ("8.2.1", "3.9")
+    assert call("ES2-UpdatePolicyRules", Eid=eid, Iccid=other, pol2=pol2(), **smsr).code == ("8.2.1", "1.2")
+    assert call("ES2-UpdatePolicyRules", Eid=eid, Iccid="8988299999999999999", pol2=pol2(), **smsr).code == ("8.2.1", "3.9")
     # the SM-SR's own verdict comes back unchanged
-    assert call("ES2-UpdatePolicyRules", Eid=eid, Iccid=own, pol2=_pol2(("ENABLE", "Auto-Delete")),
+    assert call("ES2-UpdatePolicyRules", Eid=eid, Iccid=own, pol2=pol2(("ENABLE", "Auto-Delete")),
                 **smsr).code == ("8.2.3", "2.1")
-    assert call("ES2-UpdatePolicyRules", Eid="89049032000000000000000000999999", Iccid=own, pol2=_pol2(),
+    assert call("ES2-UpdatePolicyRules", Eid="89049032000000000000000000999999", Iccid=own, pol2=pol2(),
                 **smsr).code == ("8.1.1", "3.9")
 
 
@@ -120,3 +111,16 @@ def test_es3_messages_the_smdp_sends_are_valid_against_the_official_xsd(instance
         element = env.find("{http://www.w3.org/2003/05/soap-envelope}Body")[0]
         assert schema.validate(element), schema.error_log
         assert env.find("{http://www.w3.org/2003/05/soap-envelope}Header/{http://www.w3.org/2005/08/addressing}From") is not None
+
+
+def test_es2_accepts_the_smsr_id_spelling_variant(instance):
+    """A client that writes SmSr-id where the v3 XSD says Smsr-id is understood (sgp02-wire.md 7)."""
+    from .clients import raw_post
+    from .conftest import parse_reply
+    from .test_hostile import envelope
+
+    body = (f'<rps:ES2-GetEISRequest><rps:FunctionCallIdentifier>f</rps:FunctionCallIdentifier>'
+            f'<rps:Eid>{instance.eids[0]}</rps:Eid><rps:SmSr-id>{instance.doc["smsr_id"]}</rps:SmSr-id></rps:ES2-GetEISRequest>')
+    reply = parse_reply(raw_post(f"{instance.smdp_url}/smdp/es2", envelope(
+        body, from_oid=instance.mno, action="http://gsma.com/ES2/DataPreparation/ES2-GetEISRequest")), "ES2")
+    assert (reply.status, reply.code) == ("EXECUTED_SUCCESS", (None, None))

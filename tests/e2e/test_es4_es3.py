@@ -8,14 +8,9 @@ from esx.binding.ns import GSMA
 from keys.xmldsig import verify_eis_signature
 
 from .clients import CLIENT_KINDS
-from .helpers import OTHER_MNO, ensure_mixed_euicc, ensure_other_mno_euicc
+from .helpers import pol2, OTHER_MNO, ensure_mixed_euicc, ensure_other_mno_euicc
 
 NS = {"rps": GSMA}
-
-
-@pytest.fixture(params=["official", "ours"])
-def kind(request):
-    return request.param
 
 
 def es4(instance, kind, oid=None):
@@ -86,51 +81,47 @@ def test_es4_unknown_caller(instance, kind):
 # -- UpdatePolicyRules ----------------------------------------------------------------------------
 
 
-def _pol2(*rules):
-    return {"Rule": [{"Subject": "PROFILE", "Action": a, "Qualification": q} for a, q in rules]}
-
-
 def test_es4_update_policy_rules_nominal_and_visible_in_eis(instance, kind):
     call = es4(instance, kind)
     eid = instance.eids[1]
     iccid = instance.doc["euiccs"][1]["profiles"][0]["iccid"]
-    reply = call("ES4-UpdatePolicyRules", Eid=eid, Iccid=iccid, pol2=_pol2(("DELETE", "Not-Allowed"), ("DISABLE", "Auto-Delete")))
+    reply = call("ES4-UpdatePolicyRules", Eid=eid, Iccid=iccid, pol2=pol2(("DELETE", "Not-Allowed"), ("DISABLE", "Auto-Delete")))
     assert (reply.status, reply.code) == ("EXECUTED_SUCCESS", (None, None))
     assert reply.header("Action") == "http://gsma.com/ES4/ProfileManagement/ES4-UpdatePolicyRulesResponse"
     eis = call("ES4-GetEIS", Eid=eid)
     rules = [(r.findtext("rps:Action", namespaces=NS), r.findtext("rps:Qualification", namespaces=NS))
              for r in eis.body.findall("rps:Eis/rps:ProfileInfo/rps:pol2/rps:Rule", NS)]
     assert rules == [("DELETE", "Not-Allowed"), ("DISABLE", "Auto-Delete")]
-    call("ES4-UpdatePolicyRules", Eid=eid, Iccid=iccid, pol2=_pol2())  # back to no rule
+    call("ES4-UpdatePolicyRules", Eid=eid, Iccid=iccid, pol2=pol2())  # back to no rule
 
 
 @pytest.mark.parametrize("rules", [[("ENABLE", "Auto-Delete")], [("DELETE", "Not-Allowed"), ("DELETE", "Not-Allowed")]])
-def test_es4_update_policy_rules_invalid_pol2(instance, kind, rules):
+def test_es4_update_policy_rules_invalidpol2(instance, kind, rules):
     iccid = instance.doc["euiccs"][0]["profiles"][0]["iccid"]
-    reply = es4(instance, kind)("ES4-UpdatePolicyRules", Eid=instance.eids[0], Iccid=iccid, pol2=_pol2(*rules))
+    reply = es4(instance, kind)("ES4-UpdatePolicyRules", Eid=instance.eids[0], Iccid=iccid, pol2=pol2(*rules))
     assert (reply.status, reply.code) == ("FAILED", ("8.2.3", "2.1"))
 
 
 def test_es4_update_policy_rules_unknown_iccid(instance, kind):
-    reply = es4(instance, kind)("ES4-UpdatePolicyRules", Eid=instance.eids[0], Iccid="8988299999999999999", pol2=_pol2())
+    reply = es4(instance, kind)("ES4-UpdatePolicyRules", Eid=instance.eids[0], Iccid="8988299999999999999", pol2=pol2())
     assert (reply.status, reply.code) == ("FAILED", ("8.2.1", "3.9"))
 
 
 def test_es4_update_policy_rules_iccid_on_another_euicc(instance, kind):
     iccid = instance.doc["euiccs"][1]["profiles"][0]["iccid"]
-    reply = es4(instance, kind)("ES4-UpdatePolicyRules", Eid=instance.eids[0], Iccid=iccid, pol2=_pol2())
+    reply = es4(instance, kind)("ES4-UpdatePolicyRules", Eid=instance.eids[0], Iccid=iccid, pol2=pol2())
     assert (reply.status, reply.code) == ("FAILED", ("8.2.1", "3.10"))
 
 
 def test_es4_update_policy_rules_profile_of_another_mno(instance, kind):
     eid, iccid = ensure_other_mno_euicc(instance)
-    reply = es4(instance, kind)("ES4-UpdatePolicyRules", Eid=eid, Iccid=iccid, pol2=_pol2())
+    reply = es4(instance, kind)("ES4-UpdatePolicyRules", Eid=eid, Iccid=iccid, pol2=pol2())
     assert (reply.status, reply.code) == ("FAILED", ("8.2.1", "1.2"))
 
 
 def test_es4_update_policy_rules_unknown_eid(instance, kind):
     iccid = instance.doc["euiccs"][0]["profiles"][0]["iccid"]
-    reply = es4(instance, kind)("ES4-UpdatePolicyRules", Eid="89049032000000000000000000999999", Iccid=iccid, pol2=_pol2())
+    reply = es4(instance, kind)("ES4-UpdatePolicyRules", Eid="89049032000000000000000000999999", Iccid=iccid, pol2=pol2())
     assert (reply.status, reply.code) == ("FAILED", ("8.1.1", "3.9"))
 
 
@@ -179,7 +170,7 @@ def test_es3_errors(instance, kind):
     assert call("ES3-GetEIS", Eid="89049032000000000000000000999999").code == ("8.1.1", "3.9")
     iccid = instance.doc["euiccs"][0]["profiles"][0]["iccid"]
     assert call("ES3-UpdatePolicyRules", Eid=instance.eids[0], Iccid=iccid,
-                pol2=_pol2(("ENABLE", "Auto-Delete"))).code == ("8.2.3", "2.1")
+                pol2=pol2(("ENABLE", "Auto-Delete"))).code == ("8.2.3", "2.1")
     assert call("ES3-UpdateSubscriptionAddress", Eid=instance.eids[0], Iccid="8988299999999999999",
                 newSubscriptionAddress={"Imsi": "001010000000009"}).code == ("8.2.1", "3.9")
     # an MNO may not use ES3
@@ -189,14 +180,14 @@ def test_es3_errors(instance, kind):
 def test_es3_update_policy_rules_and_address(instance, kind):
     call = es3(instance, kind)
     eid, iccid = instance.eids[0], instance.doc["euiccs"][0]["profiles"][0]["iccid"]
-    assert call("ES3-UpdatePolicyRules", Eid=eid, Iccid=iccid, pol2=_pol2(("DISABLE", "Not-Allowed"))).status == "EXECUTED_SUCCESS"
+    assert call("ES3-UpdatePolicyRules", Eid=eid, Iccid=iccid, pol2=pol2(("DISABLE", "Not-Allowed"))).status == "EXECUTED_SUCCESS"
     assert call("ES3-UpdateSubscriptionAddress", Eid=eid, Iccid=iccid,
                 newSubscriptionAddress={"Imsi": "001010000000077"}).status == "EXECUTED_SUCCESS"
     eis = call("ES3-GetEIS", Eid=eid)
     profile = next(p for p in eis.body.findall("rps:Eis/rps:ProfileInfo", NS) if p.findtext("rps:Iccid", namespaces=NS) == iccid)
     assert profile.findtext("rps:pol2/rps:Rule/rps:Action", namespaces=NS) == "DISABLE"
     assert profile.findtext("rps:SubscriptionAddress/rps:Imsi", namespaces=NS) == "001010000000077"
-    call("ES3-UpdatePolicyRules", Eid=eid, Iccid=iccid, pol2=_pol2())
+    call("ES3-UpdatePolicyRules", Eid=eid, Iccid=iccid, pol2=pol2())
 
 
 def test_wsdl_is_served_with_absolute_schema_locations(instance):

@@ -70,11 +70,6 @@ def test_official_client_without_from_is_refused(instance):
     assert (reply.status, reply.code) == ("FAILED", ("1.6", "2.2"))
 
 
-def test_prose_status_spelling_not_needed_on_input_but_xsd_form_on_output(instance):
-    reply = parse_reply(raw_post(url(instance), envelope(get_eis_body(instance.eids[0]), from_oid=instance.mno)), "ES4")
-    assert reply.status == "EXECUTED_SUCCESS"
-
-
 def test_unparseable_xml_is_a_sender_fault(instance):
     response = raw_post(url(instance), b"<env:Envelope xmlns:env='x'><unclosed>")
     assert response.status_code == 400

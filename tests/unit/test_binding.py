@@ -78,3 +78,18 @@ def test_every_wsdl_operation_has_actions_and_known_elements():
         for op in service.operations.values():
             assert op.input_action.startswith("http://gsma.com/ES")
             assert op.one_way == (op.output_element is None)
+
+
+def test_spelling_variants_are_accepted_on_input():
+    body = etree.fromstring(
+        f'<r:ES2-GetEISRequest xmlns:r="{GSMA}"><r:FunctionCallIdentifier>f</r:FunctionCallIdentifier>'
+        f'<r:Eid>89</r:Eid><r:SmSr-id>1.2</r:SmSr-id></r:ES2-GetEISRequest>')
+    assert contract.validate(body) is not None
+    contract.normalise_variants(body)
+    assert contract.validate(body) is None
+    reply = etree.fromstring(
+        f'<r:ES4-GetEISResponse xmlns:r="{GSMA}"><r:FunctionExecutionStatus><r:Status>Executed-Success</r:Status>'
+        f'</r:FunctionExecutionStatus></r:ES4-GetEISResponse>')
+    contract.normalise_variants(reply)
+    assert reply.findtext(f"{{{GSMA}}}FunctionExecutionStatus/{{{GSMA}}}Status") == "EXECUTED_SUCCESS"
+    assert contract.validate(reply) is None
