@@ -111,8 +111,7 @@ def validate(element: etree._Element) -> SchemaViolation | None:
     sch = schema()
     if sch.validate(element):
         return None
-    error = sch.error_log.filter_from_errors()[0] if sch.error_log.filter_from_errors() else sch.error_log.last_error
-    text = error.message
+    text = sch.error_log.filter_from_errors()[0].message
     found = _ELEMENT_RE.search(text)
     element_name = found.group(1) if found else etree.QName(element).localname
     if "Missing child element" in text:

@@ -1,10 +1,8 @@
 """ES1 (EUM -> SM-SR): RegisterEIS. A thin adapter over ``smsr_core.registry``."""
 from __future__ import annotations
 
-from esx import codes
 from esx.adapters import caller_of
 from esx.binding.soap import Inbound, Interface, Reply
-from esx.codes import FunctionFailed
 from esx.eis_xml import parse_eis
 
 

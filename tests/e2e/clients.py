@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import requests
 import zeep

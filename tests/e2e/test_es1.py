@@ -3,9 +3,6 @@ from __future__ import annotations
 
 from datetime import date
 
-import pytest
-from lxml import etree
-
 from esx.binding.ns import GSMA
 from keys.pki import make_ci
 

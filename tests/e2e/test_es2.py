@@ -1,8 +1,6 @@
 """ES2 (MNO -> SM-DP) synchronous functions, relayed by the SM-DP process to the SM-SR process over ES3."""
 from __future__ import annotations
 
-import pytest
-
 from esx.binding.ns import GSMA
 
 from .clients import CLIENT_KINDS

@@ -114,9 +114,9 @@ def test_unknown_body_element_is_a_sender_fault(instance):
 
 
 def test_soap11_envelope_is_a_sender_fault(instance):
-    body = (b'<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>'
-            + get_eis_body(instance.eids[0]).replace("<rps:", f'<rps:', 1).encode() + b"</s:Body></s:Envelope>")
-    response = raw_post(url(instance), body.replace(b"<rps:ES4-GetEISRequest>", f'<rps:ES4-GetEISRequest xmlns:rps="{GSMA}">'.encode()))
+    body = get_eis_body(instance.eids[0]).replace("<rps:ES4-GetEISRequest>", f'<rps:ES4-GetEISRequest xmlns:rps="{GSMA}">')
+    soap11 = f'<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>{body}</s:Body></s:Envelope>'
+    response = raw_post(url(instance), soap11.encode(), content_type="text/xml; charset=utf-8")
     assert response.status_code == 400
     assert fault(response)[0].endswith("Sender")
 

@@ -9,7 +9,7 @@ from zeep.transports import Transport
 from keys.pki import DevPki
 
 from .clients import OFFICIAL, OFFICIAL_FILES, Caller, Recorder
-from .conftest import free_port, official_schema, serve
+from .conftest import free_port, official_schema
 
 
 @pytest.fixture(scope="module")
