@@ -26,3 +26,40 @@ def required(inbound: Inbound, local: str) -> str:
 def eis_element(eis: Eis) -> etree._Element:
     holder = etree.Element("holder")
     return render_eis(holder, eis)
+
+
+class AsyncFunction:
+    """The adapter of one asynchronous function: persist the request, answer 202 (smsr_core.platform).
+
+    A request that fails before it can be queued (schema, identity checks) is still accepted once
+    its requester is known: the failure goes back as the function's callback (:meth:`reject`).
+    """
+
+    def __init__(self, function, interface: str) -> None:
+        self.function = function
+        self.interface = interface
+
+    def request(self, inbound: Inbound):
+        from smsr_core.platform import AsyncRequest
+
+        params: dict = {}
+        iccid = inbound.text("Iccid")
+        if iccid:
+            params["iccid"] = iccid.upper()
+        iccids = [el.text.strip().upper() for el in inbound.body.findall("{http://namespaces.gsma.org/esim-messaging/3}Iccid")
+                  if el.text and el.text.strip()]
+        if len(iccids) > 1 or self.function.value == "AuditEIS":
+            params = {"iccids": iccids}
+        return AsyncRequest(
+            function=self.function, interface=self.interface, requester=caller_of(inbound),
+            eid=(inbound.text("Eid") or "").upper(), message_id=inbound.addressing.message_id,
+            function_call_id=inbound.function_call_id, reply_to=inbound.addressing.reply_address,
+            validity_period=inbound.validity_period, received_at=inbound.received_at, params=params,
+        )
+
+    def __call__(self, rt, inbound: Inbound) -> None:
+        rt.platform.accept(self.request(inbound))
+        return None
+
+    def reject(self, rt, inbound: Inbound, failure: FunctionFailed) -> None:
+        rt.platform.reject(self.request(inbound), failure)

@@ -1,4 +1,4 @@
-"""The ``esx`` command (click): init, serve, entity add, eis show."""
+"""The ``esx`` command (click): init, serve, worker, smsc, entity add, eis show, euicc show/set."""
 from __future__ import annotations
 
 import ipaddress
@@ -43,8 +43,16 @@ def _is_loopback(host: str) -> bool:
 @click.option("--bind", default="127.0.0.1:8080", show_default=True, help="HOST:PORT")
 @click.option("--role", type=click.Choice(["smsr", "smdp", "all"]), default="all", show_default=True)
 @click.option("--workers", default=2, show_default=True)
-def serve(data_dir: Path, bind: str, role: str, workers: int) -> None:
-    """Serve the SOAP endpoints with gunicorn (TLS with client certificates in mtls mode)."""
+@click.option("--background/--no-background", default=True, show_default=True,
+              help="Also start `esx smsc` and `esx worker` as the configuration asks (embedded default).")
+def serve(data_dir: Path, bind: str, role: str, workers: int, background: bool) -> None:
+    """Serve the SOAP endpoints with gunicorn (TLS with client certificates in mtls mode).
+
+    In the embedded default it also starts the loopback SMSC with the simulated eUICCs and one
+    operation worker, and stops them when it stops.
+    """
+    import subprocess
+
     from esx.server import Config
 
     config = Config.load(data_dir)
@@ -53,7 +61,65 @@ def serve(data_dir: Path, bind: str, role: str, workers: int) -> None:
         raise click.UsageError("the entity-id identity mode is for loopback only: bind to 127.0.0.1, or use --auth mtls")
     from esx.gunicorn_app import run
 
-    run(config, role=role, bind=bind, workers=workers)
+    children = []
+    if background and role in ("smsr", "all"):
+        esx = [sys.executable, "-m", "esx.cli"]
+        if config.ota_setting("loopback_smsc"):
+            children.append(subprocess.Popen([*esx, "smsc", "--data-dir", str(data_dir)]))
+        if config.ota_setting("worker"):
+            children.append(subprocess.Popen([*esx, "worker", "--data-dir", str(data_dir)]))
+    try:
+        run(config, role=role, bind=bind, workers=workers)
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(timeout=20)
+
+
+@main.command()
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+def worker(data_dir: Path) -> None:
+    """Execute the SM-SR's asynchronous operations (ES5 over SMPP) and deliver callbacks/notifications."""
+    import logging
+
+    from esx.server import Config
+    from esx.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(name)s: %(message)s")
+    run_worker(Config.load(data_dir))
+
+
+@main.command()
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--pdu-log", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Append every SMPP PDU (JSON lines, hex) to this file.")
+def smsc(data_dir: Path, pdu_log: Path | None) -> None:
+    """Run the loopback SMSC with the simulated eUICCs of the data directory."""
+    import logging
+    import signal
+    import threading
+
+    from esx.server import Config
+    from euicc_sim.network import SimulatedNetwork
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s smsc %(levelname)s %(name)s: %(message)s")
+    config = Config.load(data_dir)
+    network = SimulatedNetwork(
+        Path(config.data_dir) / "euicc", host=config.ota_setting("smsc_host"), port=int(config.ota_setting("smsc_port")),
+        system_id=config.ota_setting("system_id"), password=config.ota_setting("password"),
+        notification_retry=float(config.ota_setting("notification_retry")), pdu_log=pdu_log,
+        smsr_address=config.ota_setting("source_addr"))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    network.start()
+    click.echo(f"loopback SMSC on {config.ota_setting('smsc_host')}:{network.smsc.port} with "
+               f"{len(network.cards)} simulated eUICC(s)", err=True)
+    try:
+        stop.wait()
+    finally:
+        network.stop()
 
 
 @main.group()
@@ -120,6 +186,62 @@ def eis_show(eid: str, data_dir: Path) -> None:
     except FunctionFailed as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(etree.tostring(eis_element(value), pretty_print=True).decode())
+
+
+@main.group()
+def euicc() -> None:
+    """The simulated eUICCs (the card's own view)."""
+
+
+def _card_path(data_dir: Path, eid: str) -> Path:
+    from esx.server import Config
+    from euicc_sim.network import CARD_FILE
+
+    path = Path(Config.load(data_dir).data_dir) / "euicc" / eid.upper() / CARD_FILE
+    if not path.is_file():
+        raise click.ClickException(f"no simulated eUICC {eid} in {data_dir}")
+    return path
+
+
+@euicc.command("show")
+@click.argument("eid")
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+def euicc_show(eid: str, data_dir: Path) -> None:
+    """Print what the simulated card itself holds (JSON), to compare with `esx eis show`."""
+    from euicc_sim.card import Card
+
+    click.echo(json.dumps(Card.load(_card_path(data_dir, eid)).view(), indent=2))
+
+
+@euicc.command("set")
+@click.argument("eid")
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--silent/--answering", default=None, help="A silent card answers no SMS (out of coverage).")
+@click.option("--pol1", default=None, metavar="ICCID=RULES",
+              help="Set a profile's POL1: comma list of disable-not-allowed, delete-not-allowed, "
+                   "delete-when-disabled (empty for none).")
+def euicc_set(eid: str, data_dir: Path, silent: bool | None, pol1: str | None) -> None:
+    """Change the simulated card (test and lab hooks)."""
+    from euicc_sim.card import Card, Pol1
+
+    path = _card_path(data_dir, eid)
+    card = Card.load(path)
+    if silent is not None:
+        card.silent = silent
+    if pol1 is not None:
+        iccid, _, rules = pol1.partition("=")
+        profile = next((p for p in card.profiles if p.iccid == iccid), None)
+        if profile is None:
+            raise click.ClickException(f"no profile {iccid} on {eid}")
+        names = {r.strip() for r in rules.split(",") if r.strip()}
+        known = {"disable-not-allowed", "delete-not-allowed", "delete-when-disabled"}
+        if names - known:
+            raise click.BadParameter(f"unknown POL1 rule(s): {', '.join(sorted(names - known))}", param_hint="--pol1")
+        profile.pol1 = Pol1(disable_not_allowed="disable-not-allowed" in names,
+                            delete_not_allowed="delete-not-allowed" in names,
+                            delete_when_disabled="delete-when-disabled" in names)
+    card.save()
+    click.echo(json.dumps(card.view(), indent=2))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -118,6 +118,39 @@ def register_request(eis_el: etree._Element) -> etree._Element:
     return req
 
 
+def demo_profiles(n: int) -> tuple[v.ProfileInfo, ...]:
+    """Demo eUICC n: an enabled fall-back profile and a disabled one, both of the demo MNO."""
+    return tuple(
+        v.ProfileInfo(
+            iccid=demo_iccid(n, slot), isd_p_aid=isd_p_aid(slot), mno_id=MNO_OID, fallback_attribute=slot == 0,
+            subscription_address=v.SubscriptionAddress(imsi=f"00101{n:08d}{slot:02d}", msisdn=f"4479{n:06d}{slot:02d}"),
+            state=v.ProfileState.ENABLED if slot == 0 else v.ProfileState.DISABLED, allocated_memory=65_536,
+            profile_type="esx-demo",
+        )
+        for slot in (0, 1)
+    )
+
+
+def create_card(card_dir: Path, eis: v.Eis, isd_r_keys: dict[str, bytes]) -> None:
+    """The simulated eUICC that matches ``eis`` (euicc_sim), with the ISD-R's SCP80 keys."""
+    from euicc_sim.card import Card, IsdP
+    from euicc_sim.network import CARD_FILE
+    from ota import es5
+
+    lifecycle = {v.ProfileState.ENABLED: es5.ENABLED, v.ProfileState.DISABLED: es5.DISABLED,
+                 v.ProfileState.CREATED: es5.SELECTABLE}
+    profiles = [IsdP(aid=p.isd_p_aid, lifecycle=lifecycle[p.state], fallback=p.fallback_attribute, iccid=p.iccid,
+                     imsi=p.subscription_address.imsi, msisdn=p.subscription_address.msisdn, memory=p.allocated_memory)
+                for p in eis.profiles]
+    keyset = next(ks for ks in eis.isd_r.keysets if ks.type == "SCP80")
+    scp80 = {"kvn": keyset.version, "tar": eis.isd_r.tars[0], "counter": 0,
+             **{name: key.hex().upper() for name, key in isd_r_keys.items()}}
+    path = card_dir / CARD_FILE
+    Card.create(path, eid=eis.eid, isd_r_aid=eis.isd_r.aid, profiles=profiles,
+                free_memory=eis.available_memory_for_profiles, scp80=scp80, overwrite=True)
+    os.chmod(path, 0o600)
+
+
 @dataclass
 class DemoEuicc:
     eid: str
@@ -180,11 +213,7 @@ def init_instance(data_dir: Path, *, demo: int = 0, database_url: str | None = N
     euiccs = []
     for n in range(1, demo + 1):
         eid = demo_eid(n)
-        profile = v.ProfileInfo(
-            iccid=demo_iccid(n), isd_p_aid=isd_p_aid(0), mno_id=MNO_OID, fallback_attribute=True,
-            subscription_address=v.SubscriptionAddress(imsi=f"00101{n:010d}", msisdn=f"4479{n:08d}"),
-            state=v.ProfileState.ENABLED, allocated_memory=65_536, profile_type="esx-demo",
-        )
+        profiles = demo_profiles(n)
         if eid not in known:
             ecasd_key, ecasd_cert = pki.issue_ecasd(eid)
             isd_r_keys = {name: os.urandom(16) for name in ("enc", "mac", "dek")}
@@ -193,14 +222,13 @@ def init_instance(data_dir: Path, *, demo: int = 0, database_url: str | None = N
             key_file = card_dir / "ecasd.key.pem"
             key_file.write_bytes(private_key_pem(ecasd_key))
             os.chmod(key_file, 0o600)
-            secrets = card_dir / "isd-r-scp80.json"
-            secrets.write_text(json.dumps({k: b.hex().upper() for k, b in isd_r_keys.items()}))
-            os.chmod(secrets, 0o600)
             eis = build_eis(eid=eid, eum_id=EUM_OID, smsr_id=config.smsr_oid, ecasd_cert=ecasd_cert,
-                            profiles=(profile,), isd_r=isd_r_domain(isd_r_keys))
+                            profiles=profiles, isd_r=isd_r_domain(isd_r_keys))
+            create_card(card_dir, eis, isd_r_keys)
             es1.call_element("ES1-RegisterEIS", register_request(signed_eis_element(eis, pki.eum_key, pki.eum_cert_pem)))
-        euiccs.append({"eid": eid, "profiles": [{"iccid": profile.iccid, "state": profile.state.value,
-                                                  "fallback": profile.fallback_attribute}]})
+        euiccs.append({"eid": eid, "profiles": [
+            {"iccid": p.iccid, "isd_p_aid": p.isd_p_aid, "state": p.state.value, "fallback": p.fallback_attribute,
+             "msisdn": p.subscription_address.msisdn} for p in profiles]})
     db.dispose()
     return {
         "smsr_id": config.smsr_oid,

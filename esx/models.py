@@ -3,5 +3,6 @@ from esx.audit import CallRecord  # noqa: F401
 from esx.db import Base
 from esx.entities import Entity  # noqa: F401
 from smsr_core.models import AdditionalProperty, EisAuditRecord, Euicc, ProfileRow, SecurityDomainRow  # noqa: F401
+from smsr_core.ops_models import EuiccOta, Operation, OutboxMessage, SmsInbox  # noqa: F401
 
 metadata = Base.metadata

@@ -27,6 +27,23 @@ from esx.entities import Entity, entity_by_certificate, get_entity
 
 CONFIG_FILE = "esx.json"
 
+# Config.ota keys. A real SMSC is a change of smsc_host/smsc_port/system_id/password and
+# loopback_smsc=false; the loopback SMSC with the simulated eUICCs is the embedded default.
+OTA_DEFAULTS = {
+    "smsc_host": "127.0.0.1",
+    "smsc_port": 2775,
+    "system_id": "esx",
+    "password": "esx",
+    "source_addr": "882001",  # the SM-SR's SMS address
+    "submit_rate": 0.0,  # submit_sm per second, 0 = unlimited
+    "loopback_smsc": True,  # `esx serve` starts `esx smsc` (simulated network + eUICCs)
+    "worker": True,  # `esx serve` starts one `esx worker`
+    "por_timeout": 30.0,  # seconds before an unanswered command is sent again
+    "default_validity": 3600.0,  # when a request carries no ValidityPeriod
+    "poll_interval": 0.2,
+    "notification_retry": 10.0,  # the simulated eUICC re-sends an unconfirmed notification
+}
+
 
 @dataclass
 class Config:
@@ -40,6 +57,25 @@ class Config:
     auth: str = "entity-id"  # "entity-id" (loopback embedded default) | "mtls"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     extra: dict = field(default_factory=dict)
+    # ES5 over SMS and the asynchronous machinery; see OTA_DEFAULTS for the keys.
+    ota: dict = field(default_factory=dict)
+
+    def ota_setting(self, key: str):
+        return self.ota.get(key, OTA_DEFAULTS[key])
+
+    def timing(self):
+        from smsr_core.platform import Timing
+
+        return Timing(por_timeout=float(self.ota_setting("por_timeout")),
+                      default_validity=float(self.ota_setting("default_validity")))
+
+    def smpp(self):
+        from ota.smpp import SmppConfig
+
+        return SmppConfig(host=self.ota_setting("smsc_host"), port=int(self.ota_setting("smsc_port")),
+                          system_id=self.ota_setting("system_id"), password=self.ota_setting("password"),
+                          source_addr=self.ota_setting("source_addr"),
+                          submit_rate=float(self.ota_setting("submit_rate")))
 
     @property
     def pki_dir(self) -> Path:
@@ -70,8 +106,19 @@ class EsxRuntime(Runtime):
         self.pki = DevPki.load(config.pki_dir)
         self.registry = EisRegistry(self.db, config.smsr_oid, self.pki.ci_cert_pem)
         self.smdp = SmdpRelay(self._smsr_gateway)
+        self._platform = None
         self._gateways: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
+
+    @property
+    def platform(self):
+        """The SM-SR's asynchronous operations (smsr_core.platform), built on first use."""
+        if self._platform is None:
+            from esx.outbox import OutboxSink
+            from smsr_core.platform import Platform
+
+            self._platform = Platform(self.db, self.config.smsr_oid, OutboxSink(self.config.smsr_oid), self.config.timing())
+        return self._platform
 
     # -- identity --------------------------------------------------------------------------------
 

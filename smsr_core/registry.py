@@ -61,6 +61,35 @@ def validate_pol2(rules: tuple[v.Pol2Rule, ...]) -> None:
         seen.add(rule.action)
 
 
+def load_euicc(s: Session, eid: str) -> Euicc:
+    row = s.get(Euicc, eid.upper())
+    if row is None:
+        raise FunctionFailed(codes.EID_UNKNOWN, f"EID {eid} is not known to this SM-SR", subject_identifier=eid)
+    return row
+
+
+def profile_for_caller(s: Session, caller: Caller, eid: str, iccid: str) -> ProfileRow:
+    """The profile ``iccid`` on eUICC ``eid``, if ``caller`` may manage it (see the module doc)."""
+    load_euicc(s, eid)
+    row = s.scalars(select(ProfileRow).where(ProfileRow.iccid == iccid.upper())).first()
+    if row is None:
+        raise FunctionFailed(codes.ICCID_UNKNOWN, f"ICCID {iccid} is not known", subject_identifier=iccid)
+    if row.eid != eid.upper():
+        raise FunctionFailed(codes.ICCID_OTHER_EUICC, f"ICCID {iccid} is on another eUICC", subject_identifier=iccid)
+    if not may_manage(caller, row):
+        raise FunctionFailed(codes.ICCID_NOT_ALLOWED, f"{caller.oid} may not manage profile {iccid}",
+                             subject_identifier=iccid)
+    return row
+
+
+def may_manage(caller: Caller, row: ProfileRow) -> bool:
+    if caller.role == "mno":
+        return row.mno_id == caller.oid
+    if caller.role == "smdp":
+        return row.smdp_id in (None, caller.oid)
+    return caller.role == "smsr"  # the SM-SR's own automatic operations
+
+
 class EisRegistry:
     def __init__(self, db: Database, smsr_id: str, ci_cert_pem: bytes) -> None:
         self.db = db
@@ -111,10 +140,7 @@ class EisRegistry:
     # -- reads ----------------------------------------------------------------------------------
 
     def _load(self, s: Session, eid: str) -> Euicc:
-        row = s.get(Euicc, eid.upper())
-        if row is None:
-            raise FunctionFailed(codes.EID_UNKNOWN, f"EID {eid} is not known to this SM-SR", subject_identifier=eid)
-        return row
+        return load_euicc(s, eid)
 
     def get_eis(self, caller: Caller, eid: str) -> v.Eis:
         """The EIS as ``caller`` may see it (see the module doc)."""
@@ -136,20 +162,7 @@ class EisRegistry:
     # -- registry updates -----------------------------------------------------------------------
 
     def _profile_for_update(self, s: Session, caller: Caller, eid: str, iccid: str) -> ProfileRow:
-        self._load(s, eid)
-        row = s.scalars(select(ProfileRow).where(ProfileRow.iccid == iccid.upper())).first()
-        if row is None:
-            raise FunctionFailed(codes.ICCID_UNKNOWN, f"ICCID {iccid} is not known", subject_identifier=iccid)
-        if row.eid != eid.upper():
-            raise FunctionFailed(codes.ICCID_OTHER_EUICC, f"ICCID {iccid} is on another eUICC", subject_identifier=iccid)
-        allowed = (
-            row.mno_id == caller.oid if caller.role == "mno"
-            else caller.role == "smdp" and row.smdp_id in (None, caller.oid)
-        )
-        if not allowed:
-            raise FunctionFailed(codes.ICCID_NOT_ALLOWED, f"{caller.oid} may not manage profile {iccid}",
-                                 subject_identifier=iccid)
-        return row
+        return profile_for_caller(s, caller, eid, iccid)
 
     def update_policy_rules(self, caller: Caller, eid: str, iccid: str, pol2: tuple[v.Pol2Rule, ...]) -> v.ProfileInfo:
         validate_pol2(pol2)

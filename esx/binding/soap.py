@@ -216,8 +216,14 @@ def dispatch(runtime: Runtime, interface: Interface, inbound: Inbound) -> etree.
             log.exception("could not append %s to the audit trail", op.name)
     if op.one_way:
         if failure is not None:
-            # Until the asynchronous machinery lands, a one-way request that cannot be accepted
-            # is refused with a fault carrying the status code (nothing has been accepted).
+            reject = getattr(handler, "reject", None)
+            if inbound.caller is not None and reject is not None:
+                # Accepted (202): the requester is known, so the failure goes back as the
+                # function's callback, like every other outcome of an asynchronous function.
+                reject(runtime, inbound, failure)
+                return None
+            # Nobody to call back (unknown requester) or a function we do not offer: refused
+            # with a fault carrying the status code; nothing has been accepted.
             raise Fault("Client.FunctionFailed", f"{failure.code.subject}/{failure.code.reason}: {failure.message}")
         return None
     return response_element(op.output_element, started, status, failure,

@@ -1,9 +1,10 @@
-"""ES4 (MNO -> SM-SR): the synchronous functions. Thin adapters over ``smsr_core.registry``."""
+"""ES4 (MNO -> SM-SR). Thin adapters over ``smsr_core.registry`` (sync) and ``smsr_core.platform`` (async)."""
 from __future__ import annotations
 
-from esx.adapters import caller_of, eis_element, required
+from esx.adapters import AsyncFunction, caller_of, eis_element, required
 from esx.binding.soap import Inbound, Interface, Reply
 from esx.eis_xml import parse_pol2, parse_subscription_address
+from smsr_core.platform import Function
 
 
 def get_eis(rt, inbound: Inbound) -> Reply:
@@ -36,5 +37,9 @@ INTERFACE = Interface(
         "ES4-GetEIS": get_eis,
         "ES4-UpdatePolicyRules": update_policy_rules,
         "ES4-UpdateSubscriptionAddress": update_subscription_address,
+        "ES4-EnableProfile": AsyncFunction(Function.ENABLE, "ES4"),
+        "ES4-DisableProfile": AsyncFunction(Function.DISABLE, "ES4"),
+        "ES4-DeleteProfile": AsyncFunction(Function.DELETE, "ES4"),
+        "ES4-AuditEIS": AsyncFunction(Function.AUDIT, "ES4"),
     },
 )

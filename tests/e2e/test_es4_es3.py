@@ -34,7 +34,7 @@ def test_es4_get_eis_returns_the_signed_eis_with_only_own_profiles(instance, kin
     assert reply.code == (None, None)
     assert reply.text("rps:Eis/rps:EumSignedInfo/rps:Eid") == eid
     iccids = [e.text for e in reply.body.findall("rps:Eis/rps:ProfileInfo/rps:Iccid", NS)]
-    assert iccids == [instance.doc["euiccs"][0]["profiles"][0]["iccid"]]
+    assert iccids == [p["iccid"] for p in instance.doc["euiccs"][0]["profiles"]]
     assert reply.text("rps:Eis/rps:ProfileInfo/rps:State") == "Enabled"
     assert reply.text("rps:Eis/rps:ProfileInfo/rps:FallbackAttribute") == "true"
     # WS-Addressing of the reply

@@ -128,10 +128,11 @@ def test_empty_post_is_a_sender_fault(instance):
 
 
 def test_not_yet_supported_async_function_is_refused_not_accepted(instance):
-    body = (f"<rps:ES4-EnableProfileRequest><rps:FunctionCallIdentifier>f</rps:FunctionCallIdentifier>"
-            f"<rps:Eid>{instance.eids[0]}</rps:Eid><rps:Iccid>8988299000000001006</rps:Iccid></rps:ES4-EnableProfileRequest>")
+    # SM-SR change is not offered yet.
+    body = (f"<rps:ES4-PrepareSMSRChangeRequest><rps:FunctionCallIdentifier>f</rps:FunctionCallIdentifier>"
+            f"<rps:Eid>{instance.eids[0]}</rps:Eid><rps:CurrentSMSRid>1.2.3</rps:CurrentSMSRid></rps:ES4-PrepareSMSRChangeRequest>")
     response = raw_post(url(instance), envelope(body, from_oid=instance.mno,
-                                                action="http://gsma.com/ES4/PlatformManagement/ES4-EnableProfile"))
+                                                action="http://gsma.com/ES4/eUICCManagement/ES4-PrepareSMSRChange"))
     # Nothing is accepted: no 202, a Sender fault (never an HTTP 500) carrying 1.6/3.1.
     assert response.status_code == 400
     code, text = fault(response)

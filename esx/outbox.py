@@ -1,0 +1,158 @@
+"""The transactional outbox: callbacks and notifications, written with the state change, sent later.
+
+:class:`OutboxSink` is the SM-SR core's :class:`~smsr_core.platform.MessageSink`: it renders the
+SOAP body (validated against our XSD) and adds an :class:`OutboxMessage` row to the caller's
+session, so the message commits or rolls back with the state change that owes it.
+
+:func:`deliver_due` sends what is due: a POST of a SOAP 1.2 envelope with WS-Addressing From, To,
+MessageID (fixed when the row was written, so a redelivery after a crash carries the same
+MessageID and the receiver can discard it), Action and, for callbacks, RelatesTo = the request's
+MessageID. Any 2xx answer is a delivery; anything else is retried with a growing delay. Rows are
+leased, so several workers never send the same row at once.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+import requests
+from lxml import etree
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from esx.binding import contract, wsa
+from esx.binding.ns import GSMA, SOAP12, SOAP12_CONTENT_TYPE, WSA
+from esx.binding.soap import gsma_element, response_element
+from esx.codes import FunctionFailed, Status
+from esx.eis_xml import render_eis, xml_datetime
+from esx.entities import get_entity
+from smsr_core import eis as v
+from smsr_core.models import ProfileRow
+from smsr_core.ops_models import Operation, OutboxMessage
+
+log = logging.getLogger(__name__)
+
+# The receiver's WSDL per requesting interface, and the ES3 spelling of DeleteProfile.
+CALLBACK_WSDL = {"ES4": "ES4Mno.wsdl", "ES3": "ES3SmDp.wsdl"}
+ES3_NAMES = {"DeleteProfile": "DeleteISDP"}
+MAX_BACKOFF = 60.0
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class OutboxSink:
+    """Renders what the SM-SR owes into outbox rows (see the module doc)."""
+
+    def __init__(self, smsr_oid: str) -> None:
+        self.smsr_oid = smsr_oid
+
+    def _add(self, s: Session, *, kind: str, wsdl: str, operation: str, target_oid: str, body: etree._Element,
+             address: str | None = None, relates_to: str | None = None, operation_id: int | None = None) -> None:
+        problem = contract.validate(body)
+        if problem is not None:  # our defect: never queue what the contract forbids
+            raise ValueError(f"{operation} body violates the schema: {problem.message}")
+        if operation not in contract.load_service(wsdl).operations:
+            raise ValueError(f"{wsdl} has no operation {operation}")
+        now = _utcnow()
+        s.add(OutboxMessage(
+            created_at=now, kind=kind, wsdl=wsdl, operation=operation, sender_role="smsr", target_oid=target_oid,
+            address=address, message_id=wsa.new_message_id(self.smsr_oid), relates_to=relates_to,
+            body=etree.tostring(body), operation_id=operation_id, attempts=0, next_attempt_at=now,
+        ))
+
+    def callback(self, s: Session, op: Operation, status: Status, failure: FunctionFailed | None,
+                 eis: v.Eis | None, euicc_response: str | None) -> None:
+        iface = op.interface
+        name = ES3_NAMES.get(op.function, op.function) if iface == "ES3" else op.function
+        children = []
+        if status is Status.EXECUTED_SUCCESS or status is Status.EXECUTED_WITHWARNING:
+            if eis is not None:
+                holder = etree.Element("holder")
+                children.append(render_eis(holder, eis))
+        if euicc_response and name in ("EnableProfile", "DisableProfile", "DeleteProfile", "DeleteISDP",
+                                       "SetFallBackAttribute", "UpdateConnectivityParameters", "SendData"):
+            children.append(gsma_element("EuiccResponseData", euicc_response))
+        body = response_element(f"{{{GSMA}}}{iface}-{name}Response", op.accepted_at, status, failure, children)
+        self._add(s, kind="callback", wsdl=CALLBACK_WSDL[iface], operation=f"{iface}-{name}Callback",
+                  target_oid=op.requester_id, body=body, address=op.reply_to, relates_to=op.message_id,
+                  operation_id=op.id)
+
+    def profile_notification(self, s: Session, change: str, eid: str, profile: ProfileRow, when: datetime) -> None:
+        """ES4-HandleProfile<change>Notification to the MNO; the ES3 one to the SM-DP that installed it."""
+        es4 = gsma_element(f"ES4-HandleProfile{change}Notification")
+        for local, text in (("Eid", eid), ("Iccid", profile.iccid), ("CompletionTimestamp", xml_datetime(when))):
+            etree.SubElement(es4, f"{{{GSMA}}}{local}").text = text
+        self._add(s, kind="notification", wsdl="ES4Mno.wsdl", operation=f"ES4-HandleProfile{change}Notification",
+                  target_oid=profile.mno_id, body=es4)
+        if profile.smdp_id:
+            es3 = gsma_element(f"ES3-HandleProfile{change}Notification")
+            for local, text in (("Eid", eid), ("Iccid", profile.iccid), ("Mno-id", profile.mno_id),
+                                ("CompletionTimestamp", xml_datetime(when))):
+                etree.SubElement(es3, f"{{{GSMA}}}{local}").text = text
+            self._add(s, kind="notification", wsdl="ES3SmDp.wsdl", operation=f"ES3-HandleProfile{change}Notification",
+                      target_oid=profile.smdp_id, body=es3)
+
+
+def _envelope(row: OutboxMessage, from_address: str, to: str) -> bytes:
+    op = contract.load_service(row.wsdl).operations[row.operation]
+    env = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"env": SOAP12, "wsa": WSA, "rps": GSMA})
+    header = etree.SubElement(env, f"{{{SOAP12}}}Header")
+    wsa.write_addressing(header, wsa.Addressing(from_address=from_address, to=to, message_id=row.message_id,
+                                                action=op.input_action, relates_to=row.relates_to))
+    etree.SubElement(env, f"{{{SOAP12}}}Body").append(etree.fromstring(row.body))
+    return etree.tostring(env, xml_declaration=True, encoding="utf-8")
+
+
+def deliver_due(db, *, from_address: str, session: requests.Session, now: datetime | None = None,
+                lease: float = 60.0, timeout: float = 10.0, limit: int = 50) -> int:
+    """Send every due outbox row once; returns how many were delivered."""
+    now = now or _utcnow()
+    with db.session() as s:
+        ids = list(s.scalars(select(OutboxMessage.id).where(
+            OutboxMessage.delivered_at.is_(None), OutboxMessage.next_attempt_at <= now,
+            or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until < now),
+        ).order_by(OutboxMessage.id).limit(limit)))
+    delivered = 0
+    for row_id in ids:
+        with db.session() as s:
+            leased = s.execute(update(OutboxMessage).where(
+                OutboxMessage.id == row_id, OutboxMessage.delivered_at.is_(None),
+                or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until < now),
+            ).values(lease_until=now + timedelta(seconds=lease))).rowcount
+            if leased != 1:
+                continue
+            row = s.get(OutboxMessage, row_id)
+            s.expunge(row)
+            entity = get_entity(s, row.target_oid)
+            url = to = None
+            if row.address:
+                url = to = row.address
+            elif entity is not None:
+                url = (entity.notification_endpoint if row.kind == "notification" and entity.notification_endpoint
+                       else entity.endpoint)
+                to = wsa.entity_address(url, row.target_oid) if url else None
+        error = None
+        if url is None:
+            error = f"no endpoint is registered for {row.target_oid}"
+        else:
+            try:
+                response = session.post(url, data=_envelope(row, from_address, to), timeout=timeout,
+                                        headers={"Content-Type": SOAP12_CONTENT_TYPE})
+                if not 200 <= response.status_code < 300:
+                    error = f"HTTP {response.status_code}"
+            except requests.RequestException as exc:
+                error = f"{exc.__class__.__name__}: {exc}"
+        with db.session() as s:
+            row = s.get(OutboxMessage, row_id)
+            row.attempts += 1
+            row.lease_until = None
+            if error is None:
+                row.delivered_at = _utcnow()
+                delivered += 1
+            else:
+                row.last_error = error[:2000]
+                row.next_attempt_at = _utcnow() + timedelta(seconds=min(MAX_BACKOFF, 0.5 * 2 ** min(row.attempts, 8)))
+                log.info("outbox %s (%s to %s): %s", row.id, row.operation, row.target_oid, error)
+    return delivered

@@ -1,0 +1,111 @@
+"""``esx worker``: executes the SM-SR's asynchronous operations and delivers the outbox.
+
+A worker holds one SMPP transceiver bind (``ota.smpp.Esme``) and runs two loops:
+
+- the operation loop (``SmsrWorker.tick``): expire what ran out of time, handle SMS from the
+  inbox (PoRs and card notifications), start queued operations, send due commands;
+- the delivery loop: POST due callbacks and notifications from the outbox.
+
+Every SMS the SMSC delivers is written to ``sms_inbox`` inside ``on_deliver``, before the ESME
+answers ``deliver_sm_resp``: an SMS the SMSC considers delivered is always in the database.
+All state lives in the database, so several workers (on several hosts, one PostgreSQL) share the
+work, and a worker killed at any point loses nothing: its leases run out and another worker, or
+the same one restarted, carries on.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import datetime, timezone
+
+from esx.db import Database
+from esx.outbox import deliver_due
+from esx.server import Config, EsxRuntime
+from ota import sms
+from ota.smpp import Esme, ShortMessage, SmppError
+from smsr_core.ops_models import SmsInbox
+from smsr_core.sms_link import OutboundSms
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class SmsrWorker:
+    def __init__(self, config: Config, db: Database | None = None) -> None:
+        self.config = config
+        self.db = db or Database(config.database_url)
+        self.runtime = EsxRuntime(config, self.db)
+        self.platform = self.runtime.platform
+        self.poll = float(config.ota_setting("poll_interval"))
+        self.esme = Esme(config.smpp(), on_deliver=self.on_deliver)
+        self.http = self.runtime.client_session("smsr")
+        self.stop_event = threading.Event()
+
+    # -- SMS in ------------------------------------------------------------------------------
+
+    def on_deliver(self, message: ShortMessage) -> None:
+        try:
+            ref = sms.parse_user_data(message.short_message).ref
+        except ValueError:
+            ref = None
+        with self.db.session() as s:
+            s.add(SmsInbox(received_at=utcnow(), source_addr=message.source_addr.lstrip("+"),
+                           destination_addr=message.destination_addr, user_data=message.short_message,
+                           concat_ref=ref))
+
+    # -- SMS out -----------------------------------------------------------------------------
+
+    def send(self, out: OutboundSms) -> None:
+        try:
+            for segment in out.segments:
+                self.esme.submit(out.destination, segment)
+        except SmppError as exc:
+            self.platform.send_failed(out, utcnow(), str(exc))
+            return
+        self.platform.sent(out, utcnow())
+
+    # -- loops -------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        p = self.platform
+        now = utcnow()
+        p.expire(now)
+        for out in p.process_inbox(now):
+            self.send(out)
+        p.start_ready(now)
+        for out in p.due_sends(utcnow()):
+            self.send(out)
+
+    def deliver(self) -> int:
+        return deliver_due(self.db, from_address=self.runtime.own_address("smsr"), session=self.http)
+
+    def _loop(self, step) -> None:
+        while not self.stop_event.is_set():
+            try:
+                step()
+            except Exception:  # keep going: the next tick retries from the database
+                log.exception("worker step failed")
+            self.stop_event.wait(self.poll)
+
+    def run(self) -> None:
+        self.esme.start()
+        delivery = threading.Thread(target=self._loop, args=(self.deliver,), name="outbox", daemon=True)
+        delivery.start()
+        try:
+            self._loop(self.tick)
+        finally:
+            self.stop_event.set()
+            delivery.join(timeout=15)
+            self.esme.stop()
+            self.db.dispose()
+
+
+def run_worker(config: Config) -> None:
+    worker = SmsrWorker(config)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: worker.stop_event.set())
+    worker.run()

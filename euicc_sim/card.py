@@ -1,0 +1,536 @@
+"""The simulated eUICC's ISD-R: a state machine over ES5 C-APDUs, persisted as one JSON file.
+
+Theory of operation
+-------------------
+A :class:`Card` holds what the ISD-R of an SGP.02 eUICC knows: its EID, the ISD-Ps under it (each with its GP
+life-cycle byte, fall-back attribute, POL1 and the subscription it carries), the free memory, the SM-SR's SMS
+address and the default notifications still waiting for a NotificationConfirmation. It also stores, untouched, the
+``scp80`` dict that the OTA front keeps there (keys, KVN, last counter).
+
+:meth:`Card.process` takes one plain C-APDU (already unwrapped from SCP80/SCP81 by the OTA front) and returns
+response data || SW1 SW2. It never raises on bad input and never does I/O other than :meth:`Card.save`, which it
+calls whenever the command changed the state, before the answer is returned (so an answer is only given for a
+durable state). A command that fails leaves the state exactly as it was.
+
+The ISD-P life cycle (sgp02-wire §5.5) and what moves it here::
+
+    (none) --INSTALL 80E60C00--> SELECTABLE 07 --ES8 key set--> PERSONALIZED 0F --ES8 download--> DISABLED 1F
+    DISABLED 1F --3A03 enable--> ENABLED 3F      (the previously enabled profile goes DISABLED in the same step)
+    ENABLED 3F  --3A04 disable--> DISABLED 1F    (the fall-back profile goes ENABLED in the same step)
+    DISABLED/SELECTABLE/PERSONALIZED --DELETE 80E40040--> (removed, memory released)
+
+ES8 is not an ISD-R command; :meth:`Card.install_profile` stands in for it (the ES8 front calls it), as
+:meth:`Card.update_pol1` stands in for ES6 UpdatePOL1byMNO.
+
+Rules, each checked in the order written; the first that fails gives the status word:
+
+================  ==============================================================================================
+Command           Checks -> SW
+================  ==============================================================================================
+3A03 enable       unknown 6A88; already ENABLED 9000, no change and no notification (idempotent, so an SM-SR
+                  retry after a lost PoR is harmless); not DISABLED 6985; enabled profile has POL1
+                  "disable not allowed" 69E1. Else old -> DISABLED, new -> ENABLED, notification 02 for the new
+                  AID; delete_on_confirm = [old] when the old one has POL1 "delete when disabled" and is not the
+                  fall-back profile (a fall-back profile ignores that rule, sgp02-wire §5.4).
+3A04 disable      unknown 6A88; not ENABLED 6985; it is the fall-back profile 6985; POL1 "disable not allowed"
+                  69E1; no DISABLED fall-back profile to switch to 6985. Else target -> DISABLED, fall-back ->
+                  ENABLED, notification 05 ("profile change after fall-back") for the fall-back AID, with
+                  delete_on_confirm = [target] when its POL1 says "delete when disabled".
+                  CHOICE 05, not 02: sgp02-wire §6.2 (njiwa) has the SM-SR treat DisableProfile as succeeded on a
+                  type 05 notification and EnableProfile on type 02; the card sends what that SM-SR waits for.
+3A05 fall-back    unknown 6A88; not DISABLED/ENABLED 6985. Else the attribute moves to this ISD-P (exactly one
+                  ISD-P holds it afterwards) 9000.
+3A07 addressing   the SMS address is decoded (ota.es5.decode_smsr_addressing) and kept; 9000. Bad layout 6A80.
+3A08 confirm      seq known: the notification is removed and its delete_on_confirm ISD-Ps are deleted (those still
+                  present, not enabled and not fall-back); answer '80' {4F ...deleted} 9000. Unknown seq: '80 00'
+                  9000, so a duplicate confirmation is harmless.
+DELETE 80E40040   unknown 6A88; ENABLED or fall-back 6985; POL1 "deletion not allowed" 69E1 (not for a
+                  MasterDelete, which carries a '9E' token and bypasses POL1, sgp02-wire §5.4). Else removed,
+                  its memory released, 9000. The simulated card holds no token key: any non-empty token is taken.
+INSTALL 80E60C00  AID already present (or the ISD-R's) 6985 (the SW GP cards give for an existing AID); quota
+                  above free memory 6A84; else a new SELECTABLE ISD-P with that quota (no quota in the install
+                  parameters = 0). ELF/module AIDs are not checked.
+GET STATUS        80F24002: one 'E3' per ISD-P, or for the asked AID (unknown, or no ISD-P at all, 6A88).
+                  Memory use inside an ISD-P is not modelled, so '91' (remaining memory) is left out.
+GET DATA          80CAFF21: 'FF21' {81 number of ISD-Ps, 82 free memory, 83 FREE_VOLATILE_MEMORY}; other 6A88.
+other             malformed APDU 6700; CLA other than 80-87 6E00; other INS 6D00; other DGI 6A80; chained
+                  STORE DATA 6A86; bad data 6A80; a bug in a handler 6F00 (logged, state restored).
+================  ==============================================================================================
+
+Profile changes take effect at once. A profile with ``attach_fails`` set simulates one that cannot attach to its
+network: enabling it (or falling back to it) answers 9000, but the card rolls back to the profile enabled before
+and queues a type 03 notification naming that profile; nothing is deleted. The roll-back that SGP.02 asks for when a
+notification is never confirmed [S] is not simulated.
+
+Invariants kept by every method: at most one ISD-P ENABLED (exactly one once a profile has been enabled, since
+disable always switches to the fall-back profile), at most one fall-back ISD-P, and it is DISABLED or ENABLED.
+
+Notification sequence numbers run 1..FFFF and wrap to 1. A file holds one card; two processes must not drive the
+same file at the same time (the last save wins).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ota import es5
+from ota.es5 import (
+    DISABLED, ENABLED, LIFECYCLE_NAMES, NOTIF_FALLBACK, NOTIF_FIRST_ATTACH, NOTIF_PROFILE_CHANGE_OK,
+    NOTIF_PROFILE_CHANGE_ROLLED_BACK, NOTIFICATION_TYPE_NAMES, PERSONALIZED, SELECTABLE, SW_CLA, SW_CONDITIONS,
+    SW_INS, SW_MEMORY, SW_NOT_FOUND, SW_OK, SW_POL1, SW_UNKNOWN, SW_WRONG_DATA, SW_WRONG_LENGTH, SW_WRONG_P1P2,
+    Apdu,
+)
+
+__all__ = ["Pol1", "IsdP", "PendingNotification", "Card", "FREE_VOLATILE_MEMORY", "FORMAT_VERSION"]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+FREE_VOLATILE_MEMORY = 8192  # reported in GET DATA 'FF21'/'83'; volatile memory is not otherwise modelled
+
+Response = tuple[bytes, int]
+
+
+@dataclass
+class Pol1:
+    """POL1, the on-card policy of a profile (sgp02-wire §5.4)."""
+
+    disable_not_allowed: bool = False
+    delete_not_allowed: bool = False
+    delete_when_disabled: bool = False
+
+
+@dataclass
+class IsdP:
+    """One ISD-P. ``aid`` is upper-case hex; ``msisdn`` is the number this profile attaches with, which the
+    simulated network uses to route SMS; ``memory`` is the quota granted at CreateISDP; ``attach_fails`` is a test
+    hook (see the module comment)."""
+
+    aid: str
+    lifecycle: int
+    fallback: bool = False
+    pol1: Pol1 = field(default_factory=Pol1)
+    iccid: str | None = None
+    imsi: str | None = None
+    msisdn: str | None = None
+    memory: int = 0
+    attach_fails: bool = False
+
+    @property
+    def state_name(self) -> str:
+        return es5.lifecycle_name(self.lifecycle)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "IsdP":
+        d = dict(d)
+        d["pol1"] = Pol1(**d.get("pol1", {}))
+        d["aid"] = _hex_upper(d["aid"], "ISD-P AID")
+        return cls(**d)
+
+
+@dataclass
+class PendingNotification:
+    """A default notification sent (or to send) and not yet confirmed by a 3A08."""
+
+    seq: int
+    type: int
+    aid: str
+    delete_on_confirm: list[str] = field(default_factory=list)
+
+
+def _hex_upper(value: str, what: str) -> str:
+    try:
+        bytes.fromhex(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} {value!r} is not hex") from None
+    return value.upper()
+
+
+@dataclass(eq=False)
+class Card:
+    path: Path
+    eid: str
+    isd_r_aid: str
+    profiles: list[IsdP]
+    free_memory: int
+    scp80: dict
+    silent: bool = False  # test hook: a card that answers nothing (the OTA front reads it)
+    next_seq: int = 1
+    pending: list[PendingNotification] = field(default_factory=list)
+    smsr_sms_address: str | None = None
+    first_attach_notified: bool = False
+
+    # --- construction and persistence ------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: Path, *, eid: str, isd_r_aid: str, profiles: list[IsdP], free_memory: int, scp80: dict,
+               overwrite: bool = False) -> "Card":
+        """A new card, saved at ``path``. Refuses to replace an existing file unless ``overwrite``."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} already holds a card")
+        card = cls(path=path, eid=eid, isd_r_aid=isd_r_aid, profiles=[copy.deepcopy(p) for p in profiles],
+                   free_memory=free_memory, scp80=copy.deepcopy(scp80))
+        card._validate()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        card.save()
+        return card
+
+    @classmethod
+    def load(cls, path: Path) -> "Card":
+        path = Path(path)
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            card = cls(path=path, eid="", isd_r_aid="", profiles=[], free_memory=0, scp80={})
+            card._apply_state(state)
+            card._validate()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: not a simulated eUICC state file: {exc}") from exc
+        return card
+
+    def save(self) -> None:
+        """Write the state atomically: a temporary file in the same folder, fsync, os.replace, fsync the folder."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(self._state(), f, indent=2, sort_keys=True)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        try:
+            fd = os.open(self.path.parent, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass  # some file systems cannot fsync a directory; the file itself is already durable
+        finally:
+            os.close(fd)
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "eid": self.eid,
+            "isd_r_aid": self.isd_r_aid,
+            "free_memory": self.free_memory,
+            "scp80": copy.deepcopy(self.scp80),
+            "silent": self.silent,
+            "next_seq": self.next_seq,
+            "smsr_sms_address": self.smsr_sms_address,
+            "first_attach_notified": self.first_attach_notified,
+            "profiles": [asdict(p) for p in self.profiles],
+            "pending": [asdict(p) for p in self.pending],
+        }
+
+    def _apply_state(self, state: dict[str, Any]) -> None:
+        if state.get("format") != FORMAT_VERSION:
+            raise ValueError(f"unknown state format {state.get('format')!r}")
+        self.eid = state["eid"]
+        self.isd_r_aid = state["isd_r_aid"]
+        self.free_memory = state["free_memory"]
+        self.scp80 = copy.deepcopy(state["scp80"])
+        self.silent = bool(state.get("silent", False))
+        self.next_seq = state.get("next_seq", 1)
+        self.smsr_sms_address = state.get("smsr_sms_address")
+        self.first_attach_notified = bool(state.get("first_attach_notified", False))
+        self.profiles = [IsdP.from_dict(p) for p in state["profiles"]]
+        self.pending = [PendingNotification(**p) for p in state.get("pending", [])]
+
+    def _validate(self) -> None:
+        self.eid = _hex_upper(self.eid, "EID")
+        if len(self.eid) != 32:
+            raise ValueError(f"EID {self.eid} is not 16 bytes")
+        self.isd_r_aid = _hex_upper(self.isd_r_aid, "ISD-R AID")
+        if not isinstance(self.scp80, dict):
+            raise ValueError("scp80 must be a dict")
+        if not isinstance(self.free_memory, int) or self.free_memory < 0:
+            raise ValueError(f"free memory {self.free_memory!r}")
+        if not 1 <= self.next_seq <= 0xFFFF:
+            raise ValueError(f"next sequence number {self.next_seq}")
+        aids = set()
+        for p in self.profiles:
+            p.aid = _hex_upper(p.aid, "ISD-P AID")
+            if not 5 <= len(p.aid) // 2 <= 16 or len(p.aid) % 2:
+                raise ValueError(f"ISD-P AID {p.aid} is not 5..16 bytes")
+            if p.aid in aids or p.aid == self.isd_r_aid:
+                raise ValueError(f"ISD-P AID {p.aid} appears twice")
+            aids.add(p.aid)
+            if p.lifecycle not in LIFECYCLE_NAMES:
+                raise ValueError(f"ISD-P {p.aid}: life-cycle byte {p.lifecycle!r}")
+            if p.memory < 0:
+                raise ValueError(f"ISD-P {p.aid}: negative memory")
+            if p.fallback and p.lifecycle not in (DISABLED, ENABLED):
+                raise ValueError(f"ISD-P {p.aid}: fall-back profile must be DISABLED or ENABLED")
+        if sum(p.lifecycle == ENABLED for p in self.profiles) > 1:
+            raise ValueError("more than one ENABLED profile")
+        if sum(p.fallback for p in self.profiles) > 1:
+            raise ValueError("more than one fall-back profile")
+
+    # --- queries ---------------------------------------------------------------------------------------------------
+
+    def profile(self, aid: str) -> IsdP | None:
+        aid = aid.upper()
+        return next((p for p in self.profiles if p.aid == aid), None)
+
+    def enabled_profile(self) -> IsdP | None:
+        return next((p for p in self.profiles if p.lifecycle == ENABLED), None)
+
+    def fallback_profile(self) -> IsdP | None:
+        return next((p for p in self.profiles if p.fallback), None)
+
+    def pending_notifications(self) -> list[PendingNotification]:
+        return sorted((copy.deepcopy(p) for p in self.pending), key=lambda p: p.seq)
+
+    def notification_message(self, pending: PendingNotification) -> bytes:
+        """The 'E1' default notification for ``pending``, as the OTA front sends it to the SM-SR."""
+        return es5.encode_notification(es5.Notification(
+            eid=bytes.fromhex(self.eid), type=pending.type, seq=pending.seq, isdp_aid=bytes.fromhex(pending.aid)))
+
+    def view(self) -> dict[str, Any]:
+        """A JSON-able summary for ``esx euicc show``."""
+        return {
+            "eid": self.eid,
+            "isd_r_aid": self.isd_r_aid,
+            "free_memory": self.free_memory,
+            "smsr_sms_address": self.smsr_sms_address,
+            "silent": self.silent,
+            "profiles": [
+                {
+                    "aid": p.aid, "iccid": p.iccid, "imsi": p.imsi, "msisdn": p.msisdn, "state": p.state_name,
+                    "fallback": p.fallback, "pol1": asdict(p.pol1), "memory": p.memory,
+                    "attach_fails": p.attach_fails,
+                }
+                for p in self.profiles
+            ],
+            "pending_notifications": [
+                {
+                    "seq": n.seq, "type": n.type, "type_name": NOTIFICATION_TYPE_NAMES.get(n.type, "unknown"),
+                    "aid": n.aid, "delete_on_confirm": list(n.delete_on_confirm),
+                }
+                for n in self.pending_notifications()
+            ],
+        }
+
+    # --- hooks for the fronts that are not ES5 (each saves) --------------------------------------------------------
+
+    def notify_first_attach(self) -> PendingNotification | None:
+        """Queue the type 01 notification (first network attachment), once in the card's life, for the enabled
+        profile. ``None`` when it was already queued or no profile is enabled."""
+        enabled = self.enabled_profile()
+        if self.first_attach_notified or enabled is None:
+            return None
+        note = self._queue(NOTIF_FIRST_ATTACH, enabled.aid, [])
+        self.first_attach_notified = True
+        self.save()
+        return copy.deepcopy(note)
+
+    def install_profile(self, aid: str, *, iccid: str, imsi: str | None = None, msisdn: str | None = None,
+                        pol1: Pol1 | None = None) -> IsdP:
+        """Stand-in for ES8 DownloadAndInstallation: a SELECTABLE or PERSONALIZED ISD-P becomes DISABLED and
+        carries the profile. :class:`ValueError` when the ISD-P is unknown or in another state."""
+        p = self.profile(aid)
+        if p is None or p.lifecycle not in (SELECTABLE, PERSONALIZED):
+            raise ValueError(f"no ISD-P {aid} waiting for a profile")
+        p.iccid, p.imsi, p.msisdn, p.pol1 = iccid, imsi, msisdn, pol1 or Pol1()
+        p.lifecycle = DISABLED
+        self.save()
+        return p
+
+    def update_pol1(self, aid: str, pol1: Pol1) -> None:
+        """Stand-in for ES6 UpdatePOL1byMNO."""
+        p = self.profile(aid)
+        if p is None:
+            raise ValueError(f"no ISD-P {aid}")
+        p.pol1 = copy.deepcopy(pol1)
+        self.save()
+
+    # --- ES5 -------------------------------------------------------------------------------------------------------
+
+    def process(self, apdu: bytes) -> bytes:
+        """Execute one C-APDU addressed to the ISD-R; return response data || SW1 SW2."""
+        before = self._state()
+        try:
+            data, sw = self._dispatch(apdu)
+        except Exception:  # a handler bug must not take the OTA front down; answer 6F00 with the state untouched
+            shown = apdu.hex().upper() if isinstance(apdu, (bytes, bytearray)) else repr(apdu)
+            log.exception("simulated eUICC %s: command %s failed", self.eid, shown)
+            data, sw = b"", SW_UNKNOWN
+        if sw != SW_OK:
+            self._apply_state(before)  # a refused command changes nothing, whatever a handler did before refusing
+        elif self._state() != before:
+            try:
+                self.save()
+            except BaseException:
+                self._apply_state(before)  # no answer for a state that is not on disk
+                raise
+        return es5.with_sw(data, sw)
+
+    def _dispatch(self, raw: bytes) -> Response:
+        if not isinstance(raw, (bytes, bytearray)):
+            return b"", SW_WRONG_LENGTH
+        try:
+            apdu = Apdu.parse(raw)
+        except (TypeError, ValueError):
+            return b"", SW_WRONG_LENGTH
+        if apdu.cla & 0xF8 != 0x80:  # GP proprietary class, with or without secure messaging / logical channel
+            return b"", SW_CLA
+        handler = {
+            es5.INS_STORE_DATA: self._store_data,
+            es5.INS_DELETE: self._delete,
+            es5.INS_INSTALL: self._install,
+            es5.INS_GET_STATUS: self._get_status,
+            es5.INS_GET_DATA: self._get_data,
+        }.get(apdu.ins)
+        if handler is None:
+            return b"", SW_INS
+        try:
+            return handler(apdu)
+        except ValueError:  # a codec refused the command data (TlvError is a ValueError too)
+            return b"", SW_WRONG_DATA
+
+    def _store_data(self, apdu: Apdu) -> Response:
+        if not apdu.p1 & 0x80:
+            return b"", SW_WRONG_P1P2  # chained STORE DATA: every ES5 DGI the ISD-R handles fits one block
+        dgi, value = es5.parse_store_data(apdu)
+        if dgi == es5.DGI_ENABLE_PROFILE:
+            return self._enable(es5.aid_of(value).hex().upper())
+        if dgi == es5.DGI_DISABLE_PROFILE:
+            return self._disable(es5.aid_of(value).hex().upper())
+        if dgi == es5.DGI_SET_FALLBACK:
+            return self._set_fallback(es5.aid_of(value).hex().upper())
+        if dgi == es5.DGI_SMSR_ADDRESSING:
+            self.smsr_sms_address = es5.decode_smsr_addressing(value)
+            return b"", SW_OK
+        if dgi == es5.DGI_NOTIFICATION_CONFIRMATION:
+            return self._confirm(es5.parse_notification_confirmation(value))
+        return b"", SW_WRONG_DATA  # e.g. 3A01/3A02 (SM-SR change key establishment): not simulated
+
+    def _enable(self, aid: str) -> Response:
+        target = self.profile(aid)
+        if target is None:
+            return b"", SW_NOT_FOUND
+        if target.lifecycle == ENABLED:
+            return b"", SW_OK  # idempotent: a retry after a lost PoR changes nothing and queues nothing
+        if target.lifecycle != DISABLED:
+            return b"", SW_CONDITIONS
+        current = self.enabled_profile()
+        if current is not None and current.pol1.disable_not_allowed:
+            return b"", SW_POL1
+        delete = [current.aid] if current is not None and current.pol1.delete_when_disabled and not current.fallback \
+            else []
+        self._switch(current, target, NOTIF_PROFILE_CHANGE_OK, delete)
+        return b"", SW_OK
+
+    def _disable(self, aid: str) -> Response:
+        target = self.profile(aid)
+        if target is None:
+            return b"", SW_NOT_FOUND
+        if target.lifecycle != ENABLED or target.fallback:
+            return b"", SW_CONDITIONS
+        if target.pol1.disable_not_allowed:
+            return b"", SW_POL1
+        fallback = self.fallback_profile()
+        if fallback is None or fallback.lifecycle != DISABLED:
+            return b"", SW_CONDITIONS  # nothing to fall back to
+        self._switch(target, fallback, NOTIF_FALLBACK, [target.aid] if target.pol1.delete_when_disabled else [])
+        return b"", SW_OK
+
+    def _switch(self, old: IsdP | None, new: IsdP, notification_type: int, delete_on_confirm: list[str]) -> None:
+        """Enable ``new`` in place of ``old`` and queue the notification that reports it, or roll back."""
+        if new.attach_fails and old is not None:
+            # the device refreshed to ``new``, found no network, and came back to ``old``
+            self._queue(NOTIF_PROFILE_CHANGE_ROLLED_BACK, old.aid, [])
+            return
+        if old is not None:
+            old.lifecycle = DISABLED
+        new.lifecycle = ENABLED
+        self._queue(notification_type, new.aid, delete_on_confirm)
+
+    def _queue(self, notification_type: int, aid: str, delete_on_confirm: list[str]) -> PendingNotification:
+        note = PendingNotification(self.next_seq, notification_type, aid, list(delete_on_confirm))
+        self.pending.append(note)
+        self.next_seq = self.next_seq % 0xFFFF + 1
+        return note
+
+    def _set_fallback(self, aid: str) -> Response:
+        target = self.profile(aid)
+        if target is None:
+            return b"", SW_NOT_FOUND
+        if target.lifecycle not in (DISABLED, ENABLED):
+            return b"", SW_CONDITIONS
+        for p in self.profiles:
+            p.fallback = p is target
+        return b"", SW_OK
+
+    def _confirm(self, seq: int) -> Response:
+        note = next((n for n in self.pending if n.seq == seq), None)
+        deleted: list[bytes] = []
+        if note is not None:
+            self.pending.remove(note)
+            for aid in note.delete_on_confirm:
+                p = self.profile(aid)
+                if p is not None and p.lifecycle != ENABLED and not p.fallback:
+                    self._remove(p)
+                    deleted.append(bytes.fromhex(p.aid))
+        return es5.encode_confirmation_response(deleted), SW_OK
+
+    def _remove(self, p: IsdP) -> None:
+        self.profiles.remove(p)
+        self.free_memory += p.memory
+
+    def _delete(self, apdu: Apdu) -> Response:
+        if apdu.p1 != 0x00 or apdu.p2 not in (0x00, es5.P2_DELETE_OBJECT_AND_RELATED):
+            return b"", SW_WRONG_P1P2
+        request = es5.parse_delete(apdu)
+        target = self.profile(request.aid.hex().upper())
+        if target is None:
+            return b"", SW_NOT_FOUND
+        if target.lifecycle == ENABLED or target.fallback:
+            return b"", SW_CONDITIONS
+        if target.pol1.delete_not_allowed and not request.is_master_delete:
+            return b"", SW_POL1
+        self._remove(target)
+        return b"", SW_OK
+
+    def _install(self, apdu: Apdu) -> Response:
+        if apdu.p1 != es5.P1_INSTALL_AND_MAKE_SELECTABLE:
+            return b"", SW_WRONG_P1P2
+        request = es5.parse_install(apdu)
+        aid = request.aid.hex().upper()
+        if self.profile(aid) is not None or aid == self.isd_r_aid:
+            return b"", SW_CONDITIONS
+        memory = request.memory or 0
+        if memory > self.free_memory:
+            return b"", SW_MEMORY
+        self.free_memory -= memory
+        self.profiles.append(IsdP(aid=aid, lifecycle=SELECTABLE, memory=memory))
+        return b"", SW_OK
+
+    def _get_status(self, apdu: Apdu) -> Response:
+        if apdu.p1 != es5.P1_GET_STATUS_APPLICATIONS or apdu.p2 != es5.P2_GET_STATUS_TLV:
+            return b"", SW_WRONG_P1P2
+        wanted = es5.parse_get_status(apdu)
+        selected = self.profiles if wanted is None else [p for p in self.profiles if p.aid == wanted.hex().upper()]
+        if not selected:
+            return b"", SW_NOT_FOUND
+        return b"".join(
+            es5.encode_isdp_status(es5.IsdpStatus(bytes.fromhex(p.aid), p.lifecycle, p.fallback, p.memory))
+            for p in selected
+        ), SW_OK
+
+    def _get_data(self, apdu: Apdu) -> Response:
+        if (apdu.p1 << 8 | apdu.p2) != es5.TAG_EXTENDED_CARD_RESOURCES:
+            return b"", SW_NOT_FOUND
+        return es5.encode_card_resources(
+            es5.CardResources(len(self.profiles), self.free_memory, FREE_VOLATILE_MEMORY)), SW_OK

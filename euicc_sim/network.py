@@ -1,0 +1,247 @@
+"""The simulated radio network: a loopback SMSC and the eUICCs it reaches.
+
+``esx smsc`` runs this. The SM-SR binds to the SMSC over SMPP as it would to an operator's. A
+``submit_sm`` is routed to the card whose *enabled* profile answers at the destination MSISDN (a
+disabled profile is not attached to any network, so an SMS to it is not delivered), handed to the
+card as an SMS-PP download (SMS-DELIVER TPDU inside an ENVELOPE 'D1', TS 31.111), and what the
+card sends back (PoR, default notifications: SMS-SUBMIT TPDUs, as a proactive SEND SHORT
+MESSAGE would) goes to the SM-SR as ``deliver_sm`` from the card's current MSISDN.
+
+:class:`CardOta` is the card's OTA front (TS 102 225/226 on the card side): reassembly of
+concatenated SMS, SCP80 checks (TAR, keys, cryptographic checksum, deciphering, the counter rule
+of the SPI), execution of the expanded remote command script by the ISD-R
+(:class:`euicc_sim.card.Card`), the proof of receipt, and the mobile-originated default
+notifications, re-sent until the SM-SR confirms them (3A08).
+
+Card state lives in ``<data_dir>/euicc/<EID>/card.json`` and survives restarts; a card whose
+file changes on disk (``esx euicc set``) is reloaded before its next SMS.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from keys import scp80
+from ota import es5, remote, sms
+from ota.smpp import ShortMessage
+
+from .card import Card
+from .smsc import LoopbackSmsc
+
+log = logging.getLogger(__name__)
+
+CARD_FILE = "card.json"
+
+
+def card_keyset(card: Card) -> scp80.Scp80Keyset:
+    k = card.scp80
+    return scp80.Scp80Keyset(kvn=int(k["kvn"]), enc=bytes.fromhex(k["enc"]), mac=bytes.fromhex(k["mac"]))
+
+
+class CardOta:
+    """One card's OTA front (see the module doc). Pure bytes in, bytes out; no sockets."""
+
+    def __init__(self, card: Card, path: Path) -> None:
+        self.card = card
+        self.path = path
+        self.mtime = path.stat().st_mtime_ns if path.exists() else 0
+        self.parts: dict[int, list[sms.UserDataPart]] = {}
+        self.notified_at: dict[int, float] = {}
+        self.mo_ref = 0
+
+    @property
+    def msisdn(self) -> str | None:
+        enabled = self.card.enabled_profile()
+        return enabled.msisdn if enabled is not None else None
+
+    def reload_if_changed(self) -> None:
+        mtime = self.path.stat().st_mtime_ns
+        if mtime != self.mtime:
+            self.card = Card.load(self.path)
+            self.mtime = mtime
+
+    def _saved(self) -> None:
+        self.card.save()
+        self.mtime = self.path.stat().st_mtime_ns
+
+    def _next_ref(self) -> int:
+        self.mo_ref = (self.mo_ref + 1) % 256
+        return self.mo_ref
+
+    def _submits(self, destination: str, user_data: list[bytes]) -> list[bytes]:
+        return [sms.encode_sms_submit(sms.SmsSubmit(destination=destination, pid=0x7F, dcs=0xF6, ud=ud, udhi=True,
+                                                    mr=self._next_ref())) for ud in user_data]
+
+    def envelope(self, data: bytes) -> list[bytes]:
+        """An ENVELOPE (SMS-PP download); returns the SMS-SUBMIT TPDUs the card sends in reply."""
+        if self.card.silent:
+            return []
+        _, tpdu = sms.parse_envelope_sms_pp(data)
+        deliver = sms.decode_sms_deliver(tpdu)
+        part = sms.parse_user_data(deliver.ud)
+        key = part.ref if part.ref is not None else -1
+        self.parts.setdefault(key, []).append(part)
+        if len(self.parts[key]) < part.total:
+            return []
+        iei, packet = sms.reassemble(self.parts.pop(key))
+        if iei != sms.CPI:
+            return []
+        return self._submits(deliver.originator, self.execute(packet))
+
+    def execute(self, packet: bytes) -> list[bytes]:
+        """One command packet; returns the PoR as SMS user data segments (empty when none is due)."""
+        try:
+            spi, kic, kid, tar = scp80.peek_command(packet)
+        except scp80.Scp80Error:
+            return []  # not even a header: nothing to answer with
+        keyset = card_keyset(self.card)
+        own_tar = bytes.fromhex(self.card.scp80.get("tar", "000001"))
+        status, counter, data = 0x00, 0, b""
+        if tar != own_tar:
+            status = 0x09
+        elif kic >> 4 != keyset.kvn or kid >> 4 != keyset.kvn:
+            status = 0x06
+        else:
+            try:
+                command = scp80.unwrap_command(packet, keyset)
+            except scp80.Scp80Error as exc:
+                status = exc.status
+            else:
+                counter = command.counter
+                stored = int(self.card.scp80.get("counter", 0))
+                if spi.counter == "higher" and counter <= stored or spi.counter == "plus_one" and counter != stored + 1:
+                    status = 0x02 if counter <= stored else 0x03
+                else:
+                    if spi.counter in ("higher", "plus_one"):
+                        self.card.scp80["counter"] = counter
+                        self._saved()
+                    data = self.run_script(command.data)
+        if spi.por == "none" or spi.por == "on_error" and status == 0:
+            return []
+        por = scp80.wrap_response(keyset, spi, tar, counter, status, data)
+        return sms.segment(por, sms.RPI, self._next_ref())
+
+    def run_script(self, data: bytes) -> bytes:
+        """The expanded remote command script (TS 102 226 5.2): stops at the first error SW."""
+        try:
+            apdus = remote.decode_command_script(data)
+        except ValueError:
+            return remote.encode_response_script(0, [])
+        responses = []
+        for apdu in apdus:
+            response = self.card.process(apdu)
+            responses.append(response)
+            sw1 = response[-2]
+            if not (sw1 == 0x90 or sw1 == 0x61 or sw1 in (0x62, 0x63)):
+                break
+        return remote.encode_response_script(len(responses), responses)
+
+    def due_notifications(self, smsr_address: str, retry: float, now: float) -> list[bytes]:
+        """SMS-SUBMIT TPDUs for every unconfirmed notification not sent within ``retry`` seconds."""
+        if self.card.silent:
+            return []
+        out = []
+        keyset = card_keyset(self.card)
+        tar = bytes.fromhex(self.card.scp80.get("tar", "000001"))
+        for pending in self.card.pending_notifications():
+            last = self.notified_at.get(pending.seq)
+            if last is not None and now - last < retry:
+                continue
+            self.notified_at[pending.seq] = now
+            body = es5.encode_notification(es5.Notification(
+                eid=bytes.fromhex(self.card.eid), type=pending.type, seq=pending.seq, isdp_aid=bytes.fromhex(pending.aid)))
+            packet = scp80.wrap_command(keyset, scp80.SPI_NOTIFICATION, tar, 0, body)
+            out.extend(self._submits(smsr_address, sms.segment(packet, sms.CPI, self._next_ref())))
+        return out
+
+
+class SimulatedNetwork:
+    """The loopback SMSC and every simulated card under ``cards_dir`` (see the module doc)."""
+
+    def __init__(self, cards_dir: Path, *, host: str = "127.0.0.1", port: int = 2775, system_id: str = "esx",
+                 password: str = "esx", notification_retry: float = 10.0, pdu_log: Path | None = None,
+                 smsr_address: str = "882001") -> None:
+        self.cards_dir = cards_dir
+        self.notification_retry = notification_retry
+        self.lock = threading.RLock()
+        self.cards: dict[str, CardOta] = {}
+        self.smsc = LoopbackSmsc(host, port, system_id=system_id, password=password, on_submit=self.on_submit,
+                                 pdu_log=pdu_log)
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.smsr_address = smsr_address  # where card notifications go (updated from each submit_sm)
+
+    def load_cards(self) -> None:
+        with self.lock:
+            for path in sorted(self.cards_dir.glob(f"*/{CARD_FILE}")):
+                eid = path.parent.name.upper()
+                if eid not in self.cards:
+                    self.cards[eid] = CardOta(Card.load(path), path)
+
+    def card_for(self, msisdn: str) -> CardOta | None:
+        self.load_cards()
+        for ota_front in self.cards.values():
+            ota_front.reload_if_changed()
+            if ota_front.msisdn == msisdn:
+                return ota_front
+        return None
+
+    def on_submit(self, message: ShortMessage) -> None:
+        with self.lock:
+            self.smsr_address = message.source_addr or self.smsr_address
+            target = self.card_for(message.destination_addr.lstrip("+"))
+            if target is None:
+                log.info("no attached card answers at %s: SMS dropped", message.destination_addr)
+                return
+            deliver = sms.SmsDeliver(originator=message.source_addr, pid=message.protocol_id, dcs=message.data_coding,
+                                     scts=_scts(), ud=message.short_message, udhi=bool(message.esm_class & 0x40))
+            envelope = sms.envelope_sms_pp(sms.encode_sms_deliver(deliver), "4479000000")
+            try:
+                replies = target.envelope(envelope)
+                replies += target.due_notifications(self.smsr_address, self.notification_retry, time.monotonic())
+            except Exception:  # a defect in the simulator must not take the network down
+                log.exception("card %s failed on an SMS", target.card.eid)
+                return
+            self._send(target, replies)
+
+    def _send(self, target: CardOta, submits: list[bytes]) -> None:
+        source = target.msisdn or ""
+        for tpdu in submits:
+            submit = sms.decode_sms_submit(tpdu)
+            self.smsc.deliver(ShortMessage(source_addr=source, destination_addr=submit.destination,
+                                           short_message=submit.ud, esm_class=0x40 if submit.udhi else 0,
+                                           protocol_id=submit.pid, data_coding=submit.dcs))
+
+    def _notifier(self) -> None:
+        while not self.stop_event.wait(0.2):
+            with self.lock:
+                try:
+                    self.load_cards()
+                    for ota_front in self.cards.values():
+                        ota_front.reload_if_changed()
+                        self._send(ota_front, ota_front.due_notifications(
+                            self.smsr_address, self.notification_retry, time.monotonic()))
+                except Exception:
+                    log.exception("notification round failed")
+
+    def start(self) -> None:
+        self.load_cards()
+        self.smsc.start()
+        self.thread = threading.Thread(target=self._notifier, name="card-notifications", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+        self.smsc.stop()
+
+
+def _scts() -> bytes:
+    """TP-SCTS of now (TS 23.040 9.2.3.11: swapped BCD digits, timezone 0)."""
+    now = datetime.now(timezone.utc)
+    digits = f"{now.year % 100:02d}{now.month:02d}{now.day:02d}{now.hour:02d}{now.minute:02d}{now.second:02d}00"
+    return bytes(int(digits[i + 1] + digits[i], 16) for i in range(0, 14, 2))

@@ -1,0 +1,102 @@
+"""Tables of the SM-SR's asynchronous machinery: operations, the outbox, the SMS inbox, OTA state.
+
+- ``operation``: every accepted asynchronous request (and every automatic one, e.g. the audit
+  queued after an unanswered command), persisted before the ``202 Accepted`` leaves. Its life is
+  described in ``smsr_core.platform``.
+- ``outbox``: callbacks and notifications owed to other entities, written in the same
+  transaction as the state change that owes them and delivered from here, with retries.
+- ``sms_inbox``: every SMS the SMSC delivered to us (proofs of receipt, card notifications),
+  stored before the ``deliver_sm_resp`` is sent, so an acknowledged SMS is never lost.
+- ``euicc_ota``: per eUICC, the SM-SR's SCP80 counter, the last card notification sequence
+  number seen, the operation in flight (one at a time) and the "dirty" flag (the card may differ
+  from the EIS until the next audit).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from esx.db import Base
+
+
+class Operation(Base):
+    __tablename__ = "operation"
+    __table_args__ = (
+        UniqueConstraint("requester_id", "message_id", name="uq_operation_message_id"),
+        UniqueConstraint("requester_id", "function_call_id", name="uq_operation_function_call_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    eid: Mapped[str] = mapped_column(String(64), index=True)
+    function: Mapped[str] = mapped_column(String(48))  # platform.Function value, e.g. "EnableProfile"
+    interface: Mapped[str] = mapped_column(String(8))  # "ES3" | "ES4" | "SMSR" (automatic)
+    requester_id: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str | None] = mapped_column(String(400))
+    function_call_id: Mapped[str | None] = mapped_column(String(400))
+    reply_to: Mapped[str | None] = mapped_column(String(1000))
+    params: Mapped[dict] = mapped_column(JSON)
+    accepted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # queued -> active -> done (platform.py); step is the sub-state while active
+    state: Mapped[str] = mapped_column(String(12), index=True)
+    step: Mapped[str | None] = mapped_column(String(24))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    counter: Mapped[int | None] = mapped_column(BigInteger)  # SCP80 counter of the last command sent
+    sent_any: Mapped[bool] = mapped_column(Boolean, default=False)
+    result_status: Mapped[str | None] = mapped_column(String(24))
+    result_subject: Mapped[str | None] = mapped_column(String(16))
+    result_reason: Mapped[str | None] = mapped_column(String(16))
+    result_message: Mapped[str | None] = mapped_column(Text)
+    euicc_response: Mapped[str | None] = mapped_column(Text)  # hex of the last R-APDUs
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OutboxMessage(Base):
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    kind: Mapped[str] = mapped_column(String(16))  # "callback" | "notification"
+    wsdl: Mapped[str] = mapped_column(String(64))  # the receiver's WSDL, e.g. "ES4Mno.wsdl"
+    operation: Mapped[str] = mapped_column(String(64))  # its operation, e.g. "ES4-EnableProfileCallback"
+    sender_role: Mapped[str] = mapped_column(String(8))
+    target_oid: Mapped[str] = mapped_column(String(64), index=True)
+    address: Mapped[str | None] = mapped_column(String(1000))  # wsa:ReplyTo, else the entity's endpoint
+    message_id: Mapped[str] = mapped_column(String(400))
+    relates_to: Mapped[str | None] = mapped_column(String(400))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    operation_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class SmsInbox(Base):
+    __tablename__ = "sms_inbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    source_addr: Mapped[str] = mapped_column(String(32), index=True)
+    destination_addr: Mapped[str] = mapped_column(String(32))
+    user_data: Mapped[bytes] = mapped_column(LargeBinary)
+    concat_ref: Mapped[int | None] = mapped_column(Integer)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    outcome: Mapped[str | None] = mapped_column(String(200))
+
+
+class EuiccOta(Base):
+    __tablename__ = "euicc_ota"
+
+    eid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    counter: Mapped[int] = mapped_column(BigInteger, default=0)  # last SCP80 counter used towards the card
+    sms_ref: Mapped[int] = mapped_column(Integer, default=0)  # concatenation reference, 0..255
+    last_notification_seq: Mapped[int] = mapped_column(Integer, default=-1)
+    active_operation_id: Mapped[int | None] = mapped_column(Integer)
+    dirty: Mapped[bool] = mapped_column(Boolean, default=False)

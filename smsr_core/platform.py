@@ -1,0 +1,640 @@
+"""The SM-SR's platform management: asynchronous operations that change what is on the card.
+
+Theory of operation
+-------------------
+An asynchronous request (ES4/ES3 EnableProfile, DisableProfile, DeleteProfile/DeleteISDP,
+AuditEIS, SetFallBackAttribute, ...) becomes an :class:`~smsr_core.ops_models.Operation` row
+before the requester gets its ``202 Accepted`` (:meth:`Platform.accept`). A replayed MessageID or
+FunctionCallIdentifier from the same requester finds the existing row and is not executed again.
+
+Workers (``esx.worker``) drive the rows through this table; every transition is one database
+transaction, and every callback or notification it owes is added to the outbox (through the
+:class:`MessageSink`) in that same transaction:
+
+====================  ==================================  ==========================================
+state / step          event                               next
+====================  ==================================  ==========================================
+queued                the eUICC has no operation active   active/send (rules pass) or done (refused)
+active/send           a worker leases it, sends the SMS   active/await_por (next attempt = PoR wait)
+active/await_por      PoR with the R-APDUs                done, or active/await_notification
+active/await_por      no PoR before the next attempt      active/send again (new SCP80 counter)
+active/await_notif.   card notification for the change    done (EIS updated, notifications queued)
+any but done          validity period over                done EXPIRED 1.6/5.3 (+ dirty + audit
+                                                          when something was sent)
+====================  ==================================  ==========================================
+
+Only one operation per eUICC is active at a time: ``euicc_ota.active_operation_id`` is claimed
+with a conditional UPDATE, so several workers on one PostgreSQL cannot start two. Leases
+(``lease_until``) keep two workers from sending the same attempt; a worker killed mid-step
+leaves a lease that simply runs out.
+
+The EIS follows the card, never leads it: profile states change only when the card has
+answered (PoR status words, default notifications, GET STATUS during an audit).
+
+Rules checked before any command leaves (sgp02-wire.md 5.3-5.4, 4.4): the EID and ICCID exist,
+the requester owns the profile, POL2 allows the action (8.2.3/3.8; enabling B also disables the
+profile enabled before it, whose POL2 must allow DISABLE), the fall-back profile is never
+deleted or disabled, the enabled profile is never deleted. The card enforces POL1 and answers
+69E1 (8.2.2/3.8) or 6985 (8.1/3.8).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from typing import Protocol
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from esx import codes
+from esx.codes import FunctionFailed, Status
+from esx.db import Database
+from ota import es5
+
+from . import eis as v
+from .models import EisAuditRecord, Euicc, ProfileRow, eis_value
+from .ops_models import EuiccOta, Operation, SmsInbox
+from .registry import Caller, load_euicc, may_manage, profile_for_caller
+from .sms_link import CardMessage, OutboundSms, SmsLink
+
+log = logging.getLogger(__name__)
+
+
+class Function(str, Enum):
+    """The card operations, named as SGP.02 names the ES4/ES3 functions."""
+
+    ENABLE = "EnableProfile"
+    DISABLE = "DisableProfile"
+    DELETE = "DeleteProfile"  # ES3 calls it DeleteISDP
+    AUDIT = "AuditEIS"
+    SET_FALLBACK = "SetFallBackAttribute"
+
+
+# eUICC AuditTrail operation types (sgp02-wire.md 6.2: njiwa's codes follow the ES5 order,
+# 0100 CreateISDP .. 0900 FinaliseISDRhandover). 0B00 for a card notification is our choice.
+OPERATION_TYPE = {
+    Function.ENABLE: "0200",
+    Function.DISABLE: "0300",
+    Function.DELETE: "0400",
+    Function.AUDIT: "0500",
+    Function.SET_FALLBACK: "0700",
+}
+NOTIFICATION_OPERATION_TYPE = "0B00"
+
+QUEUED, ACTIVE, DONE = "queued", "active", "done"
+SEND, AWAIT_POR, AWAIT_NOTIFICATION = "send", "await_por", "await_notification"
+
+
+@dataclass(frozen=True)
+class Timing:
+    por_timeout: float = 30.0  # seconds to wait for a PoR before the command is sent again
+    default_validity: float = 3600.0  # when the request carries no ValidityPeriod
+    max_validity: float = 7 * 86400.0
+    lease: float = 30.0
+    send_retry: float = 2.0  # SMSC not reachable: try again after
+
+
+@dataclass(frozen=True)
+class AsyncRequest:
+    function: Function
+    interface: str  # "ES4" | "ES3"
+    requester: Caller
+    eid: str
+    message_id: str | None
+    function_call_id: str | None
+    reply_to: str | None
+    validity_period: int | None
+    received_at: datetime
+    params: dict = field(default_factory=dict)  # {"iccid": ...} or {"iccids": [...]}
+
+
+class MessageSink(Protocol):
+    """Where operations put what they owe (the esx outbox). Called inside the state-change session."""
+
+    def callback(self, s: Session, op: Operation, status: Status, failure: FunctionFailed | None,
+                 eis: v.Eis | None, euicc_response: str | None) -> None: ...
+
+    def profile_notification(self, s: Session, change: str, eid: str, profile: ProfileRow, when: datetime) -> None: ...
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def sw_failure(sw: int, what: str) -> FunctionFailed:
+    """A card status word as the Subject/Reason the requester gets (issue 3 rule 4)."""
+    if sw == es5.SW_POL1:
+        return FunctionFailed(codes.POL1_REFUSED, f"POL1 of the profile forbids {what} (SW 69E1)")
+    if sw == es5.SW_CONDITIONS:
+        return FunctionFailed(codes.EUICC_REFUSED, f"the eUICC refused {what} (SW 6985)")
+    return FunctionFailed(codes.ISDR_EXECUTION_ERROR, f"{what} failed on the eUICC (SW {sw:04X})")
+
+
+def _pol2_forbids(row: ProfileRow, action: str) -> bool:
+    return any(r[1] == action and r[2] == "Not-Allowed" for r in row.pol2)
+
+
+def _pol2_auto_delete(row: ProfileRow) -> bool:
+    return any(r[1] == "DISABLE" and r[2] == "Auto-Delete" for r in row.pol2)
+
+
+class Platform:
+    def __init__(self, db: Database, smsr_id: str, sink: MessageSink, timing: Timing | None = None) -> None:
+        self.db = db
+        self.smsr_id = smsr_id
+        self.sink = sink
+        self.timing = timing or Timing()
+        self.link = SmsLink()
+
+    # -- accepting ---------------------------------------------------------------------------
+
+    def _existing(self, s: Session, req: AsyncRequest) -> Operation | None:
+        conds = []
+        if req.message_id:
+            conds.append(Operation.message_id == req.message_id)
+        if req.function_call_id:
+            conds.append(Operation.function_call_id == req.function_call_id)
+        if not conds:
+            return None
+        return s.scalars(select(Operation).where(Operation.requester_id == req.requester.oid, or_(*conds))).first()
+
+    def _new_row(self, req: AsyncRequest) -> Operation:
+        validity = self.timing.default_validity if req.validity_period is None else req.validity_period
+        validity = min(float(validity), self.timing.max_validity)
+        return Operation(
+            eid=req.eid.upper(), function=req.function.value, interface=req.interface,
+            requester_id=req.requester.oid, message_id=req.message_id, function_call_id=req.function_call_id,
+            reply_to=req.reply_to, params={**req.params, "requester_role": req.requester.role},
+            accepted_at=req.received_at, expires_at=req.received_at + timedelta(seconds=validity),
+            state=QUEUED, attempts=0, sent_any=False,
+        )
+
+    def accept(self, req: AsyncRequest) -> tuple[int, bool]:
+        """Persist the request; (operation id, True when it is new). A replay is not queued again."""
+        with self.db.session() as s:
+            existing = self._existing(s, req)
+            if existing is not None:
+                return existing.id, False
+            op = self._new_row(req)
+            s.add(op)
+            s.flush()
+            return op.id, True
+
+    def reject(self, req: AsyncRequest, failure: FunctionFailed) -> None:
+        """An accepted request that fails before it could be queued: recorded, answered by callback."""
+        with self.db.session() as s:
+            if self._existing(s, req) is not None:
+                return
+            op = self._new_row(req)
+            s.add(op)
+            s.flush()
+            self._finish(s, op, failure.status, failure, now=req.received_at)
+
+    def queue_internal(self, s: Session, eid: str, function: Function, now: datetime, **params) -> Operation:
+        """An operation the SM-SR decides itself (audit after a lost answer, POL2 Auto-Delete)."""
+        op = Operation(eid=eid, function=function.value, interface="SMSR", requester_id=self.smsr_id,
+                       params={**params, "requester_role": "smsr"}, accepted_at=now,
+                       expires_at=now + timedelta(seconds=self.timing.default_validity),
+                       state=QUEUED, attempts=0, sent_any=False)
+        s.add(op)
+        return op
+
+    # -- finishing ---------------------------------------------------------------------------
+
+    def _ota(self, s: Session, eid: str) -> EuiccOta:
+        row = s.get(EuiccOta, eid)
+        if row is None:
+            row = EuiccOta(eid=eid, counter=0, sms_ref=0, last_notification_seq=-1, dirty=False)
+            s.add(row)
+            s.flush()
+        return row
+
+    def _finish(self, s: Session, op: Operation, status: Status, failure: FunctionFailed | None, *,
+                now: datetime, eis: v.Eis | None = None) -> None:
+        op.state, op.step, op.done_at, op.lease_until, op.next_attempt_at = DONE, None, now, None, None
+        op.result_status = status.value
+        if failure is not None:
+            op.result_subject, op.result_reason, op.result_message = failure.code.subject, failure.code.reason, failure.message
+        s.execute(update(EuiccOta).where(EuiccOta.eid == op.eid, EuiccOta.active_operation_id == op.id)
+                  .values(active_operation_id=None))
+        if s.get(Euicc, op.eid) is not None:
+            profile = self._target(s, op)
+            s.add(EisAuditRecord(
+                eid=op.eid, smsr_id=self.smsr_id, operation_date=now, operation_type=OPERATION_TYPE[Function(op.function)],
+                requester_id=op.requester_id, status=status.value,
+                subject=failure.code.subject if failure else None, reason=failure.code.reason if failure else None,
+                isd_p_aid=profile.isd_p_aid if profile is not None else op.params.get("isd_p_aid"),
+                iccid=op.params.get("iccid"),
+            ))
+        if op.interface != "SMSR":
+            self.sink.callback(s, op, status, failure, eis, op.euicc_response)
+
+    def _target(self, s: Session, op: Operation) -> ProfileRow | None:
+        iccid = op.params.get("iccid")
+        if not iccid:
+            return None
+        return s.scalars(select(ProfileRow).where(ProfileRow.iccid == iccid.upper(), ProfileRow.eid == op.eid)).first()
+
+    # -- starting ----------------------------------------------------------------------------
+
+    def start_ready(self, now: datetime) -> int:
+        """Activate the oldest queued operation of every eUICC that has none active."""
+        started = 0
+        with self.db.session() as s:
+            candidates = s.execute(
+                select(Operation.eid, Operation.id).where(Operation.state == QUEUED).order_by(Operation.id)
+            ).all()
+        seen: set[str] = set()
+        for eid, op_id in candidates:
+            if eid in seen:
+                continue
+            seen.add(eid)
+            with self.db.session() as s:
+                self._ota(s, eid)
+                claimed = s.execute(
+                    update(EuiccOta).where(EuiccOta.eid == eid, EuiccOta.active_operation_id.is_(None))
+                    .values(active_operation_id=op_id)
+                ).rowcount
+                if claimed != 1:
+                    continue
+                op = s.get(Operation, op_id)
+                if op is None or op.state != QUEUED:
+                    s.rollback()
+                    continue
+                try:
+                    self._check_rules(s, op)
+                except FunctionFailed as failure:
+                    self._finish(s, op, failure.status, failure, now=now)
+                    continue
+                op.state, op.step, op.next_attempt_at = ACTIVE, SEND, now
+                started += 1
+        return started
+
+    def _check_rules(self, s: Session, op: Operation) -> None:
+        caller = Caller(op.requester_id, op.params.get("requester_role", "smsr"))
+        function = Function(op.function)
+        euicc = load_euicc(s, op.eid)
+        if function is Function.AUDIT:
+            self._check_audit(euicc, caller, op.params.get("iccids") or [])
+            return
+        row = profile_for_caller(s, caller, op.eid, op.params["iccid"])
+        op.params = {**op.params, "isd_p_aid": row.isd_p_aid}
+        iccid = row.iccid
+        profiles = list(euicc.profiles)
+        enabled = next((p for p in profiles if p.state == v.ProfileState.ENABLED.value), None)
+        fallback = next((p for p in profiles if p.fallback_attribute), None)
+        if function is Function.ENABLE:
+            if row.state == v.ProfileState.ENABLED.value:
+                raise FunctionFailed(codes.EUICC_REFUSED, f"profile {iccid} is already enabled", subject_identifier=iccid)
+            if row.state != v.ProfileState.DISABLED.value:
+                raise FunctionFailed(codes.EUICC_REFUSED, f"profile {iccid} is {row.state}, not Disabled", subject_identifier=iccid)
+            if _pol2_forbids(row, "ENABLE"):
+                raise FunctionFailed(codes.POL2_REFUSED, f"POL2 of {iccid} forbids ENABLE", subject_identifier=iccid)
+            if enabled is not None and _pol2_forbids(enabled, "DISABLE"):
+                raise FunctionFailed(codes.POL2_REFUSED, f"POL2 of the enabled profile {enabled.iccid} forbids DISABLE",
+                                     subject_identifier=enabled.iccid)
+        elif function is Function.DISABLE:
+            if row.state != v.ProfileState.ENABLED.value:
+                raise FunctionFailed(codes.EUICC_REFUSED, f"profile {iccid} is not enabled", subject_identifier=iccid)
+            if row.fallback_attribute or fallback is None:
+                raise FunctionFailed(codes.EUICC_REFUSED, f"profile {iccid} carries the fall-back attribute: the eUICC "
+                                     "would have no profile to fall back to", subject_identifier=iccid)
+            if _pol2_forbids(row, "DISABLE"):
+                raise FunctionFailed(codes.POL2_REFUSED, f"POL2 of {iccid} forbids DISABLE", subject_identifier=iccid)
+        elif function is Function.DELETE:
+            if row.fallback_attribute:
+                raise FunctionFailed(codes.EUICC_REFUSED, f"profile {iccid} carries the fall-back attribute and is never deleted",
+                                     subject_identifier=iccid)
+            if row.state == v.ProfileState.ENABLED.value:
+                raise FunctionFailed(codes.EUICC_REFUSED, f"profile {iccid} is enabled: disable it first", subject_identifier=iccid)
+            if _pol2_forbids(row, "DELETE"):
+                raise FunctionFailed(codes.POL2_REFUSED, f"POL2 of {iccid} forbids DELETE", subject_identifier=iccid)
+        elif function is Function.SET_FALLBACK:
+            if row.state == v.ProfileState.CREATED.value:
+                raise FunctionFailed(codes.EUICC_REFUSED, f"profile {iccid} is not installed yet", subject_identifier=iccid)
+
+    def _check_audit(self, euicc: Euicc, caller: Caller, iccids: list[str]) -> None:
+        if caller.role == "smsr":
+            return
+        by_iccid = {p.iccid: p for p in euicc.profiles}
+        if caller.role == "mno" and not any(p.mno_id == caller.oid for p in euicc.profiles):
+            raise FunctionFailed(codes.EIS_NOT_ALLOWED, f"{caller.oid} has no profile on eUICC {euicc.eid}",
+                                 subject_identifier=euicc.eid)
+        for iccid in iccids:
+            p = by_iccid.get(iccid.upper())
+            if p is None or not may_manage(caller, p):
+                raise FunctionFailed(codes.PROFILES_NOT_OWNED, f"profile {iccid} is not one of {caller.oid}'s on this eUICC",
+                                     subject_identifier=iccid)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _script(self, s: Session, op: Operation) -> list[bytes]:
+        function = Function(op.function)
+        if function is Function.AUDIT:
+            return [es5.get_status_isdp(None), es5.get_data_resources()]
+        aid = bytes.fromhex(op.params["isd_p_aid"])
+        return {
+            Function.ENABLE: lambda: [es5.enable_profile(aid)],
+            Function.DISABLE: lambda: [es5.disable_profile(aid)],
+            Function.DELETE: lambda: [es5.delete_isdp(aid)],
+            Function.SET_FALLBACK: lambda: [es5.set_fallback_attribute(aid)],
+        }[function]()
+
+    def due_sends(self, now: datetime) -> list[OutboundSms]:
+        """Lease every active operation whose command is due and build its SMS (one counter each)."""
+        out: list[OutboundSms] = []
+        with self.db.session() as s:
+            ids = list(s.scalars(select(Operation.id).where(
+                Operation.state == ACTIVE, Operation.step.in_((SEND, AWAIT_POR)), Operation.next_attempt_at <= now,
+                or_(Operation.lease_until.is_(None), Operation.lease_until < now))))
+        for op_id in ids:
+            with self.db.session() as s:
+                leased = s.execute(
+                    update(Operation).where(Operation.id == op_id, Operation.state == ACTIVE,
+                                            or_(Operation.lease_until.is_(None), Operation.lease_until < now))
+                    .values(lease_until=now + timedelta(seconds=self.timing.lease))
+                ).rowcount
+                if leased != 1:
+                    continue
+                op = s.get(Operation, op_id)
+                euicc = s.get(Euicc, op.eid)
+                ota = self._ota(s, op.eid)
+                ota.counter += 1
+                ota.sms_ref = (ota.sms_ref + 1) % 256
+                destination = self.link.destination(euicc, op.attempts)
+                if destination is None:
+                    self._finish(s, op, Status.FAILED, FunctionFailed(
+                        codes.ISDR_EXECUTION_ERROR, "no MSISDN is known to reach this eUICC by SMS"), now=now)
+                    continue
+                segments = self.link.command(euicc, ota.counter, self._script(s, op), ota.sms_ref)
+                op.counter = ota.counter
+                op.attempts += 1
+                out.append(OutboundSms(op.eid, destination, segments, op.id, op.attempts))
+        return out
+
+    def sent(self, sms: OutboundSms, now: datetime) -> None:
+        """The SMSC took the command: wait for its PoR."""
+        if sms.operation_id is None:
+            return
+        with self.db.session() as s:
+            op = s.get(Operation, sms.operation_id)
+            if op is None or op.state != ACTIVE or op.attempts != sms.attempt:
+                return
+            op.sent_any = True
+            if op.step == SEND:
+                op.step = AWAIT_POR
+            op.next_attempt_at = now + timedelta(seconds=self.timing.por_timeout)
+            op.lease_until = None
+
+    def send_failed(self, sms: OutboundSms, now: datetime, error: str) -> None:
+        """The SMSC refused or is away: try the same step again a little later."""
+        if sms.operation_id is None:
+            return
+        log.warning("operation %s: SMS not submitted: %s", sms.operation_id, error)
+        with self.db.session() as s:
+            op = s.get(Operation, sms.operation_id)
+            if op is None or op.state != ACTIVE:
+                return
+            op.next_attempt_at = now + timedelta(seconds=self.timing.send_retry)
+            op.lease_until = None
+
+    # -- expiry ------------------------------------------------------------------------------
+
+    def expire(self, now: datetime) -> int:
+        with self.db.session() as s:
+            ids = list(s.scalars(select(Operation.id).where(Operation.state != DONE, Operation.expires_at <= now)))
+        for op_id in ids:
+            with self.db.session() as s:
+                op = s.get(Operation, op_id)
+                if op is None or op.state == DONE:
+                    continue
+                if op.sent_any:
+                    # Sent but never answered: the card may have acted. Mark the EIS dirty and let an
+                    # audit realign it with what the card reports.
+                    self._ota(s, op.eid).dirty = True
+                    automatic_audit = Function(op.function) is Function.AUDIT and op.interface == "SMSR"
+                    if s.get(Euicc, op.eid) is not None and not automatic_audit:
+                        self.queue_internal(s, op.eid, Function.AUDIT, now)
+                self._finish(s, op, Status.EXPIRED, FunctionFailed(
+                    codes.EXPIRED_TTL, "the validity period ended before the eUICC completed the function",
+                    status=Status.EXPIRED), now=now)
+        return len(ids)
+
+    # -- what the card sends back ------------------------------------------------------------
+
+    def process_inbox(self, now: datetime) -> list[OutboundSms]:
+        """Handle complete SMS from the inbox (PoRs, card notifications); returns confirmations to send."""
+        out: list[OutboundSms] = []
+        with self.db.session() as s:
+            rows = s.scalars(select(SmsInbox).where(
+                SmsInbox.processed_at.is_(None),
+                or_(SmsInbox.lease_until.is_(None), SmsInbox.lease_until < now)).order_by(SmsInbox.id)).all()
+            groups: dict[tuple[str, int | None], list[int]] = {}
+            for r in rows:
+                key = (r.source_addr, r.concat_ref) if r.concat_ref is not None else (r.source_addr, -r.id)
+                groups.setdefault(key, []).append(r.id)
+        for ids in groups.values():
+            with self.db.session() as s:
+                leased = s.execute(update(SmsInbox).where(
+                    SmsInbox.id.in_(ids), SmsInbox.processed_at.is_(None),
+                    or_(SmsInbox.lease_until.is_(None), SmsInbox.lease_until < now))
+                    .values(lease_until=now + timedelta(seconds=self.timing.lease))).rowcount
+                if leased != len(ids):
+                    s.rollback()
+                    continue
+                parts = s.scalars(select(SmsInbox).where(SmsInbox.id.in_(ids)).order_by(SmsInbox.id)).all()
+                outcome, confirmation = self._handle_parts(s, parts, now)
+                if outcome == "incomplete":
+                    for p in parts:
+                        p.lease_until = None
+                        if _utc(p.received_at) < now - timedelta(seconds=300):
+                            p.processed_at, p.outcome = now, "dropped: concatenated SMS never completed"
+                    continue
+                for p in parts:
+                    p.processed_at, p.outcome, p.lease_until = now, outcome[:200], None
+                if confirmation is not None:
+                    out.append(confirmation)
+        return out
+
+    def _handle_parts(self, s: Session, parts: list[SmsInbox], now: datetime) -> tuple[str, OutboundSms | None]:
+        source = parts[0].source_addr
+        euicc = self.link.euicc_for_address(s, source)
+        if euicc is None:
+            return f"ignored: no eUICC answers at {source}", None
+        try:
+            message = self.link.read(euicc, [p.user_data for p in parts])
+        except ValueError as exc:
+            if "incomplete" in str(exc):
+                return "incomplete", None
+            return f"rejected: {exc}", None
+        if message.por is not None:
+            return self._on_por(s, euicc, message, now), None
+        return self._on_notification(s, euicc, message, now)
+
+    def _active_op(self, s: Session, eid: str) -> Operation | None:
+        ota = self._ota(s, eid)
+        if ota.active_operation_id is None:
+            return None
+        op = s.get(Operation, ota.active_operation_id)
+        return op if op is not None and op.state == ACTIVE else None
+
+    def _on_por(self, s: Session, euicc: Euicc, message: CardMessage, now: datetime) -> str:
+        por = message.por
+        op = self._active_op(s, euicc.eid)
+        if op is None or op.counter != por.counter or op.step not in (SEND, AWAIT_POR):
+            return self._on_other_por(s, euicc, message, now)
+        function = Function(op.function)
+        if por.status != 0:
+            self._finish(s, op, Status.FAILED, FunctionFailed(
+                codes.ISDR_EXECUTION_ERROR, f"the eUICC rejected the secured packet (PoR status {por.status:02X})"), now=now)
+            return f"PoR status {por.status:02X} for operation {op.id}"
+        script = message.responses
+        op.euicc_response = b"".join(script.responses).hex().upper() if script is not None else None
+        sw = script.last_sw if script is not None and script.responses else 0
+        if script is None or script.executed < len(self._script(s, op)) or sw != es5.SW_OK:
+            failure = sw_failure(sw, op.function)
+            if sw == es5.SW_NOT_FOUND:
+                self._ota(s, euicc.eid).dirty = True
+                self.queue_internal(s, euicc.eid, Function.AUDIT, now)
+            self._finish(s, op, Status.FAILED, failure, now=now)
+            return f"operation {op.id} failed with SW {sw:04X}"
+        if function in (Function.ENABLE, Function.DISABLE):
+            op.step, op.next_attempt_at, op.lease_until = AWAIT_NOTIFICATION, None, None
+            return f"operation {op.id}: card accepted, waiting for its notification"
+        target = self._target(s, op)
+        if function is Function.DELETE:
+            if target is not None:
+                self.sink.profile_notification(s, "Deleted", euicc.eid, target, now)
+                euicc.profiles.remove(target)
+                s.delete(target)
+        elif function is Function.SET_FALLBACK:
+            for p in euicc.profiles:
+                p.fallback_attribute = p is target
+        elif function is Function.AUDIT:
+            self._realign(s, euicc, script.responses, now)
+        s.flush()
+        eis = self._eis_for(s, op) if function is Function.AUDIT else None
+        self._finish(s, op, Status.EXECUTED_SUCCESS, None, now=now, eis=eis)
+        return f"operation {op.id} executed"
+
+    def _on_other_por(self, s: Session, euicc: Euicc, message: CardMessage, now: datetime) -> str:
+        """A PoR no operation waits for: a notification confirmation's, or a late one.
+
+        The confirmation's response lists the ISD-Ps the card deleted while processing it (POL1
+        "delete when disabled", sgp02-wire.md 6.2); the EIS drops them.
+        """
+        script = message.responses
+        if script is None or not script.responses or script.last_sw != es5.SW_OK:
+            return f"PoR counter {message.por.counter}: no operation waits for it"
+        data = script.responses[-1][:-2]
+        if not data.startswith(b"\x80"):
+            return f"PoR counter {message.por.counter}: no operation waits for it"
+        deleted = {aid.hex().upper() for aid in es5.decode_confirmation_response(data)}
+        for p in list(euicc.profiles):
+            if p.isd_p_aid.upper() in deleted:
+                self.sink.profile_notification(s, "Deleted", euicc.eid, p, now)
+                euicc.profiles.remove(p)
+                s.delete(p)
+        return f"notification confirmed; the card deleted {len(deleted)} ISD-P(s)"
+
+    def _realign(self, s: Session, euicc: Euicc, responses: list[bytes], now: datetime) -> None:
+        """Make the EIS say what GET STATUS / GET DATA report (the card is the truth)."""
+        statuses = es5.decode_isdp_statuses(responses[0][:-2]) if responses else []
+        by_aid = {st.aid.hex().upper(): st for st in statuses}
+        for p in list(euicc.profiles):
+            st = by_aid.get(p.isd_p_aid.upper())
+            if st is None:
+                self.sink.profile_notification(s, "Deleted", euicc.eid, p, now)
+                euicc.profiles.remove(p)
+                s.delete(p)
+                continue
+            state = {es5.ENABLED: v.ProfileState.ENABLED, es5.DISABLED: v.ProfileState.DISABLED}.get(
+                st.lifecycle, v.ProfileState.CREATED).value
+            if state != p.state:
+                if state == v.ProfileState.ENABLED.value:
+                    self.sink.profile_notification(s, "Enabled", euicc.eid, p, now)
+                elif p.state == v.ProfileState.ENABLED.value:
+                    self.sink.profile_notification(s, "Disabled", euicc.eid, p, now)
+                p.state = state
+            p.fallback_attribute = st.fallback
+        if len(responses) > 1 and responses[1][-2:] == b"\x90\x00":
+            resources = es5.decode_card_resources(responses[1][:-2])
+            euicc.remaining_memory = resources.free_nvm
+        euicc.last_audit_date = now
+        self._ota(s, euicc.eid).dirty = False
+
+    def _eis_for(self, s: Session, op: Operation) -> v.Eis:
+        from dataclasses import replace
+
+        eis = eis_value(s, s.get(Euicc, op.eid))
+        eis = replace(eis, isd_r=eis.isd_r.without_secrets())
+        role = op.params.get("requester_role")
+        wanted = {i.upper() for i in op.params.get("iccids") or []}
+        profiles = eis.profiles
+        if role == "mno":
+            profiles = tuple(p for p in profiles if p.mno_id == op.requester_id)
+        if wanted:
+            profiles = tuple(p for p in profiles if p.iccid in wanted)
+        return replace(eis, profiles=profiles)
+
+    def _on_notification(self, s: Session, euicc: Euicc, message: CardMessage, now: datetime
+                         ) -> tuple[str, OutboundSms | None]:
+        n = message.notification
+        ota = self._ota(s, euicc.eid)
+        confirmation = self._confirmation(s, euicc, ota, n.seq)
+        if n.seq <= ota.last_notification_seq:
+            return f"notification {n.seq}: duplicate, confirmed again", confirmation
+        ota.last_notification_seq = n.seq
+        aid = n.isdp_aid.hex().upper()
+        now_enabled = next((p for p in euicc.profiles if p.isd_p_aid.upper() == aid), None)
+        op = self._active_op(s, euicc.eid)
+        changed = []
+        if now_enabled is not None:
+            for p in euicc.profiles:
+                if p is not now_enabled and p.state == v.ProfileState.ENABLED.value:
+                    p.state = v.ProfileState.DISABLED.value
+                    changed.append(("Disabled", p))
+            if now_enabled.state != v.ProfileState.ENABLED.value:
+                now_enabled.state = v.ProfileState.ENABLED.value
+                changed.append(("Enabled", now_enabled))
+        for change, p in changed:
+            self.sink.profile_notification(s, change, euicc.eid, p, now)
+        for change, p in changed:
+            if change == "Disabled" and _pol2_auto_delete(p):
+                self.queue_internal(s, euicc.eid, Function.DELETE, now, iccid=p.iccid)
+        s.add(EisAuditRecord(eid=euicc.eid, smsr_id=self.smsr_id, operation_date=now,
+                             operation_type=NOTIFICATION_OPERATION_TYPE,
+                             status=(Status.FAILED if n.type == es5.NOTIF_PROFILE_CHANGE_ROLLED_BACK else Status.EXECUTED_SUCCESS).value,
+                             isd_p_aid=aid, iccid=now_enabled.iccid if now_enabled else None))
+        if now_enabled is None:
+            ota.dirty = True
+            self.queue_internal(s, euicc.eid, Function.AUDIT, now)
+        if op is not None and Function(op.function) in (Function.ENABLE, Function.DISABLE):
+            target = self._target(s, op)
+            ok = (
+                n.type == es5.NOTIF_PROFILE_CHANGE_OK and Function(op.function) is Function.ENABLE
+                and target is not None and target is now_enabled
+            ) or (
+                Function(op.function) is Function.DISABLE and target is not None
+                and target.state == v.ProfileState.DISABLED.value and n.type != es5.NOTIF_PROFILE_CHANGE_ROLLED_BACK
+            )
+            if ok:
+                self._finish(s, op, Status.EXECUTED_SUCCESS, None, now=now)
+            elif n.type == es5.NOTIF_PROFILE_CHANGE_ROLLED_BACK:
+                self._finish(s, op, Status.FAILED, FunctionFailed(
+                    codes.ISDR_EXECUTION_ERROR, "the eUICC could not attach with the profile and rolled back"), now=now)
+        return f"notification {n.seq} type {n.type:02X}: {len(changed)} state change(s)", confirmation
+
+    def _confirmation(self, s: Session, euicc: Euicc, ota: EuiccOta, seq: int) -> OutboundSms | None:
+        ota.counter += 1
+        ota.sms_ref = (ota.sms_ref + 1) % 256
+        destination = self.link.destination(euicc, 0)
+        if destination is None:
+            return None
+        return OutboundSms(euicc.eid, destination,
+                           self.link.command(euicc, ota.counter, [es5.notification_confirmation(seq)], ota.sms_ref),
+                           None, 0)
