@@ -109,6 +109,7 @@ def deliver_due(db, *, from_address: str, session: requests.Session, now: dateti
                 lease: float = 60.0, timeout: float = 10.0, limit: int = 50) -> int:
     """Send every due outbox row once; returns how many were delivered."""
     now = now or _utcnow()
+    timeout = min(timeout, lease / 2)  # a POST never outlives its lease, so no second worker sends it meanwhile
     with db.session() as s:
         ids = list(s.scalars(select(OutboxMessage.id).where(
             OutboxMessage.delivered_at.is_(None), OutboxMessage.next_attempt_at <= now,

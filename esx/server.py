@@ -41,6 +41,7 @@ OTA_DEFAULTS = {
     "por_timeout": 30.0,  # seconds before an unanswered command is sent again
     "default_validity": 3600.0,  # when a request carries no ValidityPeriod
     "poll_interval": 0.2,
+    "lease": 30.0,  # a worker killed mid-step holds its rows this long before another takes them over
     "notification_retry": 10.0,  # the simulated eUICC re-sends an unconfirmed notification
 }
 
@@ -67,7 +68,8 @@ class Config:
         from smsr_core.platform import Timing
 
         return Timing(por_timeout=float(self.ota_setting("por_timeout")),
-                      default_validity=float(self.ota_setting("default_validity")))
+                      default_validity=float(self.ota_setting("default_validity")),
+                      lease=float(self.ota_setting("lease")))
 
     def smpp(self):
         from ota.smpp import SmppConfig

@@ -81,7 +81,8 @@ class SmsrWorker:
             self.send(out)
 
     def deliver(self) -> int:
-        return deliver_due(self.db, from_address=self.runtime.own_address("smsr"), session=self.http)
+        return deliver_due(self.db, from_address=self.runtime.own_address("smsr"), session=self.http,
+                           lease=self.platform.timing.lease)
 
     def _loop(self, step) -> None:
         while not self.stop_event.is_set():

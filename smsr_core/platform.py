@@ -84,6 +84,7 @@ OPERATION_TYPE = {
 NOTIFICATION_OPERATION_TYPE = "0B00"
 
 QUEUED, ACTIVE, DONE = "queued", "active", "done"
+HELD = "held"  # an automatic operation waiting for the PoR of a notification confirmation
 SEND, AWAIT_POR, AWAIT_NOTIFICATION = "send", "await_por", "await_notification"
 
 
@@ -132,6 +133,12 @@ def sw_failure(sw: int, what: str) -> FunctionFailed:
     if sw == es5.SW_CONDITIONS:
         return FunctionFailed(codes.EUICC_REFUSED, f"the eUICC refused {what} (SW 6985)")
     return FunctionFailed(codes.ISDR_EXECUTION_ERROR, f"{what} failed on the eUICC (SW {sw:04X})")
+
+
+def _seq_is_new(seq: int, last: int) -> bool:
+    """Card notification sequence numbers run 1..FFFF and wrap to 1: ``seq`` is new when it is less
+    than half the cycle ahead of the last one seen (serial number arithmetic, as RFC 1982)."""
+    return last < 0 or 0 < (seq - last) % 0xFFFF < 0x8000
 
 
 def _pol2_forbids(row: ProfileRow, action: str) -> bool:
@@ -438,27 +445,36 @@ class Platform:
                 key = (r.source_addr, r.concat_ref) if r.concat_ref is not None else (r.source_addr, -r.id)
                 groups.setdefault(key, []).append(r.id)
         for ids in groups.values():
-            with self.db.session() as s:
-                leased = s.execute(update(SmsInbox).where(
-                    SmsInbox.id.in_(ids), SmsInbox.processed_at.is_(None),
-                    or_(SmsInbox.lease_until.is_(None), SmsInbox.lease_until < now))
-                    .values(lease_until=now + timedelta(seconds=self.timing.lease))).rowcount
-                if leased != len(ids):
-                    s.rollback()
-                    continue
-                parts = s.scalars(select(SmsInbox).where(SmsInbox.id.in_(ids)).order_by(SmsInbox.id)).all()
-                outcome, confirmation = self._handle_parts(s, parts, now)
-                if outcome == "incomplete":
-                    for p in parts:
-                        p.lease_until = None
-                        if _utc(p.received_at) < now - timedelta(seconds=300):
-                            p.processed_at, p.outcome = now, "dropped: concatenated SMS never completed"
-                    continue
-                for p in parts:
-                    p.processed_at, p.outcome, p.lease_until = now, outcome[:200], None
-                if confirmation is not None:
-                    out.append(confirmation)
+            try:
+                confirmation = self._process_group(ids, now)
+            except Exception:  # one unreadable group must not hold up the others; its lease makes it wait
+                log.exception("SMS %s could not be processed; retried when its lease ends", ids)
+                continue
+            if confirmation is not None:
+                out.append(confirmation)
         return out
+
+    def _process_group(self, ids: list[int], now: datetime) -> OutboundSms | None:
+        """One SMS (all its parts) in one transaction: the state change and what it owes commit together."""
+        with self.db.session() as s:
+            leased = s.execute(update(SmsInbox).where(
+                SmsInbox.id.in_(ids), SmsInbox.processed_at.is_(None),
+                or_(SmsInbox.lease_until.is_(None), SmsInbox.lease_until < now))
+                .values(lease_until=now + timedelta(seconds=self.timing.lease))).rowcount
+            if leased != len(ids):
+                s.rollback()
+                return None
+            parts = s.scalars(select(SmsInbox).where(SmsInbox.id.in_(ids)).order_by(SmsInbox.id)).all()
+            outcome, confirmation = self._handle_parts(s, parts, now)
+            if outcome == "incomplete":
+                for p in parts:
+                    p.lease_until = None
+                    if _utc(p.received_at) < now - timedelta(seconds=300):
+                        p.processed_at, p.outcome = now, "dropped: concatenated SMS never completed"
+                return None
+            for p in parts:
+                p.processed_at, p.outcome, p.lease_until = now, outcome[:200], None
+            return confirmation
 
     def _handle_parts(self, s: Session, parts: list[SmsInbox], now: datetime) -> tuple[str, OutboundSms | None]:
         source = parts[0].source_addr
@@ -473,7 +489,7 @@ class Platform:
             return f"rejected: {exc}", None
         if message.por is not None:
             return self._on_por(s, euicc, message, now), None
-        return self._on_notification(s, euicc, message, now)
+        return self._on_notification(s, euicc, message, source, now)
 
     def _active_op(self, s: Session, eid: str) -> Operation | None:
         ota = self._ota(s, eid)
@@ -539,6 +555,14 @@ class Platform:
                 self.sink.profile_notification(s, "Deleted", euicc.eid, p, now)
                 euicc.profiles.remove(p)
                 s.delete(p)
+        s.flush()
+        for held in s.scalars(select(Operation).where(Operation.eid == euicc.eid, Operation.state == HELD)).all():
+            if held.params.get("confirmation_counter") != message.por.counter:
+                continue
+            if self._target(s, held) is None:  # the card deleted it itself (POL1)
+                self._finish(s, held, Status.EXECUTED_SUCCESS, None, now=now)
+            else:
+                held.state = QUEUED
         return f"notification confirmed; the card deleted {len(deleted)} ISD-P(s)"
 
     def _realign(self, s: Session, euicc: Euicc, responses: list[bytes], now: datetime) -> None:
@@ -581,12 +605,15 @@ class Platform:
             profiles = tuple(p for p in profiles if p.iccid in wanted)
         return replace(eis, profiles=profiles)
 
-    def _on_notification(self, s: Session, euicc: Euicc, message: CardMessage, now: datetime
+    def _on_notification(self, s: Session, euicc: Euicc, message: CardMessage, source: str, now: datetime
                          ) -> tuple[str, OutboundSms | None]:
         n = message.notification
         ota = self._ota(s, euicc.eid)
-        confirmation = self._confirmation(s, euicc, ota, n.seq)
-        if n.seq <= ota.last_notification_seq:
+        # The card is reachable where it sent from: the profile it now runs, which the EIS learns
+        # only from this very notification.
+        confirmation = self._confirmation(euicc, ota, n.seq, source)
+        if not _seq_is_new(n.seq, ota.last_notification_seq):
+            self._hold_until_confirmed(s, euicc.eid, ota.counter)
             return f"notification {n.seq}: duplicate, confirmed again", confirmation
         ota.last_notification_seq = n.seq
         aid = n.isdp_aid.hex().upper()
@@ -605,7 +632,9 @@ class Platform:
             self.sink.profile_notification(s, change, euicc.eid, p, now)
         for change, p in changed:
             if change == "Disabled" and _pol2_auto_delete(p):
-                self.queue_internal(s, euicc.eid, Function.DELETE, now, iccid=p.iccid)
+                # sgp02-wire 5.3: delete after the confirmation, unless the card deletes it then (POL1)
+                self.queue_internal(s, euicc.eid, Function.DELETE, now, iccid=p.iccid).state = HELD
+        self._hold_until_confirmed(s, euicc.eid, ota.counter)
         s.add(EisAuditRecord(eid=euicc.eid, smsr_id=self.smsr_id, operation_date=now,
                              operation_type=NOTIFICATION_OPERATION_TYPE,
                              status=(Status.FAILED if n.type == es5.NOTIF_PROFILE_CHANGE_ROLLED_BACK else Status.EXECUTED_SUCCESS).value,
@@ -629,12 +658,15 @@ class Platform:
                     codes.ISDR_EXECUTION_ERROR, "the eUICC could not attach with the profile and rolled back"), now=now)
         return f"notification {n.seq} type {n.type:02X}: {len(changed)} state change(s)", confirmation
 
-    def _confirmation(self, s: Session, euicc: Euicc, ota: EuiccOta, seq: int) -> OutboundSms | None:
+    def _hold_until_confirmed(self, s: Session, eid: str, confirmation_counter: int) -> None:
+        """Held operations of ``eid`` wait for the PoR of the confirmation just built."""
+        s.flush()
+        for held in s.scalars(select(Operation).where(Operation.eid == eid, Operation.state == HELD)).all():
+            held.params = {**held.params, "confirmation_counter": confirmation_counter}
+
+    def _confirmation(self, euicc: Euicc, ota: EuiccOta, seq: int, destination: str) -> OutboundSms:
         ota.counter += 1
         ota.sms_ref = (ota.sms_ref + 1) % 256
-        destination = self.link.destination(euicc, 0)
-        if destination is None:
-            return None
         return OutboundSms(euicc.eid, destination,
                            self.link.command(euicc, ota.counter, [es5.notification_confirmation(seq)], ota.sms_ref),
                            None, 0)

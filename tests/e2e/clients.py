@@ -53,6 +53,14 @@ class Caller:
         el = env.find("{http://www.w3.org/2003/05/soap-envelope}Header/{http://www.w3.org/2005/08/addressing}MessageID")
         return el.text if el is not None else None
 
+    def send_async(self, op: str, *, reply_to: str | None = None, **params) -> tuple[int, bytes, str]:
+        """A one-way request; returns (HTTP status, body, the wsa:MessageID zeep sent)."""
+        params.setdefault("FunctionCallIdentifier", str(uuid.uuid4()))
+        headers = self.headers(op, **({"ReplyTo": {"Address": reply_to}} if reply_to else {}))
+        with self.client.settings(raw_response=True):
+            response = self.service[op](_soapheaders=headers, **params)
+        return response.status_code, response.content, self.last_message_id
+
     def __call__(self, op: str, _headers: dict | None = None, **params) -> SoapReply:
         params.setdefault("FunctionCallIdentifier", str(uuid.uuid4()))
         with self.client.settings(raw_response=True):

@@ -81,6 +81,8 @@ class Instance:
     smsr_url: str
     smdp_url: str
     database_url: str
+    receiver: "Receiver | None" = None
+    procs: dict | None = None
 
     @property
     def mno(self) -> str:
@@ -111,34 +113,79 @@ def _wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
 def serve(data_dir: Path, role: str, port: int, log: Path) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "esx.cli", "serve", "--data-dir", str(data_dir), "--bind", f"127.0.0.1:{port}",
-         "--role", role, "--workers", "2"],
-        stdout=log.open("w"), stderr=subprocess.STDOUT,
+         "--role", role, "--workers", "2", "--no-background"],
+        stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True,  # its own group: killable whole
     )
     path = "/smsr/es4" if role == "smsr" else "/smdp/es2"
     _wait_ready(f"http://127.0.0.1:{port}{path}?wsdl", proc, log)
     return proc
 
 
-@pytest.fixture(scope="session")
-def instance(database_url, tmp_path_factory) -> Instance:
+# Short timings so that retries and expiry show within a test's patience.
+TEST_OTA = {"por_timeout": 2.0, "poll_interval": 0.05, "notification_retry": 1.0, "default_validity": 120.0,
+            "lease": 3.0}
+
+
+def background(data_dir: Path, command: str, log: Path, *extra: str) -> subprocess.Popen:
+    """``esx smsc`` or ``esx worker`` as its own process."""
+    return subprocess.Popen([sys.executable, "-m", "esx.cli", command, "--data-dir", str(data_dir), *extra],
+                            stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def start_instance(data_dir: Path, database_url, receiver, *, demo: int = 2, workers: int = 1) -> Instance:
+    """Init an instance and run it as an operator would: SM-SR, SM-DP, loopback SMSC and worker(s)."""
+    import json
+
     from esx.demo import init_instance
     from esx.server import Config
 
-    data_dir = tmp_path_factory.mktemp("esx")
-    smsr_port, smdp_port = free_port(), free_port()
-    doc = init_instance(data_dir, demo=2, database_url=database_url, public_url=f"http://127.0.0.1:{smsr_port}")
+    smsr_port, smdp_port, smsc_port = free_port(), free_port(), free_port()
+    doc = init_instance(data_dir, demo=demo, database_url=database_url, public_url=f"http://127.0.0.1:{smsr_port}")
+    config_file = data_dir / "esx.json"
+    config = json.loads(config_file.read_text())
+    config["ota"] = {**TEST_OTA, "smsc_port": smsc_port}
+    config_file.write_text(json.dumps(config))
     inst = Instance(data_dir, doc, f"http://127.0.0.1:{smsr_port}", f"http://127.0.0.1:{smdp_port}",
-                    Config.load(data_dir).database_url)
+                    Config.load(data_dir).database_url, receiver, {})
     # The SM-DP is its own process on its own port: the SM-SR reaches its ES3 there.
     inst.esx("entity", "add", "--data-dir", str(data_dir), "--role", "smdp", "--oid", doc["smdp_id"],
              "--name", "esx SM-DP", "--endpoint", f"{inst.smdp_url}/smdp/es3")
-    procs = [serve(data_dir, "smsr", smsr_port, data_dir / "smsr.log"),
-             serve(data_dir, "smdp", smdp_port, data_dir / "smdp.log")]
+    # The demo MNO listens for callbacks and notifications on the test's receiver.
+    inst.esx("entity", "add", "--data-dir", str(data_dir), "--role", "mno", "--oid", doc["mno_id"],
+             "--name", "Demo MNO", "--endpoint", f"{receiver.url}/mno")
+    inst.procs["smsc"] = background(data_dir, "smsc", data_dir / "smsc.log", "--pdu-log", str(data_dir / "pdu.log"))
+    for i in range(workers):
+        inst.procs[f"worker{i}"] = background(data_dir, "worker", data_dir / f"worker{i}.log")
+    inst.procs["smsr"] = serve(data_dir, "smsr", smsr_port, data_dir / "smsr.log")
+    inst.procs["smdp"] = serve(data_dir, "smdp", smdp_port, data_dir / "smdp.log")
+    return inst
+
+
+def stop_instance(inst: Instance) -> None:
+    for p in inst.procs.values():
+        if p.poll() is None:
+            p.terminate()
+    for p in inst.procs.values():
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+@pytest.fixture(scope="session")
+def receiver():
+    from .receiver import Receiver
+
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="session")
+def instance(database_url, receiver, tmp_path_factory) -> Instance:
+    inst = start_instance(tmp_path_factory.mktemp("esx"), database_url, receiver)
     yield inst
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        p.wait(10)
+    stop_instance(inst)
 
 
 # -- the official GSMA schema as an oracle --------------------------------------------------------

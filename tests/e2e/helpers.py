@@ -97,3 +97,25 @@ def ensure_mixed_euicc(instance) -> tuple[str, str, str]:
 def pol2(*rules: tuple[str, str]) -> dict:
     """A pol2 value for zeep: pol2(("DELETE", "Not-Allowed"), ...)."""
     return {"Rule": [{"Subject": "PROFILE", "Action": a, "Qualification": q} for a, q in rules]}
+
+
+_next_card = [200_000]  # test_es1 numbers its eUICCs from 1000
+
+
+def fresh_euicc(instance, *, mno: str | None = None) -> tuple[str, list[str]]:
+    """A new eUICC registered over ES1 with a simulated card the loopback SMSC reaches.
+
+    Two profiles of ``mno`` (the demo MNO by default): the first enabled with the fall-back
+    attribute, the second disabled. Returns (EID, [ICCID of profile 1, ICCID of profile 2]).
+    """
+    from esx.demo import create_card
+
+    _next_card[0] += 1
+    n = _next_card[0]
+    mno = mno or instance.mno
+    eis = eis_for(instance, n, (profile(n, mno), profile(n, mno, slot=1)))
+    keys = {"enc": b"\x01" * 16, "mac": b"\x02" * 16, "dek": b"\x03" * 16}  # the keys eis_for puts in the ISD-R
+    create_card(instance.data_dir / "euicc" / eis.eid, eis, keys)
+    reply = register(instance, eis)
+    assert reply.status == "EXECUTED_SUCCESS", reply.code
+    return eis.eid, [p.iccid for p in eis.profiles]
