@@ -261,3 +261,35 @@ def test_a_callback_goes_to_the_requester_only(instance):
     assert row is not None and row[0] == OTHER_MNO
     time.sleep(0.5)
     assert instance.receiver.callbacks(message_id) == []
+
+
+@pytest.mark.parametrize("kind", ["official", "ours"])
+def test_es3_enable_by_the_smdp_is_called_back_at_its_es3_endpoint(instance, kind):
+    """ES3: the SM-DP asks, the result goes to the SM-DP's registered ES3 endpoint (ES3-EnableProfileCallback)."""
+    import time
+
+    eid, (first, second) = fresh_euicc(instance)
+    smdp = instance.doc["smdp_id"]
+    es3 = CLIENT_KINDS[kind]("ES3", f"{instance.smsr_url}/smsr/es3", smdp)
+    status, body, message_id = es3.send_async("ES3-EnableProfile", Eid=eid, Iccid=second)
+    assert (status, body) == (202, b"")
+    engine = sa.create_engine(instance.database_url)
+    deadline, row = time.monotonic() + 30, None
+    while time.monotonic() < deadline and row is None:
+        with engine.connect() as c:
+            row = c.execute(sa.text("select operation, target_oid, body from outbox where relates_to = :m "
+                                    "and delivered_at is not null"), {"m": message_id}).first()
+        time.sleep(0.1)
+    with engine.connect() as c:
+        received = c.execute(sa.text("select requester_id from call_audit where function = 'ES3-EnableProfileCallback' "
+                                     "and requester_id = :s"), {"s": instance.doc["smsr_id"]}).all()
+    engine.dispose()
+    assert row is not None and row[:2] == ("ES3-EnableProfileCallback", smdp)
+    from lxml import etree
+
+    body = etree.fromstring(row[2])
+    assert etree.QName(body).localname == "ES3-EnableProfileResponse"
+    assert body.findtext("rps:FunctionExecutionStatus/rps:Status", namespaces=NS) == "EXECUTED_SUCCESS"
+    assert official_schema("ES3").validate(body), official_schema("ES3").error_log
+    assert received  # the SM-DP's endpoint accepted it
+    assert eis_states(instance, eid) == card_states(instance, eid)
