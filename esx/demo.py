@@ -148,7 +148,6 @@ def create_card(card_dir: Path, eis: v.Eis, isd_r_keys: dict[str, bytes]) -> Non
     path = card_dir / CARD_FILE
     Card.create(path, eid=eis.eid, isd_r_aid=eis.isd_r.aid, profiles=profiles,
                 free_memory=eis.available_memory_for_profiles, scp80=scp80, overwrite=True)
-    os.chmod(path, 0o600)
 
 
 @dataclass

@@ -198,7 +198,8 @@ class Card:
         """Write the state atomically: a temporary file in the same folder, fsync, os.replace, fsync the folder."""
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "w", encoding="utf-8") as f:
+            # The state holds the card's SCP80 keys: owner-only, like the ECASD private key beside it.
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
                 json.dump(self._state(), f, indent=2, sort_keys=True)
                 f.write("\n")
                 f.flush()

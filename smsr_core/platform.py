@@ -261,6 +261,11 @@ class Platform:
                 continue
             seen.add(eid)
             with self.db.session() as s:
+                if s.get(Euicc, eid) is None:  # nothing to serialise on: refuse at once
+                    op = s.get(Operation, op_id)
+                    self._finish(s, op, Status.FAILED, FunctionFailed(
+                        codes.EID_UNKNOWN, f"EID {eid} is not known to this SM-SR", subject_identifier=eid), now=now)
+                    continue
                 self._ota(s, eid)
                 claimed = s.execute(
                     update(EuiccOta).where(EuiccOta.eid == eid, EuiccOta.active_operation_id.is_(None))

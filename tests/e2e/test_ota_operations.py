@@ -90,6 +90,13 @@ def test_enable_profile_end_to_end(instance, kind):
     assert eis_states(instance, eid) == expected
     assert card_states(instance, eid) == expected
     assert len(instance.receiver.callbacks(message_id)) == 1
+    # The card operation is an AuditTrail record of the EIS (type 0200 = EnableProfile).
+    reply = es4(instance)("ES4-GetEIS", Eid=eid)
+    records = [(r.findtext("rps:OperationType", namespaces=NS), r.findtext("rps:RequesterId", namespaces=NS),
+                r.findtext("rps:OperationExecutionStatus/rps:Status", namespaces=NS),
+                r.findtext("rps:Isd-p-aid", namespaces=NS), r.findtext("rps:Iccid", namespaces=NS))
+               for r in reply.body.findall("rps:Eis/rps:AuditTrail/rps:Record", NS)]
+    assert ("0200", instance.mno, "EXECUTED_SUCCESS", "A0000005591010FFFFFFFF8900001100", second) in records
 
 
 def test_the_smsc_saw_scp80_packets_in_submit_sm(instance):
