@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DATA   ?= var
 BIND   ?= 127.0.0.1:8080
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench bench-ota clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test: install
 
 bench: install
 	$(PY) bench/es4_get_eis.py
+
+bench-ota: install
+	$(PY) bench/ota_ops.py --matrix
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache

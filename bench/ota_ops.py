@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Benchmark: SM-SR operations per second through the loopback SMSC (ES4-EnableProfile round trips).
 
-    .venv/bin/python bench/ota_ops.py [--euiccs 20] [--rounds 5] [--workers-ota 1] [--profile-worker]
+    .venv/bin/python bench/ota_ops.py [--euiccs 20] [--workers-ota 1] [--rounds 5] [--warmup-rounds 1]
+    .venv/bin/python bench/ota_ops.py --matrix        # 20 and 100 eUICCs x 1 and 2 workers, ~2 min, one table
+    .venv/bin/python bench/ota_ops.py --profile-worker cpu|wall   # worker 1 under cProfile (slow)
 
 One **operation** is one asynchronous ES4-EnableProfile, end to end: the MNO's request over HTTP
 (202 Accepted) -> the operation row -> a worker sends the SCP80 command packet as SMS (submit_sm
@@ -22,7 +24,8 @@ What it does (bounded, loopback only, everything it starts it stops, also on err
    ``esx worker`` processes, and waits until each worker has bound to the SMSC.
 3. Per round: ES4-EnableProfile of every eUICC's second (disabled) profile, to all N eUICCs at
    once (``--connections`` concurrent HTTP senders; envelopes built by zeep from our ES4SmSr.wsdl
-   through ``esx.binding.client.GsmaClient``, wsa:From EntityId = the demo MNO), wait for all N
+   through ``esx.binding.client.GsmaClient``, wsa:From EntityId = the demo MNO, callbacks to the
+   MNO entity's registered endpoint, or to wsa:ReplyTo with ``--reply-to``), wait for all N
    callbacks; then ES4-EnableProfile of the first profile for all N (enabling it disables the
    second), wait for all N callbacks. A round is therefore 2N operations. ``--warmup-rounds``
    rounds run first and are not counted.
@@ -31,16 +34,20 @@ What it does (bounded, loopback only, everything it starts it stops, also on err
 4. Measures, per phase (N operations), the wall time from the first request sent to the last
    callback received; operations/s = operations / sum of those wall times. Latency = the time from
    one request's send to its own callback's arrival (p50/p90/p99/max). CPU seconds of every process
-   over the measured rounds (from /proc).
-5. Afterwards, from the database (read-only): operations by result, attempts (re-sends after a
-   PoR timeout), automatic operations (audits), outbox deliveries that needed retries, SMS inbox
-   outcomes, and the median time of each stage of an operation (accepted -> PoR stored -> PoR
-   handled -> notification stored -> notification handled = done -> callback delivered); from the
-   PDU log, the SMPP PDUs by command; the card files and the EIS must agree at the end.
-6. ``--profile-worker``: worker 1 runs under cProfile (every thread), and the self time by package
-   and the top functions are printed. It slows that worker: use the figures of a run without it.
+   over the measured rounds (from /proc), and what the rest of the machine used meanwhile (a run
+   disturbed by other processes says so).
+5. Afterwards, from the database (read-only): operations by result, attempts (an attempt > 1 is a
+   command sent again), automatic operations (audits), outbox deliveries and retries, SMS inbox
+   outcomes, and the median time of each stage of an operation (accepted -> the card's answer
+   stored -> handled = done -> callback delivered); from the PDU log, the SMPP PDUs by command; the
+   card files and the EIS must agree at the end, and the cards' unconfirmed notifications are counted.
+6. ``--profile-worker cpu|wall``: worker 1 runs under cProfile in every thread (timer: the
+   thread's CPU time, or wall time), and the self time by group, the cumulative time of the key
+   steps and the top functions are printed. It slows that worker a lot (about 4x): take
+   throughput figures from runs without it.
 
-Prints a JSON summary at the end (``--json FILE`` to also write it). Timings live here, not in tests.
+Prints a summary and the results as JSON (``--json FILE`` writes them to FILE instead of stdout).
+Timings live here and in BENCHMARKS.md, not in tests.
 """
 from __future__ import annotations
 
@@ -75,12 +82,13 @@ ESX = [sys.executable, "-m", "esx.cli"]
 
 # worker 1 under cProfile, every thread (the tick loop, the outbox thread, the SMPP reader)
 PROFILED_WORKER = r"""
-import cProfile, pstats, sys, threading
-out, data_dir = sys.argv[1], sys.argv[2]
+import cProfile, pstats, sys, threading, time
+out, data_dir, clock = sys.argv[1], sys.argv[2], sys.argv[3]
+timer = time.thread_time if clock == "cpu" else time.perf_counter  # cpu: each thread's own CPU time
 profiles = []
 _run = threading.Thread.run
 def run(self):
-    p = cProfile.Profile()
+    p = cProfile.Profile(timer)
     profiles.append(p)
     p.enable()
     try:
@@ -89,7 +97,7 @@ def run(self):
         p.disable()
 threading.Thread.run = run
 from esx.cli import main
-main_profile = cProfile.Profile()
+main_profile = cProfile.Profile(timer)
 profiles.append(main_profile)
 main_profile.enable()
 try:
@@ -402,7 +410,9 @@ def run_phase(mno: Mno, receiver: Receiver, targets: list[tuple[str, str]], time
     bad = [(targets[i][0], c) for i, c in enumerate(got)
            if c["status"] != "EXECUTED_SUCCESS" or c["name"] != "ES4-EnableProfileResponse"]
     if bad:
-        raise RuntimeError(f"{label}: {len(bad)} of {len(ids)} callbacks are not EXECUTED_SUCCESS, first: {bad[0]}")
+        kinds = Counter(f"{c['name']} {c['status']} {c['subject']}/{c['reason']}: {c['message']}" for _, c in bad)
+        raise RuntimeError(f"{label}: {len(bad)} of {len(ids)} callbacks are not EXECUTED_SUCCESS: {dict(kinds)}; "
+                           f"first eUICC {bad[0][0]}")
     first_send = min(t0 for t0, _, _, _ in sent)
     last_callback = max(c["t"] for c in got)
     return {
@@ -448,7 +458,7 @@ def db_report(db_url: str, measured_from_id: int) -> dict:
     with eng.connect() as c:
         ops = c.execute(sa.text(
             "SELECT id, eid, interface, function, state, result_status, result_subject, result_reason, attempts, "
-            "accepted_at, done_at FROM operation ORDER BY id")).all()
+            "counter, accepted_at, done_at FROM operation ORDER BY id")).all()
         outbox = c.execute(sa.text(
             "SELECT kind, operation, operation_id, attempts, created_at, delivered_at, last_error FROM outbox")).all()
         inbox = c.execute(sa.text(
@@ -470,34 +480,42 @@ def db_report(db_url: str, measured_from_id: int) -> dict:
     out["sms_inbox_outcomes"] = dict(outcomes)
     out["call_audit"] = {f"{f} {s}": n for f, s, n in audit}
 
-    # stage timings of the measured ES4 operations
-    por_by_op: dict[int, tuple] = {}
+    # stage timings of the measured ES4 operations. An operation's PoR is found by (eUICC, SCP80
+    # counter); with several workers it is often handled after the notification has completed the
+    # operation ("no operation waits for it"). processed_at and done_at are the `now` of the worker
+    # tick that handled the SMS (one value per tick).
+    por_at: dict[tuple[str, int], datetime] = {}
     notif_by_eid: dict[str, list[tuple]] = {}
     for r in inbox:
-        m = re.match(r"operation (\d+): card accepted", r.outcome or "")
+        eid = msisdn_eid.get(r.source_addr)
+        outcome = r.outcome or ""
+        m = re.match(r"PoR counter (\d+):", outcome)
         if m:
-            por_by_op[int(m.group(1))] = (_dt(r.received_at), _dt(r.processed_at))
-        elif (r.outcome or "").startswith("notification") and "duplicate" not in r.outcome:
-            eid = msisdn_eid.get(r.source_addr)
+            por_at.setdefault((eid, int(m.group(1))), _dt(r.received_at))
+        elif outcome.startswith("notification") and "duplicate" not in outcome:
             notif_by_eid.setdefault(eid, []).append((_dt(r.received_at), _dt(r.processed_at)))
+    op_by_id = {r.id: r for r in ops}
+    for r in inbox:
+        m = re.match(r"operation (\d+): card accepted", r.outcome or "")
+        if m and int(m.group(1)) in op_by_id:
+            op = op_by_id[int(m.group(1))]
+            por_at.setdefault((op.eid, op.counter), _dt(r.received_at))
     cb_by_op = {r.operation_id: (_dt(r.created_at), _dt(r.delivered_at)) for r in outbox if r.kind == "callback"}
-    # processed_at and done_at are the `now` of the worker tick that handled the SMS (one value per
-    # tick), so "stored -> handled" is the wait for a tick, not the handling itself.
     stages: dict[str, list[float]] = {k: [] for k in (
-        "accepted -> PoR stored", "PoR stored -> notification stored", "notification stored -> handled (done)",
+        "accepted -> card's answer stored", "answer stored -> handled (done)",
         "done -> callback delivered", "accepted -> callback delivered")}
     for r in ops:
-        if r.id <= measured_from_id or r.interface != "ES4" or r.id not in por_by_op or r.id not in cb_by_op:
+        if r.id <= measured_from_id or r.interface != "ES4" or r.id not in cb_by_op:
             continue
         acc, done = _dt(r.accepted_at), _dt(r.done_at)
-        por_in, _ = por_by_op[r.id]
-        n = next(((a, b) for a, b in notif_by_eid.get(r.eid, []) if b is not None and abs((b - done).total_seconds()) < 1e-3),
+        n = next((a for a, b in notif_by_eid.get(r.eid, []) if b is not None and abs((b - done).total_seconds()) < 1e-3),
                  None)
+        answers = [t for t in (por_at.get((r.eid, r.counter)), n) if t is not None]
+        if answers:
+            first = min(answers)
+            stages["accepted -> card's answer stored"].append((first - acc).total_seconds())
+            stages["answer stored -> handled (done)"].append((done - first).total_seconds())
         created, delivered = cb_by_op[r.id]
-        stages["accepted -> PoR stored"].append((por_in - acc).total_seconds())
-        if n is not None:
-            stages["PoR stored -> notification stored"].append((n[0] - por_in).total_seconds())
-            stages["notification stored -> handled (done)"].append((done - n[0]).total_seconds())
         if delivered is not None:
             stages["done -> callback delivered"].append((delivered - done).total_seconds())
             stages["accepted -> callback delivered"].append((delivered - acc).total_seconds())
@@ -546,44 +564,125 @@ def cards_report(data_dir: Path, db_url: str) -> dict:
     return {"mismatches": problems, "cards_by_unconfirmed_notifications": {str(k): v for k, v in sorted(pending.items())}}
 
 
+# Functions whose cumulative time tells where a worker's time goes (file suffix, function name).
+KEY_FUNCTIONS = [
+    ("esx/worker.py", "tick", "operation loop: one tick"),
+    ("smsr_core/platform.py", "expire", "  expire"),
+    ("smsr_core/platform.py", "process_inbox", "  process_inbox (PoRs, notifications)"),
+    ("smsr_core/platform.py", "start_ready", "  start_ready"),
+    ("smsr_core/platform.py", "due_sends", "  due_sends (build SCP80 commands)"),
+    ("esx/worker.py", "send", "  send (submit_sm, wait for submit_sm_resp)"),
+    ("esx/worker.py", "deliver", "outbox loop: deliver_due"),
+    ("site-packages/requests/sessions.py", "post", "  HTTP POST to the MNO"),
+    ("esx/outbox.py", "_envelope", "  build the envelope"),
+    ("esx/worker.py", "on_deliver", "SMPP reader: on_deliver (store in sms_inbox)"),
+    ("esx/outbox.py", "callback", "render callbacks (in process_inbox)"),
+    ("esx/outbox.py", "profile_notification", "render notifications (in process_inbox)"),
+    ("~", "<method 'execute' of 'sqlite3.Cursor' objects>", "sqlite3 Cursor.execute (all threads)"),
+    ("~", "<method 'commit' of 'sqlite3.Connection' objects>", "sqlite3 Connection.commit (all threads)"),
+    ("~", "<built-in method posix.stat>", "os.stat"),
+]
+
+
+def _group(file: str, func: str) -> str:
+    f = file.replace("\\", "/")
+    if f == "~" or f.startswith("<"):
+        if "sqlite3" in func:
+            return "sqlite3 (C: statements, commits, lock waits)"
+        if any(w in func for w in ("acquire", "select.select", "select.poll", "time.sleep", "wait")):
+            return "waiting (locks, events, select, sleep)"
+        if "socket" in func or "_ssl" in func:
+            return "sockets"
+        if "lxml" in func:
+            return "lxml"
+        if "posix" in func:
+            return "os calls (stat, open, ...)"
+        return "other C builtins"
+    if "site-packages/" in f:
+        return f.split("site-packages/", 1)[1].split("/", 1)[0].split(".")[0]
+    if f.startswith(str(REPO)):
+        return "esx code: " + f[len(str(REPO)) + 1:].split("/", 1)[0]
+    return "stdlib"
+
+
 def profile_summary(path: Path, top: int = 25) -> dict:
     import pstats
 
     st = pstats.Stats(str(path))
     total = sum(v[2] for v in st.stats.values()) or 1e-9
-    by_pkg: Counter = Counter()
-    rows = []
-    for (file, line, func), (cc, nc, tt, ct, _callers) in st.stats.items():
-        f = file.replace("\\", "/")
-        if "site-packages/" in f:
-            pkg = f.split("site-packages/", 1)[1].split("/", 1)[0].split(".")[0]
-        elif f.startswith(str(REPO)):
-            pkg = "esx: " + f[len(str(REPO)) + 1:].split("/", 1)[0]
-        elif f.startswith("~") or f.startswith("<"):
-            pkg = "builtins: " + func.split(" ")[0].strip("<{")[:40] if f.startswith("~") else "builtins"
-        else:
-            pkg = "stdlib: " + Path(f).stem
-        by_pkg[pkg] += tt
-        rows.append((tt, ct, nc, f"{Path(f).name}:{line}({func})"))
-    rows.sort(reverse=True)
     groups: Counter = Counter()
-    for k, v in by_pkg.items():
-        if k.startswith("builtins: "):
-            name = k.split(": ", 1)[1]
-            if name in ("method 'acquire' of '_thread.lock' objects", "built-in method time.sleep") or "acquire" in name \
-                    or "select" in name or "poll" in name or "wait" in name:
-                groups["waiting (locks, select, sleep)"] += v
-            else:
-                groups["C builtins (sqlite3, lxml, crypto, sockets, ...)"] += v
-        elif k.startswith("stdlib: "):
-            groups["stdlib"] += v
-        else:
-            groups[k] += v
+    rows = []
+    keys = {}
+    for (file, line, func), (cc, nc, tt, ct, _callers) in st.stats.items():
+        groups[_group(file, func)] += tt
+        rows.append((tt, ct, nc, f"{Path(file).name}:{line}({func})"))
+        for suffix, name, label in KEY_FUNCTIONS:
+            if func == name and file.replace("\\", "/").endswith(suffix):
+                k = keys.setdefault(label, [0.0, 0])
+                k[0] += ct
+                k[1] += nc
+    rows.sort(reverse=True)
     return {
         "total_self_s": total,
         "self_time_by_group": {k: round(v, 3) for k, v in groups.most_common()},
+        "key_functions_cumulative": {label: {"cum_s": round(keys[label][0], 3), "calls": keys[label][1]}
+                                     for _, _, label in KEY_FUNCTIONS if label in keys},
         "top_self": [{"self_s": round(tt, 3), "cum_s": round(ct, 3), "calls": nc, "function": fn} for tt, ct, nc, fn in rows[:top]],
     }
+
+
+def esx_version() -> dict:
+    """The commit of this checkout, and whether esx's own files differ from it (None outside git)."""
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "esx", "smsr_core", "euicc_sim",
+                                "ota", "keys", "wsdl"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "modified": None}
+    return {"commit": commit, "modified": dirty.splitlines() if commit else None}
+
+
+MATRIX = [(20, 1), (20, 2), (100, 1), (100, 2)]
+
+
+def run_matrix(args) -> int:
+    """One run per (eUICCs, workers) of MATRIX, each in its own process, then one table."""
+    passthrough = ["--rounds", str(args.rounds), "--warmup-rounds", str(args.warmup_rounds),
+                   "--http-workers", str(args.http_workers), "--connections", str(args.connections),
+                   "--poll-interval", str(args.poll_interval), "--notification-retry", str(args.notification_retry),
+                   "--por-timeout", str(args.por_timeout), "--phase-timeout", str(args.phase_timeout),
+                   *(["--reply-to"] if args.reply_to else []), *(["--no-pdu-log"] if args.no_pdu_log else [])]
+    rows = []
+    failed = 0
+    with tempfile.TemporaryDirectory(prefix="esx-bench-ota-matrix-") as tmp:
+        for n, w in MATRIX:
+            out = Path(tmp) / f"n{n}-w{w}.json"
+            log(f"### --euiccs {n} --workers-ota {w}")
+            rc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--euiccs", str(n), "--workers-ota", str(w),
+                                 "--json", str(out), *passthrough]).returncode
+            if rc != 0 or not out.is_file():
+                failed += 1
+                rows.append((n, w, None))
+                continue
+            rows.append((n, w, json.loads(out.read_text())))
+    log("")
+    log("| eUICCs | esx workers | operations/s | phases min..max | p50 | p90 | p99 | max | worker CPU ms/op | "
+        "machine busy | not ours | re-sent commands |")
+    log("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n, w, r in rows:
+        if r is None:
+            log(f"| {n} | {w} | FAILED (see above) | | | | | | | | | |")
+            continue
+        m = r["measured"]
+        lm = m["latency_ms"]
+        worker_ms = sum(v for k, v in m["cpu_s_per_op"].items() if k.startswith("esx worker"))
+        resent = sum((int(k) - 1) * v for k, v in r["db"]["operations_attempts"].items())
+        avail = m["elapsed_s"] * r["machine"]["nproc"]
+        log(f"| {n} | {w} | **{m['ops_per_s']:.1f}** | {m['phase_ops_per_s_min']:.1f}..{m['phase_ops_per_s_max']:.1f} | "
+            f"{lm['p50']:.0f} ms | {lm['p90']:.0f} ms | {lm['p99']:.0f} ms | {lm['max']:.0f} ms | {worker_ms:.1f} | "
+            f"{m['machine_busy_cpu_s'] / avail * 100:.0f} % | {m['other_cpu_s']:.1f} CPU-s | {resent} |")
+    return 1 if failed else 0
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -597,21 +696,33 @@ def main() -> int:
     ap.add_argument("--workers-ota", type=int, default=1, help="esx worker processes (default 1)")
     ap.add_argument("--http-workers", type=int, default=2, help="gunicorn workers of esx serve (default 2)")
     ap.add_argument("--connections", type=int, default=8, help="concurrent HTTP senders of the MNO (default 8)")
-    ap.add_argument("--poll-interval", type=float, default=0.05)
-    ap.add_argument("--notification-retry", type=float, default=5.0)
-    ap.add_argument("--por-timeout", type=float, default=10.0)
+    ap.add_argument("--poll-interval", type=float, default=0.05, help="ota.poll_interval of the workers (default 0.05 s)")
+    ap.add_argument("--notification-retry", type=float, default=5.0,
+                    help="ota.notification_retry of the simulated cards (default 5 s)")
+    ap.add_argument("--por-timeout", type=float, default=10.0, help="ota.por_timeout (default 10 s)")
     ap.add_argument("--phase-timeout", type=float, default=180.0, help="max seconds to wait for one phase's callbacks")
     ap.add_argument("--reply-to", action="store_true",
                     help="send wsa:ReplyTo = the receiver (default: the MNO entity's registered endpoint)")
     ap.add_argument("--no-pdu-log", action="store_true", help="run esx smsc without --pdu-log")
-    ap.add_argument("--profile-worker", action="store_true", help="run worker 1 under cProfile (slows it down)")
+    ap.add_argument("--profile-worker", choices=["cpu", "wall"], default=None,
+                    help="run worker 1 under cProfile, every thread, timing each thread's CPU time or wall time "
+                         "(slows the worker down: take throughput figures from runs without it)")
+    ap.add_argument("--matrix", action="store_true",
+                    help="run 20 and 100 eUICCs with 1 and 2 esx workers, one process each, and print a table")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="write the results here (default: print them as one RESULTS_JSON line)")
     args = ap.parse_args()
     if args.euiccs < 1 or args.rounds < 1 or args.workers_ota < 1:
         ap.error("--euiccs, --rounds and --workers-ota must be at least 1")
+    if args.matrix:
+        return run_matrix(args)
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop everything on SIGTERM
+    def on_sigterm(*_):  # still stop everything on SIGTERM; a second one must not cut the clean-up short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     tmp = Path(tempfile.mkdtemp(prefix="esx-bench-ota-"))
     procs: list[Proc] = []
     receiver: Receiver | None = None
@@ -620,6 +731,7 @@ def main() -> int:
         "machine": {"nproc": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "started_at": utcnow().isoformat(timespec="seconds"),
+        "esx": esx_version(),
     }
     t_all = time.monotonic()
     try:
@@ -668,7 +780,8 @@ def main() -> int:
         workers = []
         for i in range(args.workers_ota):
             if i == 0 and args.profile_worker:
-                argv = [sys.executable, "-c", PROFILED_WORKER, str(tmp / "worker1.pstats"), str(data_dir)]
+                argv = [sys.executable, "-c", PROFILED_WORKER, str(tmp / "worker1.pstats"), str(data_dir),
+                        args.profile_worker]
             else:
                 argv = [*ESX, "worker", "--data-dir", str(data_dir)]
             w = Proc(f"esx worker {i + 1}", argv, tmp / f"worker{i + 1}.log")
@@ -677,7 +790,7 @@ def main() -> int:
         for w in workers:
             w.wait_for_log("SMPP bound to")
         log(f"started: esx smsc (SMPP 127.0.0.1:{smsc_port}), esx serve --role smsr --workers {args.http_workers} "
-            f"(127.0.0.1:{port}), {args.workers_ota} esx worker(s){' (worker 1 under cProfile)' if args.profile_worker else ''}")
+            f"(127.0.0.1:{port}), {args.workers_ota} esx worker(s){f' (worker 1 under cProfile, {args.profile_worker} time)' if args.profile_worker else ''}")
 
         # 3. rounds
         mno = Mno(es4_url, doc["smsr_id"], mno_url, args.connections, mno_url if args.reply_to else None)
@@ -778,11 +891,11 @@ def main() -> int:
             results["worker1_profile"] = profile_summary(tmp / "worker1.pstats")
         results["total_s"] = time.monotonic() - t_all
         summary(results)
-        text = json.dumps(results, indent=2, default=str)
         if args.json:
-            args.json.write_text(text + "\n")
+            args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
             log(f"results written to {args.json}")
-        log("RESULTS_JSON " + json.dumps(results, default=str))
+        else:
+            log("RESULTS_JSON " + json.dumps(results, default=str))
         problems = results["cards"]["mismatches"] or results["receiver"]["unexpected"]
         return 1 if problems else 0
     except BaseException:
@@ -838,7 +951,14 @@ def summary(r: dict) -> None:
     log(f"log counts: {r['log_counts']}")
     if "worker1_profile" in r:
         p = r["worker1_profile"]
-        log(f"worker 1 cProfile: {p['total_self_s']:.1f} s self time; by group: {p['self_time_by_group']}")
+        log(f"worker 1 cProfile ({r['args']['profile_worker']} time, all threads): {p['total_self_s']:.1f} s; self time by group:")
+        for k, v in p["self_time_by_group"].items():
+            if v >= 0.005 * p["total_self_s"]:
+                log(f"  {k:<50} {v:8.2f} s {v / p['total_self_s'] * 100:5.1f} %")
+        log("  cumulative time of key functions:")
+        for k, v in p["key_functions_cumulative"].items():
+            log(f"    {k:<52} {v['cum_s']:8.2f} s {v['calls']:>8} calls")
+        log("  top self time:")
         for row in p["top_self"][:15]:
             log(f"  {row['self_s']:7.3f} s self {row['cum_s']:7.3f} s cum {row['calls']:>8} calls  {row['function']}")
     log(f"total run time {r['total_s']:.0f} s")

@@ -215,9 +215,15 @@ class Platform:
     def _ota(self, s: Session, eid: str) -> EuiccOta:
         row = s.get(EuiccOta, eid)
         if row is None:
-            row = EuiccOta(eid=eid, counter=0, sms_ref=0, last_notification_seq=-1, dirty=False)
-            s.add(row)
-            s.flush()
+            # Two workers may create it at the same moment: INSERT ... ON CONFLICT DO NOTHING, then read.
+            dialect = s.get_bind().dialect.name
+            if dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert
+            s.execute(insert(EuiccOta).values(eid=eid, counter=0, sms_ref=0, last_notification_seq=-1, dirty=False)
+                      .on_conflict_do_nothing(index_elements=[EuiccOta.eid]))
+            row = s.get(EuiccOta, eid)
         return row
 
     def _finish(self, s: Session, op: Operation, status: Status, failure: FunctionFailed | None, *,
@@ -365,8 +371,12 @@ class Platform:
                 or_(Operation.lease_until.is_(None), Operation.lease_until < now))))
         for op_id in ids:
             with self.db.session() as s:
+                # Check again that it is due: between the SELECT above and this UPDATE another worker
+                # may have leased, sent and released it (sent() clears the lease), and it must not be
+                # sent a second time with a new counter.
                 leased = s.execute(
                     update(Operation).where(Operation.id == op_id, Operation.state == ACTIVE,
+                                            Operation.step.in_((SEND, AWAIT_POR)), Operation.next_attempt_at <= now,
                                             or_(Operation.lease_until.is_(None), Operation.lease_until < now))
                     .values(lease_until=now + timedelta(seconds=self.timing.lease))
                 ).rowcount
@@ -509,6 +519,11 @@ class Platform:
         if op is None or op.counter != por.counter or op.step not in (SEND, AWAIT_POR):
             return self._on_other_por(s, euicc, message, now)
         function = Function(op.function)
+        if por.status in (0x02, 0x03) and op.attempts < 10:
+            # Counter out of order (another worker's SMS to this card overtook ours): the card
+            # executed nothing, so the command is simply sent again with a fresh counter.
+            op.step, op.next_attempt_at, op.lease_until = SEND, now, None
+            return f"operation {op.id}: PoR status {por.status:02X} (counter), sent again"
         if por.status != 0:
             self._finish(s, op, Status.FAILED, FunctionFailed(
                 codes.ISDR_EXECUTION_ERROR, f"the eUICC rejected the secured packet (PoR status {por.status:02X})"), now=now)
