@@ -8,7 +8,6 @@ the same parser, schema, authorisation and core as an HTTP request).
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone

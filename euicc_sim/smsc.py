@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from smpplib import command, exceptions
+from smpplib import command
 
 from ota.smpp import (
     ESME_RALYBND,

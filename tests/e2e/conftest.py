@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,7 +82,7 @@ class Instance:
     smsr_url: str
     smdp_url: str
     database_url: str
-    receiver: "Receiver | None" = None
+    receiver: Any = None  # tests.e2e.receiver.Receiver
     procs: dict | None = None
 
     @property
