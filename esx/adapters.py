@@ -4,6 +4,7 @@ from __future__ import annotations
 from lxml import etree
 
 from esx import codes
+from esx.binding.ns import GSMA
 from esx.binding.soap import Inbound
 from esx.codes import FunctionFailed
 from esx.eis_xml import render_eis
@@ -40,16 +41,13 @@ class AsyncFunction:
         self.interface = interface
 
     def request(self, inbound: Inbound):
-        from smsr_core.platform import AsyncRequest
+        from smsr_core.platform import AsyncRequest, Function
 
-        params: dict = {}
-        iccid = inbound.text("Iccid")
-        if iccid:
-            params["iccid"] = iccid.upper()
-        iccids = [el.text.strip().upper() for el in inbound.body.findall("{http://namespaces.gsma.org/esim-messaging/3}Iccid")
-                  if el.text and el.text.strip()]
-        if len(iccids) > 1 or self.function.value == "AuditEIS":
-            params = {"iccids": iccids}
+        if self.function is Function.AUDIT:  # Iccid* narrows the audit
+            params = {"iccids": [el.text.strip().upper() for el in inbound.body.findall(f"{{{GSMA}}}Iccid")
+                                 if el.text and el.text.strip()]}
+        else:
+            params = {"iccid": (inbound.text("Iccid") or "").upper()}
         return AsyncRequest(
             function=self.function, interface=self.interface, requester=caller_of(inbound),
             eid=(inbound.text("Eid") or "").upper(), message_id=inbound.addressing.message_id,

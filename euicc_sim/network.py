@@ -197,7 +197,7 @@ class SimulatedNetwork:
                 log.info("no attached card answers at %s: SMS dropped", message.destination_addr)
                 return
             deliver = sms.SmsDeliver(originator=message.source_addr, pid=message.protocol_id, dcs=message.data_coding,
-                                     scts=_scts(), ud=message.short_message, udhi=bool(message.esm_class & 0x40))
+                                     scts=sms.encode_scts(datetime.now(timezone.utc)), ud=message.short_message, udhi=bool(message.esm_class & 0x40))
             envelope = sms.envelope_sms_pp(sms.encode_sms_deliver(deliver), "4479000000")
             try:
                 replies = target.envelope(envelope)
@@ -239,9 +239,3 @@ class SimulatedNetwork:
             self.thread.join(timeout=5)
         self.smsc.stop()
 
-
-def _scts() -> bytes:
-    """TP-SCTS of now (TS 23.040 9.2.3.11: swapped BCD digits, timezone 0)."""
-    now = datetime.now(timezone.utc)
-    digits = f"{now.year % 100:02d}{now.month:02d}{now.day:02d}{now.hour:02d}{now.minute:02d}{now.second:02d}00"
-    return bytes(int(digits[i + 1] + digits[i], 16) for i in range(0, 14, 2))

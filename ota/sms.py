@@ -28,6 +28,7 @@ SMS-SUBMIT has one it is skipped.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from keys.errors import TlvError
 from keys.tlv import encode_tlv, iter_tlvs
@@ -232,6 +233,12 @@ def _read_user_data(tpdu: bytes, pos: int, dcs: int) -> bytes:
     if udl != len(ud):
         raise ValueError(f"TP-UDL {udl} but {len(ud)} octets of user data")
     return ud
+
+
+def encode_scts(when: datetime) -> bytes:
+    """TP-SCTS (TS 23.040 §9.2.3.11): YYMMDDhhmmss as semi-octets, then the time zone (UTC: 00)."""
+    when = when.astimezone(timezone.utc)
+    return _bcd(when.strftime("%y%m%d%H%M%S")) + b"\x00"
 
 
 @dataclass(frozen=True)

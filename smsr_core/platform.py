@@ -40,7 +40,7 @@ deleted or disabled, the enabled profile is never deleted. The card enforces POL
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Protocol
@@ -56,7 +56,7 @@ from ota import es5
 from . import eis as v
 from .models import EisAuditRecord, Euicc, ProfileRow, eis_value
 from .ops_models import EuiccOta, Operation, SmsInbox
-from .registry import Caller, load_euicc, may_manage, profile_for_caller
+from .registry import Caller, eis_seen_by, load_euicc, may_manage, profile_for_caller
 from .sms_link import CardMessage, OutboundSms, SmsLink
 
 log = logging.getLogger(__name__)
@@ -531,9 +531,9 @@ class Platform:
         script = message.responses
         op.euicc_response = b"".join(script.responses).hex().upper() if script is not None else None
         sw = script.last_sw if script is not None and script.responses else 0
-        if script is None or script.executed < len(self._script(s, op)) or sw != es5.SW_OK:
+        if not self._answered(function, script, len(self._script(s, op))):
             failure = sw_failure(sw, op.function)
-            if sw == es5.SW_NOT_FOUND:
+            if sw == es5.SW_NOT_FOUND and function is not Function.AUDIT:
                 self._ota(s, euicc.eid).dirty = True
                 self.queue_internal(s, euicc.eid, Function.AUDIT, now)
             self._finish(s, op, Status.FAILED, failure, now=now)
@@ -556,6 +556,16 @@ class Platform:
         eis = self._eis_for(s, op) if function is Function.AUDIT else None
         self._finish(s, op, Status.EXECUTED_SUCCESS, None, now=now, eis=eis)
         return f"operation {op.id} executed"
+
+    @staticmethod
+    def _answered(function: Function, script, commands: int) -> bool:
+        """Did the card execute the whole script? For an audit, GET STATUS answering 6A88 is an
+        answer too: the eUICC has no ISD-P (GET STATUS, GP Card Specification 11.4: no object matches the search)."""
+        if script is None or not script.responses:
+            return False
+        if function is Function.AUDIT:
+            return script.responses[0][-2:] in (b"\x90\x00", b"\x6a\x88")
+        return script.executed == commands and script.last_sw == es5.SW_OK
 
     def _on_other_por(self, s: Session, euicc: Euicc, message: CardMessage, now: datetime) -> str:
         """A PoR no operation waits for: a notification confirmation's, or a late one.
@@ -587,7 +597,7 @@ class Platform:
 
     def _realign(self, s: Session, euicc: Euicc, responses: list[bytes], now: datetime) -> None:
         """Make the EIS say what GET STATUS / GET DATA report (the card is the truth)."""
-        statuses = es5.decode_isdp_statuses(responses[0][:-2]) if responses else []
+        statuses = es5.decode_isdp_statuses(responses[0][:-2]) if responses[0][-2:] == b"\x90\x00" else []
         by_aid = {st.aid.hex().upper(): st for st in statuses}
         for p in list(euicc.profiles):
             st = by_aid.get(p.isd_p_aid.upper())
@@ -612,18 +622,13 @@ class Platform:
         self._ota(s, euicc.eid).dirty = False
 
     def _eis_for(self, s: Session, op: Operation) -> v.Eis:
-        from dataclasses import replace
-
-        eis = eis_value(s, s.get(Euicc, op.eid))
-        eis = replace(eis, isd_r=eis.isd_r.without_secrets())
-        role = op.params.get("requester_role")
+        """The audited EIS as the requester may see it, narrowed to the ICCIDs it named."""
+        caller = Caller(op.requester_id, op.params.get("requester_role", "smsr"))
+        eis = eis_seen_by(eis_value(s, s.get(Euicc, op.eid)), caller)
         wanted = {i.upper() for i in op.params.get("iccids") or []}
-        profiles = eis.profiles
-        if role == "mno":
-            profiles = tuple(p for p in profiles if p.mno_id == op.requester_id)
         if wanted:
-            profiles = tuple(p for p in profiles if p.iccid in wanted)
-        return replace(eis, profiles=profiles)
+            eis = replace(eis, profiles=tuple(p for p in eis.profiles if p.iccid in wanted))
+        return eis
 
     def _on_notification(self, s: Session, euicc: Euicc, message: CardMessage, source: str, now: datetime
                          ) -> tuple[str, OutboundSms | None]:

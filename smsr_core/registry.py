@@ -82,6 +82,14 @@ def profile_for_caller(s: Session, caller: Caller, eid: str, iccid: str) -> Prof
     return row
 
 
+def eis_seen_by(eis: v.Eis, caller: Caller) -> v.Eis:
+    """What of an EIS leaves the SM-SR for ``caller``: no ISD-R key values; an MNO sees its own profiles only."""
+    eis = replace(eis, isd_r=eis.isd_r.without_secrets())
+    if caller.role == "mno":
+        eis = replace(eis, profiles=tuple(p for p in eis.profiles if p.mno_id == caller.oid))
+    return eis
+
+
 def may_manage(caller: Caller, row: ProfileRow) -> bool:
     if caller.role == "mno":
         return row.mno_id == caller.oid
@@ -145,14 +153,10 @@ class EisRegistry:
     def get_eis(self, caller: Caller, eid: str) -> v.Eis:
         """The EIS as ``caller`` may see it (see the module doc)."""
         with self.db.session() as s:
-            eis = eis_value(s, self._load(s, eid))
-        eis = replace(eis, isd_r=eis.isd_r.without_secrets())
-        if caller.role == "mno":
-            own = tuple(p for p in eis.profiles if p.mno_id == caller.oid)
-            if not own:
-                raise FunctionFailed(codes.EIS_NOT_ALLOWED, f"{caller.oid} has no profile on eUICC {eid}",
-                                     subject_identifier=eid)
-            eis = replace(eis, profiles=own)
+            eis = eis_seen_by(eis_value(s, self._load(s, eid)), caller)
+        if caller.role == "mno" and not eis.profiles:
+            raise FunctionFailed(codes.EIS_NOT_ALLOWED, f"{caller.oid} has no profile on eUICC {eid}",
+                                 subject_identifier=eid)
         return eis
 
     def known_eids(self) -> list[str]:

@@ -13,38 +13,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from lxml import etree
 
-from esx.binding.ns import GSMA, SOAP12, WSA
+from esx.binding.ns import SOAP12
+
+from .conftest import SoapReply
 
 
 @dataclass
-class Received:
-    path: str
-    envelope: etree._Element
-    body: etree._Element
-    at: float
+class Received(SoapReply):
+    """One POST the receiver got: a SoapReply (headers, Status, codes) plus where and when it arrived."""
 
-    def header(self, local: str) -> str | None:
-        el = self.envelope.find(f"{{{SOAP12}}}Header/{{{WSA}}}{local}")
-        if el is None:
-            return None
-        addr = el.find(f"{{{WSA}}}Address")
-        return (addr.text if addr is not None else el.text or "").strip()
+    path: str = ""
+    at: float = 0.0
 
     @property
     def name(self) -> str:
         return etree.QName(self.body).localname
-
-    def text(self, path: str) -> str | None:
-        return self.body.findtext(path, namespaces={"rps": GSMA})
-
-    @property
-    def status(self) -> str | None:
-        return self.text("rps:FunctionExecutionStatus/rps:Status")
-
-    @property
-    def code(self) -> tuple[str | None, str | None]:
-        return (self.text("rps:FunctionExecutionStatus/rps:StatusCodeData/rps:Subject"),
-                self.text("rps:FunctionExecutionStatus/rps:StatusCodeData/rps:Reason"))
 
 
 class Receiver:
@@ -59,7 +42,7 @@ class Receiver:
                 envelope = etree.fromstring(data)
                 body = next(c for c in envelope.find(f"{{{SOAP12}}}Body") if isinstance(c.tag, str))
                 with receiver.lock:
-                    receiver.messages.append(Received(self.path, envelope, body, time.monotonic()))
+                    receiver.messages.append(Received(202, envelope, body, path=self.path, at=time.monotonic()))
                 self.send_response(202)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -241,3 +241,14 @@ def test_envelope_long_form_and_plain_tags():
 def test_envelope_refusals(env):
     with pytest.raises(ValueError):
         parse_envelope_sms_pp(h(env.replace(" ", "")))
+
+
+def test_scts_is_swapped_semi_octets_with_utc_zone():
+    from datetime import datetime, timedelta, timezone
+
+    from ota.sms import encode_scts
+
+    # TS 23.040 9.2.3.11: 2026-11-21 09:30:05 UTC -> 62 11 12 90 03 50, time zone 00
+    assert encode_scts(datetime(2026, 11, 21, 9, 30, 5, tzinfo=timezone.utc)) == bytes.fromhex("62111290035000")
+    cet = timezone(timedelta(hours=1))
+    assert encode_scts(datetime(2026, 11, 21, 10, 30, 5, tzinfo=cet)) == bytes.fromhex("62111290035000")

@@ -284,6 +284,27 @@ def test_audit_removes_what_the_card_no_longer_has(h):
     assert h.ota(EID1).dirty is False
 
 
+def test_audit_of_a_card_without_any_isdp_is_an_answer_not_a_fault(h):
+    """GET STATUS answers 6A88 when no ISD-P exists: the audit succeeds and empties the EIS; it
+    must not count as a failed command, which would queue another audit, and another."""
+    card = h.card(EID1)
+    card.profiles = []
+    card.save()
+    op_id = h.request(Function.AUDIT, EID1)
+    h.start()
+    [out] = h.platform.due_sends(T0)
+    tpdus = h.to_card(h.cards[EID1], out.segments)  # addressed by EID: the card has no number left
+    h.platform.sent(out, T0)
+    h.to_smsr(MSISDN_FALLBACK1, tpdus, T0)
+    h.process()
+
+    assert h.op(op_id).result == ("EXECUTED_SUCCESS", None, None)
+    assert h.op(op_id).euicc_response.endswith("6A88")
+    assert h.profiles(EID1) == {}
+    assert [o.function for o in h.ops() if o.interface == "SMSR"] == []
+    assert h.ota(EID1).dirty is False
+
+
 def test_audit_finds_a_profile_switch_the_eis_missed(h):
     """The card enabled SPARE1 and its notification was lost: the EIS still routes SMS to FALLBACK1's number."""
     assert h.card(EID1).process(es5.enable_profile(bytes.fromhex(AID1)))[-2:] == b"\x90\x00"
