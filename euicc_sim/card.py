@@ -19,8 +19,15 @@ The ISD-P life cycle (sgp02-wire §5.5) and what moves it here::
     ENABLED 3F  --3A04 disable--> DISABLED 1F    (the fall-back profile goes ENABLED in the same step)
     DISABLED/SELECTABLE/PERSONALIZED --DELETE 80E40040--> (removed, memory released)
 
-ES8 is not an ISD-R command; :meth:`Card.install_profile` stands in for it (the ES8 front calls it), as
-:meth:`Card.update_pol1` stands in for ES6 UpdatePOL1byMNO.
+ES8 is not an ISD-R command: ``euicc_sim.es8.process_es8`` runs it over the ISD-P's own state kept here (keyset,
+key agreement in progress, SCP03t session, partial profile package; see :class:`IsdP`) and asks the card to keep
+the installed package as ``<ISD-P AID>.upp.der`` beside the state file (:meth:`Card.stage_package`, written by
+:meth:`Card.save`). :meth:`Card.install_profile` is the older stand-in, kept for tests that need an installed
+profile without a download; :meth:`Card.update_pol1` stands in for ES6 UpdatePOL1byMNO.
+
+Files beside the state file: ``ecasd.key.pem`` (SK.ECASD.ECKA, written by ``esx init``), ``ci.pem`` (the CI
+certificate the ECASD trusts), and one ``<ISD-P AID>.upp.der`` per downloaded profile. :meth:`Card.save` writes the
+staged packages before the state that names them, and removes package files no ISD-P names any more.
 
 Rules, each checked in the order written; the first that fails gives the status word:
 
@@ -75,9 +82,15 @@ import copy
 import json
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from keys.pki import load_private_key
+from keys.scp03 import StaticKeys
 
 from ota import es5
 from ota.es5 import (
@@ -87,11 +100,18 @@ from ota.es5 import (
     Apdu,
 )
 
-__all__ = ["Pol1", "IsdP", "PendingNotification", "Card", "FREE_VOLATILE_MEMORY", "FORMAT_VERSION"]
+__all__ = [
+    "Pol1", "IsdpKeyset", "PendingKeyAgreement", "Download", "IsdP", "PendingNotification", "Card",
+    "FREE_VOLATILE_MEMORY", "FORMAT_VERSION", "ECASD_KEY_FILE", "CI_FILE", "PACKAGE_SUFFIX",
+]
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # fields added later (the ES8 state of IsdP) default when absent, so version 1 files still load
+ECASD_KEY_FILE = "ecasd.key.pem"
+CI_FILE = "ci.pem"
+PACKAGE_SUFFIX = ".upp.der"
+_PACKAGE_FILE = re.compile(r"^[0-9A-F]{10,32}\.upp\.der$")
 FREE_VOLATILE_MEMORY = 8192  # reported in GET DATA 'FF21'/'83'; volatile memory is not otherwise modelled
 
 Response = tuple[bytes, int]
@@ -105,12 +125,74 @@ class Pol1:
     delete_not_allowed: bool = False
     delete_when_disabled: bool = False
 
+    # CHOICE (ours; the SGP.02 §2.4.x POL1 coding is not checked): POL1 travels in the profile package header
+    # ('pol' of the SAIP ProfileHeader, an OCTET STRING) as one byte: bit 1 '01' = disabling not allowed, bit 2
+    # '02' = deletion not allowed, bit 3 '04' = delete when disabled. Other bits and further bytes are ignored; an
+    # absent or empty 'pol' is POL1 without rules.
+    _DISABLE_NOT_ALLOWED = 0x01
+    _DELETE_NOT_ALLOWED = 0x02
+    _DELETE_WHEN_DISABLED = 0x04
+
+    @classmethod
+    def from_pol(cls, pol: bytes | None) -> "Pol1":
+        """POL1 from a package header's 'pol' (see the CHOICE above)."""
+        value = pol[0] if pol else 0
+        return cls(disable_not_allowed=bool(value & cls._DISABLE_NOT_ALLOWED),
+                   delete_not_allowed=bool(value & cls._DELETE_NOT_ALLOWED),
+                   delete_when_disabled=bool(value & cls._DELETE_WHEN_DISABLED))
+
+    def to_pol(self) -> bytes:
+        """The one-byte 'pol' of a package header for this POL1 (see the CHOICE above)."""
+        return bytes([self._DISABLE_NOT_ALLOWED * self.disable_not_allowed
+                      | self._DELETE_NOT_ALLOWED * self.delete_not_allowed
+                      | self._DELETE_WHEN_DISABLED * self.delete_when_disabled])
+
+
+@dataclass
+class IsdpKeyset:
+    """The ISD-P's SCP03 keyset from ES8 EstablishISDPKeySet: KVN and first key identifier from the 'A6' CRT, the
+    three AES keys in hex."""
+
+    kvn: int
+    key_id: int
+    enc: str
+    mac: str
+    dek: str
+
+    def static_keys(self) -> StaticKeys:
+        return StaticKeys(bytes.fromhex(self.enc), bytes.fromhex(self.mac), bytes.fromhex(self.dek))
+
+
+@dataclass
+class PendingKeyAgreement:
+    """Between STORE DATA 3A01 and 3A02: the random challenge sent (hex) and PK.DP.ECDSA of the verified SM-DP
+    certificate (uncompressed point, hex, and its GP key parameter reference)."""
+
+    rc: str
+    smdp_public_key: str
+    curve_ref: int
+
+
+@dataclass
+class Download:
+    """A profile package being received over SCP03t: the reader's state (``smdp_core.saip.PackageReader.state()``,
+    JSON owned by that module), the complete PEs accepted so far and their bytes (hex)."""
+
+    reader: dict
+    pe_count: int = 0
+    package: str = ""
+
 
 @dataclass
 class IsdP:
     """One ISD-P. ``aid`` is upper-case hex; ``msisdn`` is the number this profile attaches with, which the
     simulated network uses to route SMS; ``memory`` is the quota granted at CreateISDP; ``attach_fails`` is a test
-    hook (see the module comment)."""
+    hook (see the module comment).
+
+    ES8 state (``euicc_sim.es8``): ``keyset`` once EstablishISDPKeySet is done; ``key_agreement`` between its two
+    STORE DATA; ``scp03t`` the SCP03t card state (``keys.scp03t.Scp03tCard.state()``, JSON owned by that module,
+    holds the keys too) from the key set on; ``download`` while a package arrives; ``package_file`` the file name
+    (beside the state file) of the installed package."""
 
     aid: str
     lifecycle: int
@@ -121,6 +203,11 @@ class IsdP:
     msisdn: str | None = None
     memory: int = 0
     attach_fails: bool = False
+    keyset: IsdpKeyset | None = None
+    key_agreement: PendingKeyAgreement | None = None
+    scp03t: dict | None = None
+    download: Download | None = None
+    package_file: str | None = None
 
     @property
     def state_name(self) -> str:
@@ -131,6 +218,9 @@ class IsdP:
         d = dict(d)
         d["pol1"] = Pol1(**d.get("pol1", {}))
         d["aid"] = _hex_upper(d["aid"], "ISD-P AID")
+        for name, kind in (("keyset", IsdpKeyset), ("key_agreement", PendingKeyAgreement), ("download", Download)):
+            if d.get(name) is not None:
+                d[name] = kind(**d[name])
         return cls(**d)
 
 
@@ -165,6 +255,8 @@ class Card:
     pending: list[PendingNotification] = field(default_factory=list)
     smsr_sms_address: str | None = None
     first_attach_notified: bool = False
+    # packages to write beside the state file at the next save (file name -> DER); not part of the state
+    staged_packages: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     # --- construction and persistence ------------------------------------------------------------------------------
 
@@ -195,19 +287,34 @@ class Card:
         return card
 
     def save(self) -> None:
-        """Write the state atomically: a temporary file in the same folder, fsync, os.replace, fsync the folder."""
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        """Write the state atomically: a temporary file in the same folder, fsync, os.replace, fsync the folder.
+
+        Staged packages are written first (same way), so the state never names a missing file; package files that
+        no ISD-P names any more are removed afterwards."""
+        for name, der in self.staged_packages.items():
+            self._write_atomic(self.path.with_name(name), der)
+        # The state holds the card's SCP80 and ISD-P keys: owner-only, like the ECASD private key beside it.
+        self._write_atomic(self.path, (json.dumps(self._state(), indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        self.staged_packages.clear()
+        named = {p.package_file for p in self.profiles}
+        for stale in self.path.parent.glob(f"*{PACKAGE_SUFFIX}"):
+            if _PACKAGE_FILE.match(stale.name) and stale.name not in named:
+                stale.unlink(missing_ok=True)
+        self._fsync_folder()
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            # The state holds the card's SCP80 keys: owner-only, like the ECASD private key beside it.
-            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
-                json.dump(self._state(), f, indent=2, sort_keys=True)
-                f.write("\n")
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            os.replace(tmp, path)
         finally:
             if tmp.exists():
                 tmp.unlink()
+
+    def _fsync_folder(self) -> None:
         try:
             fd = os.open(self.path.parent, os.O_RDONLY)
         except OSError:
@@ -273,6 +380,10 @@ class Card:
                 raise ValueError(f"ISD-P {p.aid}: negative memory")
             if p.fallback and p.lifecycle not in (DISABLED, ENABLED):
                 raise ValueError(f"ISD-P {p.aid}: fall-back profile must be DISABLED or ENABLED")
+            if p.package_file is not None and p.package_file != p.aid + PACKAGE_SUFFIX:
+                raise ValueError(f"ISD-P {p.aid}: package file {p.package_file!r}")
+            if p.keyset is not None:
+                p.keyset.static_keys()  # raises ValueError on bad key material
         if sum(p.lifecycle == ENABLED for p in self.profiles) > 1:
             raise ValueError("more than one ENABLED profile")
         if sum(p.fallback for p in self.profiles) > 1:
@@ -298,8 +409,45 @@ class Card:
         return es5.encode_notification(es5.Notification(
             eid=bytes.fromhex(self.eid), type=pending.type, seq=pending.seq, isdp_aid=bytes.fromhex(pending.aid)))
 
+    @property
+    def ecasd_key_path(self) -> Path:
+        return self.path.with_name(ECASD_KEY_FILE)
+
+    @property
+    def ci_path(self) -> Path:
+        return self.path.with_name(CI_FILE)
+
+    def ecasd_key(self) -> ec.EllipticCurvePrivateKey | None:
+        """SK.ECASD.ECKA from ``ecasd.key.pem`` beside the state file; ``None`` when the card has none."""
+        try:
+            return load_private_key(self.ecasd_key_path.read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def ci_pem(self) -> bytes | None:
+        """The CI certificate (PEM) the ECASD trusts, from ``ci.pem`` beside the state file; ``None`` when absent."""
+        try:
+            return self.ci_path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def stage_package(self, aid: str, der: bytes) -> str:
+        """Keep ``der`` as the package of ISD-P ``aid``: returns the file name to store in ``IsdP.package_file``.
+        The file is written by the next :meth:`save` (nothing is written when the caller rolls back instead)."""
+        name = aid.upper() + PACKAGE_SUFFIX
+        self.staged_packages[name] = bytes(der)
+        return name
+
+    def package(self, aid: str) -> bytes | None:
+        """The installed package of ISD-P ``aid`` as kept on disk, or ``None``."""
+        p = self.profile(aid)
+        if p is None or p.package_file is None:
+            return None
+        staged = self.staged_packages.get(p.package_file)
+        return staged if staged is not None else self.path.with_name(p.package_file).read_bytes()
+
     def view(self) -> dict[str, Any]:
-        """A JSON-able summary for ``esx euicc show``."""
+        """A JSON-able summary for ``esx euicc show`` (key set KVN only, never keys)."""
         return {
             "eid": self.eid,
             "isd_r_aid": self.isd_r_aid,
@@ -310,7 +458,8 @@ class Card:
                 {
                     "aid": p.aid, "iccid": p.iccid, "imsi": p.imsi, "msisdn": p.msisdn, "state": p.state_name,
                     "fallback": p.fallback, "pol1": asdict(p.pol1), "memory": p.memory,
-                    "attach_fails": p.attach_fails,
+                    "attach_fails": p.attach_fails, "keyset_kvn": p.keyset.kvn if p.keyset is not None else None,
+                    "package_file": p.package_file, "download_pes": p.download.pe_count if p.download else None,
                 }
                 for p in self.profiles
             ],
@@ -339,12 +488,16 @@ class Card:
     def install_profile(self, aid: str, *, iccid: str, imsi: str | None = None, msisdn: str | None = None,
                         pol1: Pol1 | None = None) -> IsdP:
         """Stand-in for ES8 DownloadAndInstallation: a SELECTABLE or PERSONALIZED ISD-P becomes DISABLED and
-        carries the profile. :class:`ValueError` when the ISD-P is unknown or in another state."""
+        carries the profile. :class:`ValueError` when the ISD-P is unknown or in another state.
+
+        ``euicc_sim.es8`` now does this for real from a downloaded package; this stays for tests (and tools) that
+        need an installed profile without running ES8. No package file is kept."""
         p = self.profile(aid)
         if p is None or p.lifecycle not in (SELECTABLE, PERSONALIZED):
             raise ValueError(f"no ISD-P {aid} waiting for a profile")
         p.iccid, p.imsi, p.msisdn, p.pol1 = iccid, imsi, msisdn, pol1 or Pol1()
         p.lifecycle = DISABLED
+        p.key_agreement, p.download = None, None
         self.save()
         return p
 

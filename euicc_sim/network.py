@@ -9,9 +9,13 @@ MESSAGE would) goes to the SM-SR as ``deliver_sm`` from the card's current MSISD
 
 :class:`CardOta` is the card's OTA front (TS 102 225/226 on the card side): reassembly of
 concatenated SMS, SCP80 checks (TAR, keys, cryptographic checksum, deciphering, the counter rule
-of the SPI), execution of the expanded remote command script by the ISD-R
-(:class:`euicc_sim.card.Card`), the proof of receipt, and the mobile-originated default
-notifications, re-sent until the SM-SR confirms them (3A08).
+of the SPI), execution of the expanded remote command script, the proof of receipt, and the
+mobile-originated default notifications, re-sent until the SM-SR confirms them (3A08).
+
+The TAR picks who runs the script: the ISD-R's TAR -> the ISD-R (:meth:`euicc_sim.card.Card.process`,
+ES5); the TAR of an ISD-P (``ota.es8.isdp_tar`` of its AID) -> that ISD-P (``euicc_sim.es8.process_es8``,
+ES8 relayed by the SM-SR); any other TAR -> PoR status '09' (TAR unknown). Both are secured with the
+ISD-R's SCP80 keyset and share its counter: the ISD-P has no SCP80 keys, the ISD-R forwards to it.
 
 Card state lives in ``<data_dir>/euicc/<EID>/card.json`` and survives restarts; a card whose
 file changes on disk (``esx euicc set``) is reloaded before its next SMS.
@@ -21,14 +25,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
 from keys import scp80
-from ota import es5, remote, sms
+from ota import es5, es8, remote, sms
 from ota.smpp import ShortMessage
 
 from .card import Card
+from .es8 import process_es8
 from .smsc import LoopbackSmsc
 
 log = logging.getLogger(__name__)
@@ -44,9 +50,10 @@ def card_keyset(card: Card) -> scp80.Scp80Keyset:
 class CardOta:
     """One card's OTA front (see the module doc). Pure bytes in, bytes out; no sockets."""
 
-    def __init__(self, card: Card, path: Path) -> None:
+    def __init__(self, card: Card, path: Path, *, clock: Callable[[], datetime] | None = None) -> None:
         self.card = card
         self.path = path
+        self.clock = clock or (lambda: datetime.now(timezone.utc))  # validity of the SM-DP certificate (3A01)
         self.mtime = path.stat().st_mtime_ns if path.exists() else 0
         self.parts: dict[int, list[sms.UserDataPart]] = {}
         self.notified_at: dict[int, float] = {}
@@ -98,9 +105,9 @@ class CardOta:
         except scp80.Scp80Error:
             return []  # not even a header: nothing to answer with
         keyset = card_keyset(self.card)
-        own_tar = bytes.fromhex(self.card.scp80.get("tar", "000001"))
+        run = self._script_runner(tar)
         status, counter, data = 0x00, 0, b""
-        if tar != own_tar:
+        if run is None:
             status = 0x09
         elif kic >> 4 != keyset.kvn or kid >> 4 != keyset.kvn:
             status = 0x06
@@ -118,11 +125,33 @@ class CardOta:
                     if spi.counter in ("higher", "plus_one"):
                         self.card.scp80["counter"] = counter
                         self._saved()
-                    data = self.run_script(command.data)
+                    data = run(command.data)
         if spi.por == "none" or spi.por == "on_error" and status == 0:
             return []
         por = scp80.wrap_response(keyset, spi, tar, counter, status, data)
         return sms.segment(por, sms.RPI, self._next_ref())
+
+    def _script_runner(self, tar: bytes) -> Callable[[bytes], bytes] | None:
+        """What runs a script sent to ``tar``: the ISD-R, one ISD-P, or nothing (unknown TAR)."""
+        if tar == bytes.fromhex(self.card.scp80.get("tar", "000001")):
+            return self.run_script
+        for p in self.card.profiles:
+            try:
+                isdp_tar = es8.isdp_tar(bytes.fromhex(p.aid))
+            except ValueError:
+                continue  # an AID too short to carry a TAR cannot be reached over SCP80
+            if isdp_tar == tar:
+                return lambda data, aid=p.aid: self.run_es8(aid, data)
+        return None
+
+    def run_es8(self, aid: str, data: bytes) -> bytes:
+        """An expanded remote script of ES8 command TLVs for ISD-P ``aid`` (``euicc_sim.es8``)."""
+        try:
+            commands = remote.decode_command_tlvs(data)
+        except ValueError:
+            return remote.encode_response_tlvs(0, [])
+        return process_es8(self.card, aid, commands, ecasd_key=self.card.ecasd_key(), ci_pem=self.card.ci_pem(),
+                           now=self.clock())
 
     def run_script(self, data: bytes) -> bytes:
         """The expanded remote command script (TS 102 226 5.2): stops at the first error SW."""

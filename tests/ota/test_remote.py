@@ -11,9 +11,14 @@ import pytest
 from ota.remote import (
     ResponseScript,
     decode_command_script,
+    decode_command_tlvs,
     decode_response_script,
+    decode_response_tlvs,
     encode_command_script,
+    encode_command_tlvs,
     encode_response_script,
+    encode_response_tlvs,
+    split_tlvs,
 )
 
 h = bytes.fromhex
@@ -141,3 +146,80 @@ def test_encode_response_refusals():
         encode_response_script(256, [])
     with pytest.raises(ValueError):
         encode_response_script(1, [b"\x90"])
+
+
+# --- scripts of complete TLVs (ES8) ------------------------------------------------------------------------------
+
+
+def test_command_tlvs_golden():
+    tlvs = [h("220880f24002024f0000"), h("840a30010102030405060708")]
+    encoded = encode_command_tlvs(tlvs)
+    assert encoded == h("aa16" "220880f24002024f0000" "840a30010102030405060708")
+    assert decode_command_tlvs(encoded) == [(0x22, GET_STATUS), (0x84, h("30010102030405060708"))]
+
+
+def test_command_tlvs_long_form():
+    segment = h("86820200") + bytes(512)
+    encoded = encode_command_tlvs([segment])
+    assert encoded[:4] == h("aa820204") and encoded[4:] == segment
+    assert decode_command_tlvs(encoded) == [(0x86, bytes(512))]
+    assert decode_command_tlvs(h("ae80") + segment + h("0000")) == [(0x86, bytes(512))]
+
+
+def test_command_tlvs_match_command_script_for_capdus():
+    assert encode_command_tlvs([h("2208") + GET_STATUS]) == encode_command_script([GET_STATUS])
+
+
+@pytest.mark.parametrize("tlvs", [[h("2208") + GET_STATUS[:-1]], [h("22020000") + h("00")], [b""]])
+def test_encode_command_tlvs_refuses_incomplete_tlvs(tlvs):
+    with pytest.raises(ValueError):
+        encode_command_tlvs(tlvs)
+
+
+def test_encode_tlvs_refuses_single_bytes():
+    with pytest.raises(TypeError):
+        encode_command_tlvs(h("22020000"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        encode_response_tlvs(1, h("23029000"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("data", ["", "aa00", "ab0423029000", "aa0322019000", "aa04220200", "ae8022029000"])
+def test_bad_command_tlvs(data):
+    with pytest.raises(ValueError):
+        decode_command_tlvs(h(data))
+
+
+def test_response_tlvs_golden_with_scp03t_error_tag():
+    # '9F86' is read as a two-byte tag although its second byte has b8 set (see the module doc of ota.remote)
+    encoded = encode_response_tlvs(3, [h("23029000"), h("8508") + bytes(8), h("9F860101")])
+    assert encoded == h("ab15" "800103" "23029000" "8508") + bytes(8) + h("9f860101")
+    assert decode_response_tlvs(encoded) == (3, [(0x23, h("9000")), (0x85, bytes(8)), (0x9F86, h("01"))])
+
+
+def test_response_tlvs_decode_what_encode_response_script_writes():
+    encoded = encode_response_script(2, [h("6f219000"), h("6a82")])
+    assert decode_response_tlvs(encoded) == (2, [(0x23, h("6f219000")), (0x23, h("6a82"))])
+    assert decode_response_tlvs(h("af80" "23029000" "0000")) == (1, [(0x23, h("9000"))])
+    assert decode_response_tlvs(encode_response_tlvs(0, [])) == (0, [])
+
+
+@pytest.mark.parametrize("data", ["ab0423029000", "ab06800101800101", "ab0580020100", "aa0780010123026132",
+                                  "ab07800101239f86", ""])
+def test_bad_response_tlvs(data):
+    with pytest.raises(ValueError):
+        decode_response_tlvs(h(data))
+
+
+def test_encode_response_tlvs_refusals():
+    with pytest.raises(ValueError):
+        encode_response_tlvs(256, [])
+    with pytest.raises(ValueError):
+        encode_response_tlvs(1, [h("230290")])
+
+
+def test_split_tlvs_keeps_whole_tlvs():
+    assert split_tlvs(h("9f8401ff" "8100" "5f370100")) == [
+        (0x9F84, h("ff"), h("9f8401ff")), (0x81, b"", h("8100")), (0x5F37, h("00"), h("5f370100"))]
+    for bad in ("9f", "9f84", "9f8402ff", "8183", "5f"):
+        with pytest.raises(ValueError):
+            split_tlvs(h(bad))
