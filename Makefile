@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DATA   ?= var
 BIND   ?= 127.0.0.1:8080
 
-.PHONY: install run test bench bench-ota clean
+.PHONY: install run test bench bench-ota bench-download clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench: install
 
 bench-ota: install
 	$(PY) bench/ota_ops.py --matrix
+
+bench-download: install
+	$(PY) bench/downloads.py --euiccs 10
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache

@@ -46,6 +46,14 @@ class AsyncFunction:
         if self.function is Function.AUDIT:  # Iccid* narrows the audit
             params = {"iccids": [el.text.strip().upper() for el in inbound.body.findall(f"{{{GSMA}}}Iccid")
                                  if el.text and el.text.strip()]}
+        elif self.function is Function.CREATE_ISDP:
+            memory = inbound.text("RequiredMemory") or "0"
+            params = {"iccid": (inbound.text("Iccid") or "").upper(), "mno_id": inbound.text("Mno-id") or "",
+                      "required_memory": int(memory) if memory.lstrip("-").isdigit() else 0,
+                      "more_to_do": (inbound.text("MoreToDo") or "false") in ("true", "1")}
+        elif self.function is Function.SEND_DATA:
+            params = {"sd_aid": (inbound.text("Sd-aid") or "").upper(), "data": (inbound.text("Data") or "").upper(),
+                      "more_to_do": (inbound.text("MoreToDo") or "false") in ("true", "1")}
         else:
             params = {"iccid": (inbound.text("Iccid") or "").upper()}
         return AsyncRequest(

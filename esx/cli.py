@@ -1,4 +1,4 @@
-"""The ``esx`` command (click): init, serve, worker, smsc, entity add, eis show, euicc show/set."""
+"""The ``esx`` command (click): init, serve, worker, smsc, entity add, eis show, smdp, euicc show/set."""
 from __future__ import annotations
 
 import ipaddress
@@ -21,11 +21,14 @@ def main() -> None:
 @click.option("--public-url", default="http://127.0.0.1:8080", show_default=True,
               help="How peers reach this instance (callback and endpoint addresses).")
 @click.option("--auth", type=click.Choice(["entity-id", "mtls"]), default="entity-id", show_default=True)
-def init(data_dir: Path, demo: int, database_url: str | None, public_url: str, auth: str) -> None:
+@click.option("--smdp-url", default=None,
+              help="Where the SM-DP is reached when it is served on its own (esx serve --role smdp); default: --public-url.")
+def init(data_dir: Path, demo: int, database_url: str | None, public_url: str, auth: str, smdp_url: str | None) -> None:
     """Create an instance: database, dev PKI, entities, demo eUICCs. Prints one JSON document."""
     from esx.demo import init_instance
 
-    doc = init_instance(data_dir, demo=demo, database_url=database_url, public_url=public_url, auth=auth)
+    doc = init_instance(data_dir, demo=demo, database_url=database_url, public_url=public_url, auth=auth,
+                        smdp_url=smdp_url)
     click.echo(json.dumps(doc, indent=2))
 
 
@@ -68,6 +71,9 @@ def serve(data_dir: Path, bind: str, role: str, workers: int, background: bool) 
             children.append(subprocess.Popen([*esx, "smsc", "--data-dir", str(data_dir)]))
         if config.ota_setting("worker"):
             children.append(subprocess.Popen([*esx, "worker", "--data-dir", str(data_dir)]))
+    if background and role in ("smdp", "all") and config.ota_setting("worker"):
+        esx = [sys.executable, "-m", "esx.cli"]
+        children.append(subprocess.Popen([*esx, "worker", "--role", "smdp", "--data-dir", str(data_dir)]))
     try:
         run(config, role=role, bind=bind, workers=workers)
     finally:
@@ -79,15 +85,17 @@ def serve(data_dir: Path, bind: str, role: str, workers: int, background: bool) 
 
 @main.command()
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-def worker(data_dir: Path) -> None:
-    """Execute the SM-SR's asynchronous operations (ES5 over SMPP) and deliver callbacks/notifications."""
+@click.option("--role", type=click.Choice(["smsr", "smdp"]), default="smsr", show_default=True)
+def worker(data_dir: Path, role: str) -> None:
+    """Execute the asynchronous operations and deliver callbacks/notifications: the SM-SR's (ES5 over
+    SMPP) or the SM-DP's (downloads over ES3)."""
     import logging
 
     from esx.server import Config
     from esx.worker import run_worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(name)s: %(message)s")
-    run_worker(Config.load(data_dir))
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {role}-worker %(levelname)s %(name)s: %(message)s")
+    run_worker(Config.load(data_dir), role)
 
 
 @main.command()
@@ -189,6 +197,114 @@ def eis_show(eid: str, data_dir: Path) -> None:
 
 
 @main.group()
+def smdp() -> None:
+    """The SM-DP's profile warehouse: profile types and the stock of profiles."""
+
+
+def _warehouse(data_dir: Path):
+    """The instance's configuration, database and warehouse (the secrets key is the data directory's)."""
+    from esx.db import Database
+    from esx.server import Config
+    from smdp_core.warehouse import SecretBox, Warehouse
+
+    try:
+        config = Config.load(data_dir)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    return config, Database(config.database_url), Warehouse(SecretBox.from_data_dir(Path(config.data_dir)))
+
+
+def _require_mno(s, oid: str) -> None:
+    from esx.entities import Entity, Role
+
+    entity = s.get(Entity, oid)
+    if entity is None or entity.role != Role.MNO.value:
+        raise click.ClickException(f"{oid} is not a registered MNO (esx entity add --role mno)")
+
+
+@smdp.command("add-profile-type")
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", required=True, help="The ProfileType the MNO names in ES2-DownloadProfile.")
+@click.option("--mno", "mno_id", required=True, help="OID of the MNO that owns the type.")
+@click.option("--template", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="DER of the SAIP profile package the profiles of this type are personalised from.")
+@click.option("--description", default="")
+def smdp_add_profile_type(data_dir: Path, name: str, mno_id: str, template: Path, description: str) -> None:
+    """Create a profile type, or replace the template of one of the MNO's own. Prints JSON."""
+    import hashlib
+
+    _config, db, warehouse = _warehouse(data_dir)
+    der = template.read_bytes()
+    try:
+        with db.session() as s:
+            _require_mno(s, mno_id)
+            ptype = warehouse.add_profile_type(s, mno_id=mno_id, name=name, template=der, description=description)
+            doc = {"profile_type": ptype.name, "mno_id": ptype.mno_id, "template_bytes": len(der),
+                   "template_sha256": hashlib.sha256(der).hexdigest(), "description": ptype.description}
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        db.dispose()
+    click.echo(json.dumps(doc))
+
+
+@smdp.command("import-profiles")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--profile-type", required=True)
+@click.option("--mno", "mno_id", required=True, help="OID of the MNO that owns the profile type.")
+@click.option("--name", default=None, help="Batch name; default: the file's name.")
+def smdp_import_profiles(file: Path, data_dir: Path, profile_type: str, mno_id: str, name: str | None) -> None:
+    """Import a CSV batch of personalisation data, all or nothing. Prints a one-line JSON summary.
+
+    Header: iccid,imsi,msisdn,ki,opc,pin1,puk1,pin2,puk2[,adm1]. The secrets are encrypted with the
+    data directory's key before they reach the database.
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    _config, db, warehouse = _warehouse(data_dir)
+    with file.open("rb") as f:
+        lines = sum(1 for line in f if line.strip())
+    name = name or file.name
+    try:
+        with db.session() as s, click.progressbar(length=max(lines - 1, 0), label=f"importing {file.name}",
+                                                  file=click.get_text_stream("stderr")) as bar:
+            _require_mno(s, mno_id)
+            done = 0
+
+            def progress(n: int) -> None:
+                nonlocal done
+                bar.update(n - done)
+                done = n
+
+            count = warehouse.import_batch(s, mno_id=mno_id, profile_type=profile_type, name=name,
+                                           records=warehouse.parse_batch_file(file), progress=progress)
+            stock = next(t for t in warehouse.stock(s, mno_id=mno_id) if t["profile_type"] == profile_type)
+    except ValueError as exc:
+        raise click.ClickException(f"{file.name}: {exc}; nothing imported") from None
+    except IntegrityError:  # the checks passed, but another import committed some of these ICCIDs meanwhile
+        raise click.ClickException(f"{file.name}: some ICCIDs were imported meanwhile; nothing imported") from None
+    finally:
+        db.dispose()
+    click.echo(json.dumps({"batch": name, "profile_type": profile_type, "mno_id": mno_id, "imported": count,
+                           "available": stock["available"]}))
+
+
+@smdp.command("stock")
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--mno", "mno_id", default=None, help="Only this MNO's profile types.")
+def smdp_stock(data_dir: Path, mno_id: str | None) -> None:
+    """Print the stock per profile type (JSON): available, reserved, downloading, installed."""
+    _config, db, warehouse = _warehouse(data_dir)
+    try:
+        with db.session() as s:
+            doc = warehouse.stock(s, mno_id=mno_id)
+    finally:
+        db.dispose()
+    click.echo(json.dumps(doc, indent=2))
+
+
+@main.group()
 def euicc() -> None:
     """The simulated eUICCs (the card's own view)."""
 
@@ -220,7 +336,9 @@ def euicc_show(eid: str, data_dir: Path) -> None:
 @click.option("--pol1", default=None, metavar="ICCID=RULES",
               help="Set a profile's POL1: comma list of disable-not-allowed, delete-not-allowed, "
                    "delete-when-disabled (empty for none).")
-def euicc_set(eid: str, data_dir: Path, silent: bool | None, pol1: str | None) -> None:
+@click.option("--free-memory", type=click.IntRange(min=0), default=None,
+              help="Set the card's free non-volatile memory in bytes (e.g. to make CreateISDP fail with 6A84).")
+def euicc_set(eid: str, data_dir: Path, silent: bool | None, pol1: str | None, free_memory: int | None) -> None:
     """Change the simulated card (test and lab hooks)."""
     from euicc_sim.card import Card, Pol1
 
@@ -228,6 +346,8 @@ def euicc_set(eid: str, data_dir: Path, silent: bool | None, pol1: str | None) -
     card = Card.load(path)
     if silent is not None:
         card.silent = silent
+    if free_memory is not None:
+        card.free_memory = free_memory
     if pol1 is not None:
         iccid, _, rules = pol1.partition("=")
         profile = next((p for p in card.profiles if p.iccid == iccid), None)

@@ -119,11 +119,17 @@ ICCID_UNKNOWN = _c(S.PROFILE_ICCID, R.UNKNOWN, "ICCID unknown")
 ICCID_NOT_ALLOWED = _c(S.PROFILE_ICCID, R.NOT_ALLOWED, "Requester not allowed to manage this profile")
 ICCID_OTHER_EUICC = _c(S.PROFILE_ICCID, R.INVALID_DESTINATION, "ICCID installed on another eUICC")
 ICCID_IN_USE = _c(S.PROFILE_ICCID, R.ALREADY_IN_USE, "ICCID already in use")
+# ES2-DownloadProfile naming both an ICCID and a ProfileType that do not match (njiwa returns 8.2.1 or
+# 8.2.5 with 2.1 for invalid profile data, sgp02-wire.md 4.4; the ICCID is the more precise object).
+ICCID_INVALID = _c(S.PROFILE_ICCID, R.INVALID, "ICCID invalid for this request")
 POL1_REFUSED = _c(S.POL1, R.REFUSED, "POL1 forbids the operation")
 POL2_REFUSED = _c(S.POL2, R.REFUSED, "POL2 forbids the operation")
 POL2_INVALID = _c(S.POL2, R.INVALID, "POL2 invalid")
 PROFILE_TYPE_UNKNOWN = _c(S.PROFILE_TYPE, R.UNKNOWN, "Profile type unknown")
 PROFILE_TYPE_NOT_ALLOWED = _c(S.PROFILE_TYPE, R.NOT_ALLOWED, "Profile type not allowed")
+# The SM-DP has no available profile of the type left. sgp02-wire.md 4.4 lists no code for it; 3.7
+# "unavailable" (4.2) on the ProfileType object is the nearest reading. Chosen here, pinned by tests.
+PROFILE_TYPE_NO_STOCK = _c(S.PROFILE_TYPE, R.UNAVAILABLE, "No profile of this type available")
 SUBSCRIPTION_ADDRESS_NOT_ALLOWED = _c(S.SUBSCRIPTION_ADDRESS, R.NOT_ALLOWED, "Subscription address not allowed")
 ISDR_EXECUTION_ERROR = _c(S.ISD_R, R.EXECUTION_ERROR, "Command execution error on the eUICC")
 ECASD_CERT_EXPIRED = _c(S.ECASD_CERTIFICATE, R.EXPIRED, "ECASD certificate expired")
@@ -133,6 +139,14 @@ EIS_NOT_ALLOWED = _c(S.EIS, R.NOT_ALLOWED, "Not allowed to manage this EIS")
 EIS_INVALID = _c(S.EIS, R.INVALID, "EIS invalid")
 EIS_SIGNATURE_INVALID = _c(S.EIS, R.VERIFICATION_FAILED, "EUM signature verification failed")
 SMSR_UNKNOWN = _c(S.SMSR, R.UNKNOWN, "SM-SR unknown or not reachable")
+# ES3-CreateISDP refused by the card for lack of memory (SW 6A84): subject and reason as S1 names them
+# (sgp02-wire.md 4.3/4.4, the reason number 4.8 is [M]).
+EUICC_INSUFFICIENT_MEMORY = _c(S.EUICC, R.INSUFFICIENT_MEMORY, "Not enough memory on the eUICC")
+# ES3-SendData (sgp02-wire.md 4.4): the target security domain and the ISD-P's execution error.
+ISDP_EXECUTION_ERROR = _c(S.ISD_P, R.EXECUTION_ERROR, "Execution error in the ISD-P")
+SD_AID_UNKNOWN = _c(S.SD_AID, R.UNKNOWN, "Target security domain unknown")
+SD_AID_OTHER_EUICC = _c(S.SD_AID, R.INVALID_DESTINATION, "Target security domain on another eUICC")
+SD_AID_NOT_ALLOWED = _c(S.SD_AID, R.NOT_ALLOWED, "Requester not allowed to address this security domain")
 
 
 class FunctionFailed(Exception):
@@ -154,3 +168,10 @@ class FunctionFailed(Exception):
         self.subject_identifier = subject_identifier
         self.status = status
         super().__init__(f"{code.subject}/{code.reason}: {self.message}")
+
+
+class PeerUnreachable(FunctionFailed):
+    """An outgoing call that did not reach the peer (connection refused, timeout): worth trying again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(SMSR_UNKNOWN, message)

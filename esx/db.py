@@ -84,3 +84,18 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def find_replay(s: Session, model, requester_id: str, message_id: str | None, function_call_id: str | None):
+    """The row an asynchronous request already made, if this one replays it: same requester and the same
+    MessageID or FunctionCallIdentifier (``model`` has those three columns). None for a new request."""
+    from sqlalchemy import or_, select
+
+    conds = []
+    if message_id:
+        conds.append(model.message_id == message_id)
+    if function_call_id:
+        conds.append(model.function_call_id == function_call_id)
+    if not conds:
+        return None
+    return s.scalars(select(model).where(model.requester_id == requester_id, or_(*conds))).first()

@@ -66,6 +66,47 @@ def demo_iccid(n: int, slot: int = 0) -> str:
     return body + luhn_digit(body)
 
 
+# The SM-DP's demo stock (smdp_core.warehouse), downloadable with ES2-DownloadProfile.
+DEMO_PROFILE_TYPE = "esx-demo-download"
+
+
+def demo_stock_iccid(n: int) -> str:
+    """898829901 + 9 digits + Luhn: the 10th digit 1 keeps them apart from ``demo_iccid`` (always 0 there)."""
+    body = f"898829901{n:09d}"
+    return body + luhn_digit(body)
+
+
+def demo_stock_records(count: int):
+    """Stock profiles 1..count: IMSI 001019 + 9 digits (demo_profiles' have 0 after 00101), MSISDN 4478...,
+    random Ki and OPc, PIN 0000, PUK 12345678."""
+    from smdp_core.warehouse import StockRecord
+
+    return [StockRecord(iccid=demo_stock_iccid(n), imsi=f"001019{n:09d}", msisdn=f"4478{n:08d}",
+                        ki=os.urandom(16).hex().upper(), opc=os.urandom(16).hex().upper(),
+                        pin1="0000", puk1="12345678", pin2="0000", puk2="12345678")
+            for n in range(1, count + 1)]
+
+
+def add_demo_stock(db: Database, data_dir: Path, count: int) -> list[dict]:
+    """The demo MNO's profile type with ``count`` profiles in stock (only the missing ones are added)."""
+    from sqlalchemy import select
+
+    from smdp_core.models import StockProfile
+    from smdp_core.saip import demo_template
+    from smdp_core.warehouse import SecretBox, Warehouse
+
+    warehouse = Warehouse(SecretBox.from_data_dir(data_dir))
+    with db.session() as s:
+        warehouse.add_profile_type(s, mno_id=MNO_OID, name=DEMO_PROFILE_TYPE, template=demo_template(),
+                                   description="esx demo profile (TCA SAIP)")
+        wanted = demo_stock_records(count)
+        have = set(s.scalars(select(StockProfile.iccid).where(StockProfile.iccid.in_([r.iccid for r in wanted]))))
+        missing = [r for r in wanted if r.iccid not in have]
+        if missing:
+            warehouse.import_batch(s, mno_id=MNO_OID, profile_type=DEMO_PROFILE_TYPE, name="esx-demo", records=missing)
+        return warehouse.stock(s)
+
+
 def aes_kcv(key: bytes) -> str:
     """GP key check value of an AES key: first 3 bytes of AES(key, 01..01)."""
     enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
@@ -130,9 +171,14 @@ def demo_profiles(n: int) -> tuple[v.ProfileInfo, ...]:
     )
 
 
-def create_card(card_dir: Path, eis: v.Eis, isd_r_keys: dict[str, bytes]) -> None:
-    """The simulated eUICC that matches ``eis`` (euicc_sim), with the ISD-R's SCP80 keys."""
-    from euicc_sim.card import Card, IsdP
+def create_card(card_dir: Path, eis: v.Eis, isd_r_keys: dict[str, bytes], *,
+                ci_cert_pem: bytes | None = None) -> None:
+    """The simulated eUICC that matches ``eis`` (euicc_sim), with the ISD-R's SCP80 keys.
+
+    ``ci_cert_pem`` is written to ``ci.pem`` beside the state file: the CI the ECASD trusts when it checks an SM-DP
+    certificate (ES8 STORE DATA 3A01). Without it the card refuses every ES8 key establishment (6982). The ECASD key
+    (``ecasd.key.pem``) is the caller's to write, as init_instance does."""
+    from euicc_sim.card import CI_FILE, Card, IsdP
     from euicc_sim.network import CARD_FILE
     from ota import es5
 
@@ -145,6 +191,9 @@ def create_card(card_dir: Path, eis: v.Eis, isd_r_keys: dict[str, bytes]) -> Non
     scp80 = {"kvn": keyset.version, "tar": eis.isd_r.tars[0], "counter": 0,
              **{name: key.hex().upper() for name, key in isd_r_keys.items()}}
     path = card_dir / CARD_FILE
+    if ci_cert_pem is not None:
+        card_dir.mkdir(parents=True, exist_ok=True)
+        (card_dir / CI_FILE).write_bytes(ci_cert_pem)
     Card.create(path, eid=eis.eid, isd_r_aid=eis.isd_r.aid, profiles=profiles,
                 free_memory=eis.available_memory_for_profiles, scp80=scp80, overwrite=True)
 
@@ -156,7 +205,8 @@ class DemoEuicc:
 
 
 def init_instance(data_dir: Path, *, demo: int = 0, database_url: str | None = None,
-                  public_url: str = "http://127.0.0.1:8080", auth: str = "entity-id") -> dict:
+                  public_url: str = "http://127.0.0.1:8080", auth: str = "entity-id",
+                  smdp_url: str | None = None) -> dict:
     """Create (or complete) an instance in ``data_dir``; return the document ``esx init`` prints."""
     import requests
 
@@ -171,7 +221,8 @@ def init_instance(data_dir: Path, *, demo: int = 0, database_url: str | None = N
         config = Config.load(data_dir)
     except FileNotFoundError:
         config = Config(data_dir=str(data_dir.resolve()), database_url=database_url or sqlite_url(data_dir),
-                        public_url=public_url, smsr_oid=SMSR_OID, smdp_oid=SMDP_OID, auth=auth)
+                        public_url=public_url, smsr_oid=SMSR_OID, smdp_oid=SMDP_OID, auth=auth,
+                        role_urls={"smdp": smdp_url} if smdp_url else {})
         config.save()
     migrate(config.database_url)
     pki = DevPki.generate(config.pki_dir, smdp_oid=config.smdp_oid, smsr_oid=config.smsr_oid,
@@ -182,11 +233,11 @@ def init_instance(data_dir: Path, *, demo: int = 0, database_url: str | None = N
         return pki.tls_client(oid)[0].read_bytes()
 
     endpoints = {
-        "smsr_es1": f"{config.public_url}/smsr/es1",
-        "smsr_es3": f"{config.public_url}/smsr/es3",
-        "smsr_es4": f"{config.public_url}/smsr/es4",
-        "smdp_es2": f"{config.public_url}/smdp/es2",
-        "smdp_es3": f"{config.public_url}/smdp/es3",
+        "smsr_es1": f"{config.url_for('smsr')}/smsr/es1",
+        "smsr_es3": f"{config.url_for('smsr')}/smsr/es3",
+        "smsr_es4": f"{config.url_for('smsr')}/smsr/es4",
+        "smdp_es2": f"{config.url_for('smdp')}/smdp/es2",
+        "smdp_es3": f"{config.url_for('smdp')}/smdp/es3",
     }
     with db.session() as s:
         upsert_entity(s, oid=config.smsr_oid, role=Role.SMSR, name=config.smsr_name,
@@ -196,6 +247,8 @@ def init_instance(data_dir: Path, *, demo: int = 0, database_url: str | None = N
         upsert_entity(s, oid=MNO_OID, role=Role.MNO, name="Demo MNO", cert_pem=client_cert(MNO_OID))
         upsert_entity(s, oid=EUM_OID, role=Role.EUM, name="Demo EUM", cert_pem=client_cert(EUM_OID),
                       signing_cert_pem=pki.eum_cert_pem)
+
+    profile_types = add_demo_stock(db, Path(config.data_dir), max(10, 4 * demo))
 
     # The registration below never leaves this process (no socket, hence no TLS): the demo EUM is
     # identified by its wsa:From EntityId whatever the instance's production identity mode is.
@@ -222,7 +275,7 @@ def init_instance(data_dir: Path, *, demo: int = 0, database_url: str | None = N
             os.chmod(key_file, 0o600)
             eis = build_eis(eid=eid, eum_id=EUM_OID, smsr_id=config.smsr_oid, ecasd_cert=ecasd_cert,
                             profiles=profiles, isd_r=isd_r_domain(isd_r_keys))
-            create_card(card_dir, eis, isd_r_keys)
+            create_card(card_dir, eis, isd_r_keys, ci_cert_pem=pki.ci_cert_pem)
             es1.call_element("ES1-RegisterEIS", register_request(signed_eis_element(eis, pki.eum_key, pki.eum_cert_pem)))
         euiccs.append({"eid": eid, "profiles": [
             {"iccid": p.iccid, "isd_p_aid": p.isd_p_aid, "state": p.state.value, "fallback": p.fallback_attribute,
@@ -235,4 +288,5 @@ def init_instance(data_dir: Path, *, demo: int = 0, database_url: str | None = N
         "eum_id": EUM_OID,
         "euiccs": euiccs,
         "endpoints": endpoints,
+        "smdp": {"profile_types": profile_types},
     }

@@ -42,37 +42,48 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def add_message(s: Session, *, sender_role: str, sender_oid: str, kind: str, wsdl: str, operation: str,
+                target_oid: str, body: etree._Element, address: str | None = None, relates_to: str | None = None,
+                operation_id: int | None = None) -> None:
+    """One outbox row, in the caller's session; the body must satisfy our schema."""
+    problem = contract.validate(body)
+    if problem is not None:  # our defect: never queue what the contract forbids
+        raise ValueError(f"{operation} body violates the schema: {problem.message}")
+    if operation not in contract.load_service(wsdl).operations:
+        raise ValueError(f"{wsdl} has no operation {operation}")
+    now = _utcnow()
+    s.add(OutboxMessage(
+        created_at=now, kind=kind, wsdl=wsdl, operation=operation, sender_role=sender_role, target_oid=target_oid,
+        address=address, message_id=wsa.new_message_id(sender_oid), relates_to=relates_to,
+        body=etree.tostring(body), operation_id=operation_id, attempts=0, next_attempt_at=now,
+    ))
+
+
 class OutboxSink:
     """Renders what the SM-SR owes into outbox rows (see the module doc)."""
 
     def __init__(self, smsr_oid: str) -> None:
         self.smsr_oid = smsr_oid
 
-    def _add(self, s: Session, *, kind: str, wsdl: str, operation: str, target_oid: str, body: etree._Element,
-             address: str | None = None, relates_to: str | None = None, operation_id: int | None = None) -> None:
-        problem = contract.validate(body)
-        if problem is not None:  # our defect: never queue what the contract forbids
-            raise ValueError(f"{operation} body violates the schema: {problem.message}")
-        if operation not in contract.load_service(wsdl).operations:
-            raise ValueError(f"{wsdl} has no operation {operation}")
-        now = _utcnow()
-        s.add(OutboxMessage(
-            created_at=now, kind=kind, wsdl=wsdl, operation=operation, sender_role="smsr", target_oid=target_oid,
-            address=address, message_id=wsa.new_message_id(self.smsr_oid), relates_to=relates_to,
-            body=etree.tostring(body), operation_id=operation_id, attempts=0, next_attempt_at=now,
-        ))
+    def _add(self, s: Session, **kwargs) -> None:
+        add_message(s, sender_role="smsr", sender_oid=self.smsr_oid, **kwargs)
 
     def callback(self, s: Session, op: Operation, status: Status, failure: FunctionFailed | None,
                  eis: v.Eis | None, euicc_response: str | None) -> None:
         iface = op.interface
         name = ES3_NAMES.get(op.function, op.function) if iface == "ES3" else op.function
         children = []
-        if status is Status.EXECUTED_SUCCESS or status is Status.EXECUTED_WITHWARNING:
+        succeeded = status is Status.EXECUTED_SUCCESS or status is Status.EXECUTED_WITHWARNING
+        if name == "CreateISDP":
+            # Mandatory in the v3 schema, even on failure; v4 makes it optional and recommends
+            # '0000000000' when there is no ISD-P to name (sgp02-wire.md 3, ES3).
+            children.append(gsma_element("Isd-p-aid", op.params.get("isd_p_aid") if succeeded else "0000000000"))
+        if succeeded:
             if eis is not None:
                 holder = etree.Element("holder")
                 children.append(render_eis(holder, eis))
         if euicc_response and name in ("EnableProfile", "DisableProfile", "DeleteProfile", "DeleteISDP",
-                                       "SetFallBackAttribute", "UpdateConnectivityParameters", "SendData"):
+                                       "SetFallBackAttribute", "UpdateConnectivityParameters", "SendData", "CreateISDP"):
             children.append(gsma_element("EuiccResponseData", euicc_response))
         body = response_element(f"{{{GSMA}}}{iface}-{name}Response", op.accepted_at, status, failure, children)
         self._add(s, kind="callback", wsdl=CALLBACK_WSDL[iface], operation=f"{iface}-{name}Callback",
@@ -95,6 +106,29 @@ class OutboxSink:
                       target_oid=profile.smdp_id, body=es3)
 
 
+class SmdpOutboxSink:
+    """What the SM-DP owes MNOs (smdp_core.download.Es2Sink): ES2 callbacks and relayed notifications."""
+
+    def __init__(self, smdp_oid: str) -> None:
+        self.smdp_oid = smdp_oid
+
+    def callback(self, s: Session, op, status: Status, failure: FunctionFailed | None) -> None:
+        children = []
+        if op.function == "DownloadProfile" and op.iccid:
+            children.append(gsma_element("Iccid", op.iccid))
+        body = response_element(f"{{{GSMA}}}ES2-{op.function}Response", op.accepted_at, status, failure, children)
+        add_message(s, sender_role="smdp", sender_oid=self.smdp_oid, kind="callback", wsdl="ES2Mno.wsdl",
+                    operation=f"ES2-{op.function}Callback", target_oid=op.requester_id, body=body,
+                    address=op.reply_to, relates_to=op.message_id)
+
+    def notification(self, s: Session, change: str, mno_id: str, eid: str, iccid: str, when: datetime) -> None:
+        body = gsma_element(f"ES2-HandleProfile{change}Notification")
+        for local, text in (("Eid", eid), ("Iccid", iccid), ("CompletionTimestamp", xml_datetime(when))):
+            etree.SubElement(body, f"{{{GSMA}}}{local}").text = text
+        add_message(s, sender_role="smdp", sender_oid=self.smdp_oid, kind="notification", wsdl="ES2Mno.wsdl",
+                    operation=f"ES2-HandleProfile{change}Notification", target_oid=mno_id, body=body)
+
+
 def _envelope(row: OutboxMessage, from_address: str, to: str) -> bytes:
     op = contract.load_service(row.wsdl).operations[row.operation]
     env = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"env": SOAP12, "wsa": WSA, "rps": GSMA})
@@ -106,12 +140,14 @@ def _envelope(row: OutboxMessage, from_address: str, to: str) -> bytes:
 
 
 def deliver_due(db, *, from_address: str, session: requests.Session, now: datetime | None = None,
-                lease: float = 60.0, timeout: float = 10.0, limit: int = 50) -> int:
-    """Send every due outbox row once; returns how many were delivered."""
+                lease: float = 60.0, timeout: float = 10.0, limit: int = 50, sender_role: str = "smsr") -> int:
+    """Send every due outbox row of ``sender_role`` once (its From is ``from_address``); returns how many
+    were delivered. The SM-SR's and the SM-DP's workers may share one database: each sends its own."""
     now = now or _utcnow()
     timeout = min(timeout, lease / 2)  # a POST never outlives its lease, so no second worker sends it meanwhile
     with db.session() as s:
         ids = list(s.scalars(select(OutboxMessage.id).where(
+            OutboxMessage.sender_role == sender_role,
             OutboxMessage.delivered_at.is_(None), OutboxMessage.next_attempt_at <= now,
             or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until < now),
         ).order_by(OutboxMessage.id).limit(limit)))

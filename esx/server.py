@@ -46,6 +46,16 @@ OTA_DEFAULTS = {
 }
 
 
+# Config.smdp keys: the SM-DP's downloads (smdp_core.download.Settings).
+SMDP_DEFAULTS = {
+    "segment_size": 512,  # plaintext bytes of the profile package per SCP03t '86' segment
+    "segments_per_send": 4,  # '86' segments per ES3-SendData
+    "default_validity": 3600.0,  # when an ES2 request carries no ValidityPeriod; also the cleanup's
+    "callback_grace": 120.0,  # how long past the expiry an ES3 callback is still waited for
+    "retry": 5.0,  # SM-SR not reachable: try again after
+}
+
+
 @dataclass
 class Config:
     data_dir: str
@@ -60,6 +70,27 @@ class Config:
     extra: dict = field(default_factory=dict)
     # ES5 over SMS and the asynchronous machinery; see OTA_DEFAULTS for the keys.
     ota: dict = field(default_factory=dict)
+    # The SM-DP's downloads; see SMDP_DEFAULTS.
+    smdp: dict = field(default_factory=dict)
+    # Where peers reach a role served on its own (``esx serve --role smdp`` on another port or host);
+    # a role not named here is at public_url.
+    role_urls: dict = field(default_factory=dict)
+
+    def url_for(self, role: str) -> str:
+        return self.role_urls.get(role, self.public_url)
+
+    def smdp_setting(self, key: str):
+        return self.smdp.get(key, SMDP_DEFAULTS[key])
+
+    def download_settings(self):
+        from smdp_core.download import Settings
+
+        return Settings(segment_size=int(self.smdp_setting("segment_size")),
+                        segments_per_send=int(self.smdp_setting("segments_per_send")),
+                        default_validity=float(self.smdp_setting("default_validity")),
+                        callback_grace=float(self.smdp_setting("callback_grace")),
+                        retry=float(self.smdp_setting("retry")),
+                        lease=float(self.ota_setting("lease")))
 
     def ota_setting(self, key: str):
         return self.ota.get(key, OTA_DEFAULTS[key])
@@ -109,6 +140,7 @@ class EsxRuntime(Runtime):
         self.registry = EisRegistry(self.db, config.smsr_oid, self.pki.ci_cert_pem)
         self.smdp = SmdpRelay(self._smsr_gateway)
         self._platform = None
+        self._downloads = None
         self._gateways: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
 
@@ -122,6 +154,31 @@ class EsxRuntime(Runtime):
             self._platform = Platform(self.db, self.config.smsr_oid, OutboxSink(self.config.smsr_oid), self.config.timing())
         return self._platform
 
+    @property
+    def downloads(self):
+        """The SM-DP's asynchronous functions (smdp_core.download), built on first use."""
+        if self._downloads is None:
+            from esx.outbox import SmdpOutboxSink
+            from smdp_core.download import Downloads, SmdpIdentity
+            from smdp_core.warehouse import SecretBox, Warehouse
+
+            box = SecretBox.from_data_dir(Path(self.config.data_dir))
+            identity = SmdpIdentity(oid=self.config.smdp_oid, key=self.pki.smdp_key, certificate=self.pki.smdp_gp_cert,
+                                    ci_pem=self.pki.ci_cert_pem)
+            self._downloads = Downloads(
+                self.db, identity, Warehouse(box), box, SmdpOutboxSink(self.config.smdp_oid), self._smsr_gateway,
+                self._eum_certificate, self.config.download_settings(),
+                new_message_id=lambda: wsa.new_message_id(self.config.smdp_oid))
+        return self._downloads
+
+    def _eum_certificate(self, eum_id: str) -> bytes | None:
+        """The EUM's certificate as registered with this instance (ES1 and the SM-DP's ECASD checks)."""
+        with self.db.session() as s:
+            entity = get_entity(s, eum_id)
+            if entity is None or entity.role != "eum" or not entity.signing_cert_pem:
+                return None
+            return entity.signing_cert_pem.encode()
+
     # -- identity --------------------------------------------------------------------------------
 
     def own_oid(self, role: str) -> str:
@@ -129,7 +186,7 @@ class EsxRuntime(Runtime):
 
     def own_address(self, role: str) -> str:
         name = self.config.smsr_name if role == "smsr" else self.config.smdp_name
-        return wsa.entity_address(f"{self.config.public_url}/{role}", self.own_oid(role), name)
+        return wsa.entity_address(f"{self.config.url_for(role)}/{role}", self.own_oid(role), name)
 
     def caller_for(self, inbound: Inbound) -> Entity:
         claimed = inbound.addressing.from_entity_id
@@ -184,7 +241,7 @@ class EsxRuntime(Runtime):
                 client = GsmaClient("ES3SmSr.wsdl", endpoint, sender_oid=self.config.smdp_oid,
                                     sender_address=self.own_address("smdp"), receiver_oid=smsr_id,
                                     session=self.client_session("smdp"))
-                gateway = self._gateways[key] = Es3SmsrGateway(client)
+                gateway = self._gateways[key] = Es3SmsrGateway(client, reply_to=f"{self.config.url_for('smdp')}/smdp/es3")
         return gateway
 
     def client_session(self, role: str):

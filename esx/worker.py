@@ -1,4 +1,8 @@
-"""``esx worker``: executes the SM-SR's asynchronous operations and delivers the outbox.
+"""``esx worker``: executes the asynchronous operations and delivers the outbox.
+
+``--role smsr`` (the default) is the SM-SR's worker, described below; ``--role smdp`` is the
+SM-DP's (:class:`SmdpWorker`): it runs the due steps of downloads and relayed ES2 functions
+(smdp_core.download) and delivers the SM-DP's outbox rows. Both may share one database.
 
 A worker holds one SMPP transceiver bind (``ota.smpp.Esme``) and runs two loops:
 
@@ -34,16 +38,44 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class SmsrWorker:
+class _Worker:
+    """What both workers share: the runtime, the poll loop, the stop event, an HTTP session for the outbox."""
+
+    role = ""
+
     def __init__(self, config: Config, db: Database | None = None) -> None:
         self.config = config
         self.db = db or Database(config.database_url)
         self.runtime = EsxRuntime(config, self.db)
-        self.platform = self.runtime.platform
         self.poll = float(config.ota_setting("poll_interval"))
-        self.esme = Esme(config.smpp(), on_deliver=self.on_deliver)
-        self.http = self.runtime.client_session("smsr")
+        self.http = self.runtime.client_session(self.role)
         self.stop_event = threading.Event()
+
+    def _loop(self, step) -> None:
+        while not self.stop_event.is_set():
+            try:
+                step()
+            except Exception:  # keep going: the next tick retries from the database
+                log.exception("worker step failed")
+            self.stop_event.wait(self.poll)
+
+    def _run_loops(self, tick, deliver) -> None:
+        delivery = threading.Thread(target=self._loop, args=(deliver,), name="outbox", daemon=True)
+        delivery.start()
+        try:
+            self._loop(tick)
+        finally:
+            self.stop_event.set()
+            delivery.join(timeout=15)
+
+
+class SmsrWorker(_Worker):
+    role = "smsr"
+
+    def __init__(self, config: Config, db: Database | None = None) -> None:
+        super().__init__(config, db)
+        self.platform = self.runtime.platform
+        self.esme = Esme(config.smpp(), on_deliver=self.on_deliver)
 
     # -- SMS in ------------------------------------------------------------------------------
 
@@ -84,29 +116,40 @@ class SmsrWorker:
         return deliver_due(self.db, from_address=self.runtime.own_address("smsr"), session=self.http,
                            lease=self.platform.timing.lease)
 
-    def _loop(self, step) -> None:
-        while not self.stop_event.is_set():
-            try:
-                step()
-            except Exception:  # keep going: the next tick retries from the database
-                log.exception("worker step failed")
-            self.stop_event.wait(self.poll)
-
     def run(self) -> None:
         self.esme.start()
-        delivery = threading.Thread(target=self._loop, args=(self.deliver,), name="outbox", daemon=True)
-        delivery.start()
         try:
-            self._loop(self.tick)
+            self._run_loops(self.tick, self.deliver)
         finally:
-            self.stop_event.set()
-            delivery.join(timeout=15)
             self.esme.stop()
             self.db.dispose()
 
 
-def run_worker(config: Config) -> None:
-    worker = SmsrWorker(config)
+class SmdpWorker(_Worker):
+    """The SM-DP's worker: runs due download steps (smdp_core.download) and delivers the SM-DP's outbox."""
+
+    role = "smdp"
+
+    def __init__(self, config: Config, db: Database | None = None) -> None:
+        super().__init__(config, db)
+        self.downloads = self.runtime.downloads
+
+    def tick(self) -> None:
+        self.downloads.tick(utcnow())
+
+    def deliver(self) -> int:
+        return deliver_due(self.db, from_address=self.runtime.own_address("smdp"), session=self.http,
+                           lease=self.downloads.settings.lease, sender_role="smdp")
+
+    def run(self) -> None:
+        try:
+            self._run_loops(self.tick, self.deliver)
+        finally:
+            self.db.dispose()
+
+
+def run_worker(config: Config, role: str = "smsr") -> None:
+    worker = SmdpWorker(config) if role == "smdp" else SmsrWorker(config)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop_event.set())
     worker.run()

@@ -50,8 +50,8 @@ from sqlalchemy.orm import Session
 
 from esx import codes
 from esx.codes import FunctionFailed, Status
-from esx.db import Database
-from ota import es5
+from esx.db import Database, find_replay
+from ota import es5, es8
 
 from . import eis as v
 from .models import EisAuditRecord, Euicc, ProfileRow, eis_value
@@ -70,16 +70,20 @@ class Function(str, Enum):
     DELETE = "DeleteProfile"  # ES3 calls it DeleteISDP
     AUDIT = "AuditEIS"
     SET_FALLBACK = "SetFallBackAttribute"
+    CREATE_ISDP = "CreateISDP"  # ES3 only
+    SEND_DATA = "SendData"  # ES3 only: ES8 commands relayed, unread, to an ISD-P
 
 
 # eUICC AuditTrail operation types (sgp02-wire.md 6.2: njiwa's codes follow the ES5 order,
 # 0100 CreateISDP .. 0900 FinaliseISDRhandover). 0B00 for a card notification is our choice.
 OPERATION_TYPE = {
+    Function.CREATE_ISDP: "0100",
     Function.ENABLE: "0200",
     Function.DISABLE: "0300",
     Function.DELETE: "0400",
     Function.AUDIT: "0500",
     Function.SET_FALLBACK: "0700",
+    Function.SEND_DATA: "0A00",  # our choice: ES8 data is not an ES5 function and has no code of its own
 }
 NOTIFICATION_OPERATION_TYPE = "0B00"
 
@@ -126,8 +130,29 @@ def _utc(dt: datetime | None) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
+# ISD-P AIDs the SM-SR allocates at CreateISDP (SGP.02 Annex H layout: RID A000000559, PIX 1010FFFFFFFF89,
+# a 3-byte instance number, '00'). The instance number also gives the TAR (ota.es8.isdp_tar).
+ISD_P_AID_PREFIX = "A0000005591010FFFFFFFF89"
+
+
+def isd_p_aid(index: int) -> str:
+    """The AID of ISD-P number ``index`` (0, 1, ...): instance number 0x10 + index."""
+    return f"{ISD_P_AID_PREFIX}{0x10 + index:06X}00"
+
+
+def allocate_isd_p_aid(used: list[str]) -> str:
+    """The first ISD-P AID of the series not in ``used``."""
+    taken = {aid.upper() for aid in used}
+    index = 0
+    while isd_p_aid(index) in taken:
+        index += 1
+    return isd_p_aid(index)
+
+
 def sw_failure(sw: int, what: str) -> FunctionFailed:
     """A card status word as the Subject/Reason the requester gets (issue 3 rule 4)."""
+    if sw == es5.SW_MEMORY:
+        return FunctionFailed(codes.EUICC_INSUFFICIENT_MEMORY, f"the eUICC has not enough memory for {what} (SW 6A84)")
     if sw == es5.SW_POL1:
         return FunctionFailed(codes.POL1_REFUSED, f"POL1 of the profile forbids {what} (SW 69E1)")
     if sw == es5.SW_CONDITIONS:
@@ -160,14 +185,7 @@ class Platform:
     # -- accepting ---------------------------------------------------------------------------
 
     def _existing(self, s: Session, req: AsyncRequest) -> Operation | None:
-        conds = []
-        if req.message_id:
-            conds.append(Operation.message_id == req.message_id)
-        if req.function_call_id:
-            conds.append(Operation.function_call_id == req.function_call_id)
-        if not conds:
-            return None
-        return s.scalars(select(Operation).where(Operation.requester_id == req.requester.oid, or_(*conds))).first()
+        return find_replay(s, Operation, req.requester.oid, req.message_id, req.function_call_id)
 
     def _new_row(self, req: AsyncRequest) -> Operation:
         validity = self.timing.default_validity if req.validity_period is None else req.validity_period
@@ -299,6 +317,12 @@ class Platform:
         if function is Function.AUDIT:
             self._check_audit(euicc, caller, op.params.get("iccids") or [])
             return
+        if function is Function.CREATE_ISDP:
+            self._check_create_isdp(s, op, euicc)
+            return
+        if function is Function.SEND_DATA:
+            self._check_send_data(s, op, euicc, caller)
+            return
         row = profile_for_caller(s, caller, op.eid, op.params["iccid"])
         op.params = {**op.params, "isd_p_aid": row.isd_p_aid}
         iccid = row.iccid
@@ -335,6 +359,36 @@ class Platform:
             if row.state == v.ProfileState.CREATED.value:
                 raise FunctionFailed(codes.EUICC_REFUSED, f"profile {iccid} is not installed yet", subject_identifier=iccid)
 
+    def _check_create_isdp(self, s: Session, op: Operation, euicc: Euicc) -> None:
+        iccid = op.params["iccid"]
+        holder = s.scalars(select(ProfileRow.eid).where(ProfileRow.iccid == iccid)).first()
+        if holder is not None:
+            where = "this" if holder == euicc.eid else "another"
+            raise FunctionFailed(codes.ICCID_IN_USE, f"ICCID {iccid} is already installed on {where} eUICC",
+                                 subject_identifier=iccid)
+        if op.params.get("required_memory", 0) < 0:
+            raise FunctionFailed(codes.INVALID_PARAMETER, "RequiredMemory is negative")
+        op.params = {**op.params, "isd_p_aid": allocate_isd_p_aid([p.isd_p_aid for p in euicc.profiles])}
+
+    def _check_send_data(self, s: Session, op: Operation, euicc: Euicc, caller: Caller) -> None:
+        """The target ISD-P is one of this eUICC's, of the caller's, and Data is a sequence of ES8 commands.
+
+        ISD-P AIDs repeat from one eUICC to the next (the same series on every card), so "known on another
+        eUICC" (8.3.1/3.10) cannot be told apart from unknown here: an AID not on this eUICC is 8.3.1/3.9.
+        """
+        aid = op.params["sd_aid"].upper()
+        row = next((p for p in euicc.profiles if p.isd_p_aid.upper() == aid), None)
+        if row is None:
+            raise FunctionFailed(codes.SD_AID_UNKNOWN, f"no ISD-P {aid} on eUICC {euicc.eid}", subject_identifier=aid)
+        if not may_manage(caller, row):
+            raise FunctionFailed(codes.SD_AID_NOT_ALLOWED, f"ISD-P {aid} was not created by {caller.oid}",
+                                 subject_identifier=aid)
+        try:
+            es8.split_send_data(bytes.fromhex(op.params["data"]))
+        except ValueError as exc:
+            raise FunctionFailed(codes.INVALID_PARAMETER, f"Data is not a sequence of ES8 commands: {exc}") from None
+        op.params = {**op.params, "iccid": row.iccid, "isd_p_aid": row.isd_p_aid}
+
     def _check_audit(self, euicc: Euicc, caller: Caller, iccids: list[str]) -> None:
         if caller.role == "smsr":
             return
@@ -350,17 +404,31 @@ class Platform:
 
     # -- sending -----------------------------------------------------------------------------
 
-    def _script(self, s: Session, op: Operation) -> list[bytes]:
+    def _script(self, s: Session, op: Operation) -> tuple[list[bytes], bytes | None]:
+        """The command TLVs of the operation's script and the TAR they go to (None: the ISD-R's).
+
+        ES5 functions are C-APDUs to the ISD-R ('22' TLVs); SendData's ES8 commands go as they came, to
+        the TAR of the target ISD-P, under the ISD-R's SCP80 keys (ota.es8: the ISD-R forwards them).
+        """
         function = Function(op.function)
+        if function is Function.SEND_DATA:
+            aid = bytes.fromhex(op.params["isd_p_aid"])
+            return es8.split_send_data(bytes.fromhex(op.params["data"])), es8.isdp_tar(aid)
         if function is Function.AUDIT:
-            return [es5.get_status_isdp(None), es5.get_data_resources()]
-        aid = bytes.fromhex(op.params["isd_p_aid"])
-        return {
-            Function.ENABLE: lambda: [es5.enable_profile(aid)],
-            Function.DISABLE: lambda: [es5.disable_profile(aid)],
-            Function.DELETE: lambda: [es5.delete_isdp(aid)],
-            Function.SET_FALLBACK: lambda: [es5.set_fallback_attribute(aid)],
-        }[function]()
+            apdus = [es5.get_status_isdp(None), es5.get_data_resources()]
+        elif function is Function.CREATE_ISDP:
+            euicc = s.get(Euicc, op.eid)
+            apdus = [es5.create_isdp(bytes.fromhex(euicc.isd_p_loadfile_aid), bytes.fromhex(euicc.isd_p_module_aid),
+                                     bytes.fromhex(op.params["isd_p_aid"]), int(op.params.get("required_memory", 0)))]
+        else:
+            aid = bytes.fromhex(op.params["isd_p_aid"])
+            apdus = {
+                Function.ENABLE: lambda: [es5.enable_profile(aid)],
+                Function.DISABLE: lambda: [es5.disable_profile(aid)],
+                Function.DELETE: lambda: [es5.delete_isdp(aid)],
+                Function.SET_FALLBACK: lambda: [es5.set_fallback_attribute(aid)],
+            }[function]()
+        return [es8.command_tlv(a) for a in apdus], None
 
     def due_sends(self, now: datetime) -> list[OutboundSms]:
         """Lease every active operation whose command is due and build its SMS (one counter each)."""
@@ -392,7 +460,8 @@ class Platform:
                     self._finish(s, op, Status.FAILED, FunctionFailed(
                         codes.ISDR_EXECUTION_ERROR, "no MSISDN is known to reach this eUICC by SMS"), now=now)
                     continue
-                segments = self.link.command(euicc, ota.counter, self._script(s, op), ota.sms_ref)
+                commands, tar = self._script(s, op)
+                segments = self.link.command_tlvs(euicc, ota.counter, commands, ota.sms_ref, tar=tar)
                 op.counter = ota.counter
                 op.attempts += 1
                 out.append(OutboundSms(op.eid, destination, segments, op.id, op.attempts))
@@ -525,13 +594,20 @@ class Platform:
             op.step, op.next_attempt_at, op.lease_until = SEND, now, None
             return f"operation {op.id}: PoR status {por.status:02X} (counter), sent again"
         if por.status != 0:
-            self._finish(s, op, Status.FAILED, FunctionFailed(
-                codes.ISDR_EXECUTION_ERROR, f"the eUICC rejected the secured packet (PoR status {por.status:02X})"), now=now)
+            if por.status == 0x09 and function is Function.SEND_DATA:  # TAR unknown: no such ISD-P on the card
+                failure = FunctionFailed(codes.SD_AID_UNKNOWN, f"the eUICC has no ISD-P {op.params['isd_p_aid']} "
+                                         "(PoR status 09, TAR unknown)", subject_identifier=op.params["isd_p_aid"])
+            else:
+                failure = FunctionFailed(codes.ISDR_EXECUTION_ERROR,
+                                         f"the eUICC rejected the secured packet (PoR status {por.status:02X})")
+            self._finish(s, op, Status.FAILED, failure, now=now)
             return f"PoR status {por.status:02X} for operation {op.id}"
+        if function is Function.SEND_DATA:
+            return self._on_send_data_por(s, op, por.data, now)
         script = message.responses
         op.euicc_response = b"".join(script.responses).hex().upper() if script is not None else None
         sw = script.last_sw if script is not None and script.responses else 0
-        if not self._answered(function, script, len(self._script(s, op))):
+        if not self._answered(function, script, len(self._script(s, op)[0])):
             failure = sw_failure(sw, op.function)
             if sw == es5.SW_NOT_FOUND and function is not Function.AUDIT:
                 self._ota(s, euicc.eid).dirty = True
@@ -542,9 +618,15 @@ class Platform:
             op.step, op.next_attempt_at, op.lease_until = AWAIT_NOTIFICATION, None, None
             return f"operation {op.id}: card accepted, waiting for its notification"
         target = self._target(s, op)
-        if function is Function.DELETE:
+        if function is Function.CREATE_ISDP:
+            failure = self._add_created_profile(s, op, euicc)
+            if failure is not None:
+                self._finish(s, op, Status.FAILED, failure, now=now)
+                return f"operation {op.id}: {failure.message}"
+        elif function is Function.DELETE:
             if target is not None:
-                self.sink.profile_notification(s, "Deleted", euicc.eid, target, now)
+                if target.state != v.ProfileState.CREATED.value:  # a download that never completed: nobody knew it
+                    self.sink.profile_notification(s, "Deleted", euicc.eid, target, now)
                 euicc.profiles.remove(target)
                 s.delete(target)
         elif function is Function.SET_FALLBACK:
@@ -556,6 +638,38 @@ class Platform:
         eis = self._eis_for(s, op) if function is Function.AUDIT else None
         self._finish(s, op, Status.EXECUTED_SUCCESS, None, now=now, eis=eis)
         return f"operation {op.id} executed"
+
+    def _add_created_profile(self, s: Session, op: Operation, euicc: Euicc) -> FunctionFailed | None:
+        """The ISD-P exists on the card: the EIS gets the profile, state Created, owned by the SM-DP that asked."""
+        iccid = op.params["iccid"]
+        if s.scalars(select(ProfileRow.id).where(ProfileRow.iccid == iccid)).first() is not None:
+            # another CreateISDP for the same ICCID, on another eUICC, completed while this one ran
+            return FunctionFailed(codes.ICCID_IN_USE, f"ICCID {iccid} was installed elsewhere meanwhile",
+                                  subject_identifier=iccid)
+        euicc.profiles.append(ProfileRow(
+            eid=euicc.eid, iccid=iccid, isd_p_aid=op.params["isd_p_aid"], mno_id=op.params["mno_id"],
+            fallback_attribute=False, imsi=None, msisdn=None, state=v.ProfileState.CREATED.value,
+            smdp_id=op.requester_id, profile_type=None, allocated_memory=int(op.params.get("required_memory", 0)),
+            free_memory=None, pol2=[],
+        ))
+        return None
+
+    def _on_send_data_por(self, s: Session, op: Operation, data: bytes, now: datetime) -> str:
+        """The ISD-P's answers go back to the SM-DP unread (EuiccResponseData: the whole response script);
+        the function succeeded when every ES8 command ran and the last did not answer with an error."""
+        op.euicc_response = data.hex().upper() if data else None
+        commands = len(es8.split_send_data(bytes.fromhex(op.params["data"])))
+        try:
+            executed, responses = es8.parse_send_data_response(data)
+        except ValueError:
+            executed, responses = 0, []
+        if executed == commands and len(responses) == commands and not es8.is_error_response(*responses[-1]):
+            self._finish(s, op, Status.EXECUTED_SUCCESS, None, now=now)
+            return f"operation {op.id}: {commands} ES8 command(s) executed"
+        self._finish(s, op, Status.FAILED, FunctionFailed(
+            codes.ISDP_EXECUTION_ERROR, f"the ISD-P stopped at ES8 command {executed} of {commands}",
+            subject_identifier=op.params["isd_p_aid"]), now=now)
+        return f"operation {op.id}: ES8 data failed"
 
     @staticmethod
     def _answered(function: Function, script, commands: int) -> bool:

@@ -176,18 +176,46 @@ class EisRegistry:
             apply_profile(row, profile)
             return profile
 
+    def profile_download_completed(self, caller: Caller, eid: str, iccid: str, *, profile_type: str | None,
+                                   address: v.SubscriptionAddress | None,
+                                   pol2: tuple[v.Pol2Rule, ...] | None) -> v.ProfileInfo:
+        """ES3-ProfileDownloadCompleted: the SM-DP reports that the package is installed in the ISD-P it had
+        created (ES8 runs end to end between the SM-DP and the ISD-P, so this report is how the SM-SR learns
+        it). The profile goes from Created to Disabled with its type, subscription address and POL2."""
+        if pol2 is not None:
+            validate_pol2(pol2)
+        with self.db.session() as s:
+            row = self._profile_for_update(s, caller, eid, iccid)
+            if row.state not in (v.ProfileState.CREATED.value, v.ProfileState.DISABLED.value):
+                raise FunctionFailed(codes.EUICC_REFUSED, f"profile {iccid} is {row.state}, not being downloaded",
+                                     subject_identifier=iccid)
+            if address is not None:
+                self._check_address_free(s, row, address, iccid)
+            profile = profile_value(row)
+            profile = replace(
+                profile, state=v.ProfileState.DISABLED,
+                profile_type=profile_type if profile_type is not None else profile.profile_type,
+                subscription_address=address if address is not None else profile.subscription_address,
+                pol2=pol2 if pol2 is not None else profile.pol2,
+            )
+            apply_profile(row, profile)
+            return profile
+
+    def _check_address_free(self, s: Session, row: ProfileRow, address: v.SubscriptionAddress, iccid: str) -> None:
+        clash = None
+        if address.imsi:
+            clash = s.scalars(select(ProfileRow.iccid).where(ProfileRow.imsi == address.imsi, ProfileRow.id != row.id)).first()
+        if clash is None and address.msisdn:
+            clash = s.scalars(select(ProfileRow.iccid).where(ProfileRow.msisdn == address.msisdn, ProfileRow.id != row.id)).first()
+        if clash is not None:
+            raise FunctionFailed(codes.SUBSCRIPTION_ADDRESS_NOT_ALLOWED,
+                                 f"the subscription address is already used by profile {clash}", subject_identifier=iccid)
+
     def update_subscription_address(self, caller: Caller, eid: str, iccid: str,
                                     address: v.SubscriptionAddress) -> v.ProfileInfo:
         with self.db.session() as s:
             row = self._profile_for_update(s, caller, eid, iccid)
-            clash = None
-            if address.imsi:
-                clash = s.scalars(select(ProfileRow.iccid).where(ProfileRow.imsi == address.imsi, ProfileRow.id != row.id)).first()
-            if clash is None and address.msisdn:
-                clash = s.scalars(select(ProfileRow.iccid).where(ProfileRow.msisdn == address.msisdn, ProfileRow.id != row.id)).first()
-            if clash is not None:
-                raise FunctionFailed(codes.SUBSCRIPTION_ADDRESS_NOT_ALLOWED,
-                                     f"the subscription address is already used by profile {clash}", subject_identifier=iccid)
+            self._check_address_free(s, row, address, iccid)
             profile = replace(profile_value(row), subscription_address=address)
             apply_profile(row, profile)
             return profile

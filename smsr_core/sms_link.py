@@ -69,8 +69,17 @@ class SmsLink:
         return s.get(Euicc, row.eid) if row is not None else None
 
     def command(self, euicc: Euicc, counter: int, apdus: list[bytes], ref: int) -> list[bytes]:
-        packet = scp80.wrap_command(self.keyset(euicc), scp80.SPI_SGP02, self.tar(euicc), counter,
-                                    remote.encode_command_script(apdus))
+        """C-APDUs for the ISD-R, as SMS user data."""
+        return self._segments(euicc, counter, remote.encode_command_script(apdus), ref, None)
+
+    def command_tlvs(self, euicc: Euicc, counter: int, commands: list[bytes], ref: int, *,
+                     tar: bytes | None = None) -> list[bytes]:
+        """Command TLVs ('22' C-APDUs, ES8 TLVs) for the ISD-R, or for the ISD-P at ``tar``, as SMS user data."""
+        return self._segments(euicc, counter, remote.encode_command_tlvs(commands), ref, tar)
+
+    def _segments(self, euicc: Euicc, counter: int, script: bytes, ref: int, tar: bytes | None) -> list[bytes]:
+        # Always the ISD-R's SCP80 keyset: an ISD-P has none; the ISD-R forwards what its TAR names.
+        packet = scp80.wrap_command(self.keyset(euicc), scp80.SPI_SGP02, tar or self.tar(euicc), counter, script)
         return sms.segment(packet, sms.CPI, ref)
 
     def read(self, euicc: Euicc, user_data: list[bytes]) -> CardMessage:
@@ -85,7 +94,10 @@ class SmsLink:
                 por = scp80.unwrap_response(packet, keyset, scp80.SPI_SGP02)
             except scp80.Scp80Error as exc:
                 raise ValueError(f"PoR: {exc}") from None
-            script = remote.decode_response_script(por.data) if por.data else None
+            try:
+                script = remote.decode_response_script(por.data) if por.data else None
+            except ValueError:
+                script = None  # not R-APDUs only (an ISD-P's ES8 answers): the operation reads por.data itself
             return CardMessage(por=por, responses=script)
         if iei == sms.CPI:
             try:

@@ -15,7 +15,7 @@ from zeep import Client, Plugin, Settings
 from zeep.transports import Transport
 
 from esx import codes
-from esx.codes import FunctionFailed, Status, StatusCode
+from esx.codes import FunctionFailed, PeerUnreachable, Status, StatusCode
 
 from . import contract, wsa
 from .ns import GSMA, SOAP12, SOAP12_CONTENT_TYPE
@@ -83,6 +83,35 @@ class GsmaClient:
         envelope = self.client.create_message(self.service, operation, **params)
         return self._post(operation, envelope)
 
+    def call_async(self, operation: str, *, message_id: str, reply_to: str, **params) -> None:
+        """A one-way request with our own MessageID (fixed by the caller, so a resend is a replay the peer
+        recognises) and ReplyTo. Returns when the peer accepted it (202); a fault or a reply raises."""
+        params.setdefault("FunctionCallIdentifier", message_id)
+        envelope = self.client.create_message(self.service, operation, **params)
+        header = envelope.find(f"{{{SOAP12}}}Header")
+        # zeep's own WS-Addressing and our plugin may each have written a MessageID: keep one, ours.
+        ids = header.findall(f"{{{wsa.WSA}}}MessageID")
+        ids[0].text = message_id
+        for extra in ids[1:]:
+            header.remove(extra)
+        for old in header.findall(f"{{{wsa.WSA}}}ReplyTo"):
+            header.remove(old)
+        reply = etree.SubElement(header, f"{{{wsa.WSA}}}ReplyTo")
+        etree.SubElement(reply, f"{{{wsa.WSA}}}Address").text = reply_to
+        response = self._send(envelope)
+        if response.status_code == 202:
+            return
+        if response.status_code >= 500 and not response.content.strip():
+            raise PeerUnreachable(f"{self.endpoint} answered HTTP {response.status_code}")
+        reason = f"HTTP {response.status_code}"
+        try:
+            root = parse_xml(response.content)
+            text = root.findtext(f".//{{{SOAP12}}}Text")
+            reason = text or reason
+        except XmlRejected:
+            pass
+        raise FunctionFailed(codes.INTERNAL_ERROR, f"{operation} at {self.endpoint} was not accepted: {reason}")
+
     def call_element(self, operation: str, body: etree._Element) -> PeerReply:
         """Call ``operation`` with a ready-made body element (for values zeep cannot take, e.g. a signed EIS)."""
         envelope = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"env": SOAP12, "rps": GSMA})
@@ -94,13 +123,16 @@ class GsmaClient:
             message_id=self.addressing.last_message_id, action=self.addressing.actions[operation]))
         return self._post(operation, envelope)
 
-    def _post(self, operation: str, envelope: etree._Element) -> PeerReply:
+    def _send(self, envelope: etree._Element) -> requests.Response:
         data = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
         try:
-            response = self.session.post(self.endpoint, data=data, timeout=self.timeout,
-                                         headers={"Content-Type": SOAP12_CONTENT_TYPE})
+            return self.session.post(self.endpoint, data=data, timeout=self.timeout,
+                                     headers={"Content-Type": SOAP12_CONTENT_TYPE})
         except requests.RequestException as exc:
-            raise FunctionFailed(codes.SMSR_UNKNOWN, f"{self.endpoint} not reachable: {exc.__class__.__name__}") from None
+            raise PeerUnreachable(f"{self.endpoint} not reachable: {exc.__class__.__name__}") from None
+
+    def _post(self, operation: str, envelope: etree._Element) -> PeerReply:
+        response = self._send(envelope)
         try:
             root = parse_xml(response.content)
         except XmlRejected as exc:

@@ -1,8 +1,10 @@
-"""ES2 (MNO -> SM-DP): the synchronous functions, relayed to the SM-SR by ``smdp_core.relay``."""
+"""ES2 (MNO -> SM-DP): the synchronous functions, relayed to the SM-SR by ``smdp_core.relay``, and the
+asynchronous ones (DownloadProfile; Enable/Disable/DeleteProfile relayed over ES3), run by ``smdp_core.download``."""
 from __future__ import annotations
 
 from esx.adapters import eis_element, required
 from esx.binding.soap import Inbound, Interface, Reply
+from esx.codes import FunctionFailed
 from esx.eis_xml import parse_pol2, parse_subscription_address
 
 
@@ -31,6 +33,34 @@ def update_subscription_address(rt, inbound: Inbound) -> Reply:
     return Reply()
 
 
+class Es2AsyncFunction:
+    """ES2-DownloadProfile and the relayed ES2-Enable/Disable/DeleteProfile: persisted, then 202
+    (smdp_core.download); a request refused before it could be queued is answered by its callback."""
+
+    def __init__(self, function: str) -> None:
+        self.function = function
+
+    def request(self, inbound: Inbound):
+        from smdp_core.download import Es2Request
+
+        iccid = inbound.text("Iccid")
+        return Es2Request(
+            function=self.function, requester_id=inbound.caller.oid, eid=(inbound.text("Eid") or "").upper(),
+            smsr_id=inbound.text("Smsr-id") or inbound.text("SmSr-id") or "", message_id=inbound.addressing.message_id,
+            function_call_id=inbound.function_call_id, reply_to=inbound.addressing.reply_address,
+            validity_period=inbound.validity_period, received_at=inbound.received_at,
+            iccid=iccid.upper() if iccid else None, profile_type=inbound.text("ProfileType") or None,
+            enable=(inbound.text("EnableProfile") or "false") in ("true", "1"),
+        )
+
+    def __call__(self, rt, inbound: Inbound) -> None:
+        rt.downloads.accept(self.request(inbound))
+        return None
+
+    def reject(self, rt, inbound: Inbound, failure: FunctionFailed) -> None:
+        rt.downloads.reject(self.request(inbound), failure)
+
+
 INTERFACE = Interface(
     wsdl="ES2SmDp.wsdl",
     own_role="smdp",
@@ -39,5 +69,9 @@ INTERFACE = Interface(
         "ES2-GetEIS": get_eis,
         "ES2-UpdatePolicyRules": update_policy_rules,
         "ES2-UpdateSubscriptionAddress": update_subscription_address,
+        "ES2-DownloadProfile": Es2AsyncFunction("DownloadProfile"),
+        "ES2-EnableProfile": Es2AsyncFunction("EnableProfile"),
+        "ES2-DisableProfile": Es2AsyncFunction("DisableProfile"),
+        "ES2-DeleteProfile": Es2AsyncFunction("DeleteProfile"),
     },
 )

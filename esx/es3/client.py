@@ -9,8 +9,26 @@ from smsr_core.eis import Eis, Pol2Rule, SubscriptionAddress
 
 
 class Es3SmsrGateway:
-    def __init__(self, client: GsmaClient) -> None:
+    """ES3 to one SM-SR; ``reply_to`` is where its callbacks come back (the SM-DP's /smdp/es3)."""
+
+    def __init__(self, client: GsmaClient, reply_to: str | None = None) -> None:
         self.client = client
+        self.reply_to = reply_to
+
+    def request(self, operation: str, *, message_id: str, validity: int | None, **params) -> None:
+        """An asynchronous ES3 request (smdp_core.download.SmsrPort)."""
+        if validity is not None:
+            params["ValidityPeriod"] = validity
+        self.client.call_async(operation, message_id=message_id, reply_to=self.reply_to, **params)
+
+    def profile_download_completed(self, eid: str, iccid: str, *, profile_type: str | None,
+                                   address: SubscriptionAddress | None) -> None:
+        params = {"Eid": eid, "Iccid": iccid}
+        if profile_type is not None:
+            params["ProfileType"] = profile_type
+        if address is not None:
+            params["SubscriptionAddress"] = {"Imsi": address.imsi, "Msisdn": address.msisdn}
+        self.client.call("ES3-ProfileDownloadCompleted", **params)
 
     def get_eis(self, eid: str) -> Eis:
         reply = self.client.call("ES3-GetEIS", Eid=eid)

@@ -5,10 +5,27 @@ and change (``smsr_core.registry``), so the same adapters serve both.
 """
 from __future__ import annotations
 
-from esx.adapters import AsyncFunction
-from esx.binding.soap import Interface
+from datetime import datetime
+
+from esx import codes
+from esx.adapters import AsyncFunction, caller_of, required
+from esx.binding.ns import GSMA
+from esx.codes import FunctionFailed, Status, StatusCode
+from esx.binding.soap import Inbound, Interface, Reply
+from esx.eis_xml import parse_pol2, parse_subscription_address
 from esx.es4.service import get_eis, update_policy_rules, update_subscription_address
 from smsr_core.platform import Function
+
+
+def profile_download_completed(rt, inbound: Inbound) -> Reply:
+    address = inbound.child("SubscriptionAddress")
+    rt.registry.profile_download_completed(
+        caller_of(inbound), required(inbound, "Eid"), required(inbound, "Iccid"),
+        profile_type=inbound.text("ProfileType"),
+        address=parse_subscription_address(address) if address is not None else None,
+        pol2=parse_pol2(inbound.child("pol2")) if inbound.child("pol2") is not None else None,
+    )
+    return Reply()
 
 INTERFACE = Interface(
     wsdl="ES3SmSr.wsdl",
@@ -22,16 +39,40 @@ INTERFACE = Interface(
         "ES3-DisableProfile": AsyncFunction(Function.DISABLE, "ES3"),
         "ES3-DeleteISDP": AsyncFunction(Function.DELETE, "ES3"),
         "ES3-AuditEIS": AsyncFunction(Function.AUDIT, "ES3"),
+        "ES3-CreateISDP": AsyncFunction(Function.CREATE_ISDP, "ES3"),
+        "ES3-SendData": AsyncFunction(Function.SEND_DATA, "ES3"),
+        "ES3-ProfileDownloadCompleted": profile_download_completed,
     },
 )
 
-def received(rt, inbound) -> None:
-    """A callback or notification from the SM-SR: accepted (202) and kept in the call audit.
+def _execution_status(inbound: Inbound) -> tuple[Status, FunctionFailed | None]:
+    status_el = inbound.child("FunctionExecutionStatus")
+    status = Status.parse(status_el.findtext(f"{{{GSMA}}}Status"))
+    if status in (Status.FAILED, Status.EXPIRED):
+        scd = status_el.find(f"{{{GSMA}}}StatusCodeData")
+        if scd is None:
+            return status, FunctionFailed(codes.INTERNAL_ERROR, "the callback carries no StatusCodeData", status=status)
+        return status, FunctionFailed(StatusCode(scd.findtext(f"{{{GSMA}}}Subject"), scd.findtext(f"{{{GSMA}}}Reason")),
+                                      scd.findtext(f"{{{GSMA}}}Message"),
+                                      subject_identifier=scd.findtext(f"{{{GSMA}}}SubjectIdentifier"), status=status)
+    return status, None
 
-    The SM-DP's download transactions consume the callbacks and relay the notifications to the
-    MNO over ES2 (issue 4); until then they are recorded only.
-    """
-    return None
+
+def callback_received(rt, inbound: Inbound) -> None:
+    """An ES3 callback from the SM-SR: handed to the download (or relay) that awaits it (RelatesTo).
+    A callback nobody awaits (late, replayed) is accepted and only kept in the call audit."""
+    status, failure = _execution_status(inbound)
+    rt.downloads.on_callback(inbound.addressing.relates_to, inbound.operation.name.removesuffix("Callback"), status,
+                             failure, euicc_response=inbound.text("EuiccResponseData"),
+                             isd_p_aid=inbound.text("Isd-p-aid"))
+
+
+def notification_received(rt, inbound: Inbound) -> None:
+    """ES3-HandleProfile<change>Notification: relayed to the profile's MNO as the ES2 notification."""
+    change = inbound.operation.name.removeprefix("ES3-HandleProfile").removesuffix("Notification")
+    when = datetime.fromisoformat(required(inbound, "CompletionTimestamp").replace("Z", "+00:00"))
+    rt.downloads.on_notification(change, required(inbound, "Mno-id"), required(inbound, "Eid").upper(),
+                                 required(inbound, "Iccid").upper(), when)
 
 
 # The SM-DP's own ES3 endpoint: where the SM-SR's callbacks and notifications arrive.
@@ -39,9 +80,12 @@ SMDP_INTERFACE = Interface(
     wsdl="ES3SmDp.wsdl",
     own_role="smdp",
     caller_roles=frozenset({"smsr"}),
-    handlers={name: received for name in (
-        "ES3-HandleProfileDisabledNotification", "ES3-HandleProfileEnabledNotification",
-        "ES3-HandleProfileDeletedNotification", "ES3-AuditEISCallback", "ES3-EnableProfileCallback",
-        "ES3-DisableProfileCallback", "ES3-DeleteISDPCallback",
-    )},
+    handlers={
+        **{name: notification_received for name in (
+            "ES3-HandleProfileDisabledNotification", "ES3-HandleProfileEnabledNotification",
+            "ES3-HandleProfileDeletedNotification")},
+        **{name: callback_received for name in (
+            "ES3-AuditEISCallback", "ES3-EnableProfileCallback", "ES3-DisableProfileCallback",
+            "ES3-DeleteISDPCallback", "ES3-CreateISDPCallback", "ES3-SendDataCallback")},
+    },
 )

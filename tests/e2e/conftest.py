@@ -127,6 +127,9 @@ TEST_OTA = {"por_timeout": 2.0, "poll_interval": 0.05, "notification_retry": 1.0
             "lease": 3.0}
 
 
+TEST_SMDP = {"callback_grace": 10.0, "retry": 1.0}
+
+
 def background(data_dir: Path, command: str, log: Path, *extra: str) -> subprocess.Popen:
     """``esx smsc`` or ``esx worker`` as its own process."""
     return subprocess.Popen([sys.executable, "-m", "esx.cli", command, "--data-dir", str(data_dir), *extra],
@@ -141,10 +144,12 @@ def start_instance(data_dir: Path, database_url, receiver, *, demo: int = 2, wor
     from esx.server import Config
 
     smsr_port, smdp_port, smsc_port = free_port(), free_port(), free_port()
-    doc = init_instance(data_dir, demo=demo, database_url=database_url, public_url=f"http://127.0.0.1:{smsr_port}")
+    doc = init_instance(data_dir, demo=demo, database_url=database_url, public_url=f"http://127.0.0.1:{smsr_port}",
+                        smdp_url=f"http://127.0.0.1:{smdp_port}")
     config_file = data_dir / "esx.json"
     config = json.loads(config_file.read_text())
     config["ota"] = {**TEST_OTA, "smsc_port": smsc_port}
+    config["smdp"] = dict(TEST_SMDP)
     config_file.write_text(json.dumps(config))
     inst = Instance(data_dir, doc, f"http://127.0.0.1:{smsr_port}", f"http://127.0.0.1:{smdp_port}",
                     Config.load(data_dir).database_url, receiver, {})
@@ -157,6 +162,7 @@ def start_instance(data_dir: Path, database_url, receiver, *, demo: int = 2, wor
     inst.procs["smsc"] = background(data_dir, "smsc", data_dir / "smsc.log", "--pdu-log", str(data_dir / "pdu.log"))
     for i in range(workers):
         inst.procs[f"worker{i}"] = background(data_dir, "worker", data_dir / f"worker{i}.log")
+    inst.procs["smdp-worker"] = background(data_dir, "worker", data_dir / "smdp-worker.log", "--role", "smdp")
     inst.procs["smsr"] = serve(data_dir, "smsr", smsr_port, data_dir / "smsr.log")
     inst.procs["smdp"] = serve(data_dir, "smdp", smdp_port, data_dir / "smdp.log")
     return inst

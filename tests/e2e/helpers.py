@@ -7,7 +7,7 @@ from lxml import etree
 from zeep import xsd
 
 from esx.demo import EUM_OID, build_eis, demo_eid, demo_iccid, isd_p_aid, isd_r_domain, register_request, signed_eis_element
-from keys.pki import DevPki
+from keys.pki import DevPki, private_key_pem
 from smsr_core import eis as v
 
 from .clients import CLIENT_KINDS
@@ -30,11 +30,15 @@ def profile(n: int, mno: str, slot: int = 0, **kw) -> v.ProfileInfo:
     return v.ProfileInfo(**fields)
 
 
+ECASD_KEYS: dict = {}  # EID -> SK.ECASD.ECKA of the eUICCs eis_for made (the card needs it for ES8)
+
+
 def eis_for(instance, n: int, profiles: tuple[v.ProfileInfo, ...], *, ecasd_expiry: date | None = None,
-            eum_key=None, eum_cert_pem=None, smsr_id: str | None = None, eum_id: str = EUM_OID) -> v.Eis:
+            eum_key=None, eum_cert_pem=None, smsr_id: str | None = None, eum_id: str = EUM_OID,
+            curve: str = "P-256") -> v.Eis:
     p = pki(instance)
     eid = demo_eid(n)
-    _, cert = p.issue_ecasd(eid, expiry=ecasd_expiry, eum_key=eum_key, eum_cert_pem=eum_cert_pem)
+    ECASD_KEYS[eid], cert = p.issue_ecasd(eid, curve, expiry=ecasd_expiry, eum_key=eum_key, eum_cert_pem=eum_cert_pem)
     return build_eis(eid=eid, eum_id=eum_id, smsr_id=smsr_id or instance.doc["smsr_id"], ecasd_cert=cert,
                      profiles=profiles, isd_r=isd_r_domain({"enc": b"\x01" * 16, "mac": b"\x02" * 16, "dek": b"\x03" * 16}),
                      production_date=datetime(2026, 2, 1, tzinfo=timezone.utc))
@@ -102,7 +106,7 @@ def pol2(*rules: tuple[str, str]) -> dict:
 _next_card = [200_000]  # test_es1 numbers its eUICCs from 1000
 
 
-def fresh_euicc(instance, *, mno: str | None = None) -> tuple[str, list[str]]:
+def fresh_euicc(instance, *, mno: str | None = None, curve: str = "P-256") -> tuple[str, list[str]]:
     """A new eUICC registered over ES1 with a simulated card the loopback SMSC reaches.
 
     Two profiles of ``mno`` (the demo MNO by default): the first enabled with the fall-back
@@ -113,9 +117,11 @@ def fresh_euicc(instance, *, mno: str | None = None) -> tuple[str, list[str]]:
     _next_card[0] += 1
     n = _next_card[0]
     mno = mno or instance.mno
-    eis = eis_for(instance, n, (profile(n, mno), profile(n, mno, slot=1)))
+    eis = eis_for(instance, n, (profile(n, mno), profile(n, mno, slot=1)), curve=curve)
     keys = {"enc": b"\x01" * 16, "mac": b"\x02" * 16, "dek": b"\x03" * 16}  # the keys eis_for puts in the ISD-R
-    create_card(instance.data_dir / "euicc" / eis.eid, eis, keys)
+    card_dir = instance.data_dir / "euicc" / eis.eid
+    create_card(card_dir, eis, keys, ci_cert_pem=pki(instance).ci_cert_pem)
+    (card_dir / "ecasd.key.pem").write_bytes(private_key_pem(ECASD_KEYS[eis.eid]))
     reply = register(instance, eis)
     assert reply.status == "EXECUTED_SUCCESS", reply.code
     return eis.eid, [p.iccid for p in eis.profiles]
