@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Protocol
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -58,7 +59,9 @@ from esx.db import Database, find_replay
 from keys import ecka, scp03t
 from keys.chain import verify_ecasd_chain
 from keys.errors import CertificateError
+from keys.gp_cert import curve_for_ref, curve_ref_for
 from keys.scp03 import StaticKeys
+from keys.tlv import encode_tlv
 from ota import es8
 from smsr_core.eis import Eis, SubscriptionAddress
 
@@ -193,16 +196,17 @@ class Downloads:
     # -- what the SM-SR sends back -----------------------------------------------------------
 
     def on_callback(self, relates_to: str | None, operation: str, status: Status, failure: FunctionFailed | None,
-                    *, euicc_response: str | None = None, isd_p_aid: str | None = None,
+                    *, euicc_response: str | None = None, isd_p_aid: str | None = None, sender: str | None = None,
                     now: datetime | None = None) -> bool:
-        """Store an ES3 callback in the operation awaiting it; False when none does (late or unknown)."""
+        """Store an ES3 callback in the operation awaiting it; False when none does (late, unknown, or sent
+        by another SM-SR than the one the request went to: ``sender`` is the caller's OID when known)."""
         if not relates_to:
             return False
         now = now or datetime.now(timezone.utc)
         with self.db.session() as s:
             op = s.scalars(select(SmdpOperation).where(SmdpOperation.awaiting_message_id == relates_to,
                                                        SmdpOperation.state == ACTIVE)).first()
-            if op is None or op.callback is not None:
+            if op is None or op.callback is not None or (sender is not None and sender != op.smsr_id):
                 return False
             op.callback = {
                 "operation": operation, "status": status.value, "euicc_response": euicc_response,
@@ -396,8 +400,8 @@ class Downloads:
         with self.db.session() as s:
             op = s.get(SmdpOperation, op_id)
             op.progress = {**op.progress, "ecasd_point": ecasd.public_bytes(
-                _serialization().Encoding.X962, _serialization().PublicFormat.UncompressedPoint).hex(),
-                "curve": ecasd.curve.name}
+                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint).hex(),
+                "curve_ref": curve_ref_for(ecasd.curve)}
             self._goto(op, "create_isdp", now)
 
     def _verify_ecasd(self, eis: Eis, now: datetime) -> ec.EllipticCurvePublicKey:
@@ -481,7 +485,7 @@ class Downloads:
     def _send_keyset_2(self, op_id: int, now: datetime) -> None:
         def commands(s: Session, op: SmdpOperation) -> list[bytes]:
             secrets = self._secrets(op)
-            curve = _curve(op.progress["curve"])
+            curve = curve_for_ref(op.progress["curve_ref"])
             if "ephemeral" in secrets:  # a resend: the same 3A02 (same key, same MessageID)
                 return [bytes.fromhex(secrets["store_data_3a02"])]
             crt = ecka.KeyAgreementCrt()
@@ -497,7 +501,7 @@ class Downloads:
                 raise failure
             responses = self._responses(op, callback, 1)
             secrets = self._secrets(op)
-            ecasd = ec.EllipticCurvePublicKey.from_encoded_point(_curve(op.progress["curve"]),
+            ecasd = ec.EllipticCurvePublicKey.from_encoded_point(curve_for_ref(op.progress["curve_ref"]),
                                                                  bytes.fromhex(op.progress["ecasd_point"]))
             crt = ecka.KeyAgreementCrt()
             keys = ecka.smdp_finish(ecka.import_private(secrets["ephemeral"]), ecasd, crt, responses[0][1][:-2])
@@ -531,7 +535,7 @@ class Downloads:
             secrets = self._secrets(op)
             host = scp03t.Scp03tHost.from_state(secrets["scp03t"])
             tag, value = responses[0]
-            external = host.external_authenticate(_tlv(tag, value))
+            external = host.external_authenticate(encode_tlv(tag, value))
         except scp03t.Scp03tError as exc:
             self._failed(s, op, FunctionFailed(KEY_ESTABLISHMENT_FAILED, f"SCP03t: {exc}",
                                                subject_identifier=op.isd_p_aid), now)
@@ -575,10 +579,10 @@ class Downloads:
             host = scp03t.Scp03tHost.from_state(secrets["scp03t"])
             if first:
                 tag, value = responses.pop(0)
-                host.check_external_authenticate_response(_tlv(tag, value))
+                host.check_external_authenticate_response(encode_tlv(tag, value))
             answer = b""
             for tag, value in responses:
-                answer = host.unwrap(_tlv(tag, value))
+                answer = host.unwrap(encode_tlv(tag, value))
             if secrets["last"]:
                 statuses, aborted, message = saip.decode_euicc_response(answer)
                 bad = [st for st in statuses if st.status != saip.PE_OK]
@@ -692,24 +696,6 @@ class Downloads:
 
 def _utc(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-
-
-def _serialization():
-    from cryptography.hazmat.primitives import serialization
-
-    return serialization
-
-
-def _curve(name: str) -> ec.EllipticCurve:
-    curves = {"secp256r1": ec.SECP256R1(), "brainpoolP256r1": ec.BrainpoolP256R1(),
-              "secp384r1": ec.SECP384R1(), "brainpoolP384r1": ec.BrainpoolP384R1()}
-    return curves[name]
-
-
-def _tlv(tag: int, value: bytes) -> bytes:
-    from keys.tlv import encode_tlv
-
-    return encode_tlv(tag, value)
 
 
 def _as_failure(exc: Exception) -> FunctionFailed:

@@ -64,7 +64,7 @@ def callback_received(rt, inbound: Inbound) -> None:
     status, failure = _execution_status(inbound)
     rt.downloads.on_callback(inbound.addressing.relates_to, inbound.operation.name.removesuffix("Callback"), status,
                              failure, euicc_response=inbound.text("EuiccResponseData"),
-                             isd_p_aid=inbound.text("Isd-p-aid"))
+                             isd_p_aid=inbound.text("Isd-p-aid"), sender=inbound.caller.oid)
 
 
 def notification_received(rt, inbound: Inbound) -> None:

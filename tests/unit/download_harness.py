@@ -114,7 +114,7 @@ class SmdpHarness:
                                              scd.findtext(_P + "Message"), status=status)
                 self.downloads.on_callback(relates_to, operation.removesuffix("Callback"), status, failure,
                                            euicc_response=body.findtext(_P + "EuiccResponseData"),
-                                           isd_p_aid=body.findtext(_P + "Isd-p-aid"), now=self.now)
+                                           isd_p_aid=body.findtext(_P + "Isd-p-aid"), sender=SMSR_OID, now=self.now)
             else:
                 change = operation.removeprefix("ES3-HandleProfile").removesuffix("Notification")
                 self.downloads.on_notification(change, body.findtext(_P + "Mno-id"), body.findtext(_P + "Eid"),

@@ -305,3 +305,17 @@ def test_an_unreachable_smsr_is_retried(dp):
     dp.reachable = True
     op = dp.run(op_id, EID1, at(10))
     assert op.result_status == "EXECUTED_SUCCESS"
+
+
+def test_a_callback_from_another_smsr_is_not_taken(dp):
+    op_id = download(dp)
+    dp.downloads.tick(T0)  # reserve
+    dp.downloads.tick(T0)  # CreateISDP sent
+    awaiting = dp.op(op_id).awaiting_message_id
+    from esx.codes import Status
+
+    assert not dp.downloads.on_callback(awaiting, "ES3-CreateISDP", Status.EXECUTED_SUCCESS, None,
+                                        isd_p_aid="A0000005591010FFFFFFFF8900001200", sender="1.3.6.1.4.1.99999.1.66")
+    assert dp.op(op_id).callback is None
+    op = dp.run(op_id, EID1)
+    assert op.result_status == "EXECUTED_SUCCESS"
