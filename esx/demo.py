@@ -22,6 +22,7 @@ from esx.eis_xml import render_eis_for_signing
 from esx.entities import Role, upsert_entity
 from esx.server import Config
 from smsr_core import eis as v
+from smsr_core.platform import isd_p_aid  # the SM-SR's ISD-P AID series (its CreateISDP allocates from it)
 
 # Demo OIDs under an arc reserved for documentation-style examples (not a real registration).
 SMSR_OID = "1.3.6.1.4.1.99999.1.1"
@@ -36,11 +37,6 @@ ISD_P_LOADFILE_AID = "A0000005591010FFFFFFFF8900000D00"
 ISD_P_MODULE_AID = "A0000005591010FFFFFFFF8900000E00"
 ISD_R_TAR = "000001"
 ECASD_TAR = "000002"
-
-
-def isd_p_aid(index: int) -> str:
-    """ISD-P AIDs A0000005591010FFFFFFFF89 0000 1x 00; the TAR is AID bytes 13-15."""
-    return f"A0000005591010FFFFFFFF89{0x10 + index:06X}00"
 
 
 def luhn_digit(digits: str) -> str:

@@ -262,9 +262,7 @@ class Downloads:
 
     def _on_await(self, s: Session, op: SmdpOperation, now: datetime) -> None:
         if op.callback is None:
-            deadline = _utc(op.expires_at) + timedelta(seconds=self.settings.callback_grace)
-            if op.step == "cleanup" and op.progress.get("cleanup_until"):
-                deadline = _utc(datetime.fromisoformat(op.progress["cleanup_until"]))
+            deadline = self._deadline(op) + timedelta(seconds=self.settings.callback_grace)
             if now < deadline:
                 op.next_attempt_at, op.lease_until = deadline, None
                 return
@@ -288,6 +286,12 @@ class Downloads:
         if port is None:
             raise FunctionFailed(codes.SMSR_UNKNOWN, f"SM-SR {smsr_id} is unknown to this SM-DP", subject_identifier=smsr_id)
         return port
+
+    def _deadline(self, op: SmdpOperation) -> datetime:
+        """When the current step is out of time: the request's expiry, or the clean-up's own."""
+        if op.step == "cleanup" and op.progress.get("cleanup_until"):
+            return _utc(datetime.fromisoformat(op.progress["cleanup_until"]))
+        return _utc(op.expires_at)
 
     def _remaining_validity(self, op: SmdpOperation, now: datetime) -> int:
         return max(1, int((_utc(op.expires_at) - now).total_seconds()))
@@ -323,11 +327,14 @@ class Downloads:
                     op = s.get(SmdpOperation, op_id)
                     op.next_attempt_at, op.lease_until = now + timedelta(seconds=self.settings.retry), None
                     op.attempts += 1
-                    if now < _utc(op.expires_at):
+                    if now < self._deadline(op):
                         return
+                    # out of time: as if the SM-SR had answered EXPIRED (a failed step is cleaned up;
+                    # a clean-up that cannot reach the SM-SR ends, the profile kept out of stock)
+                    op.awaiting_message_id = None
                     failure = FunctionFailed(codes.EXPIRED_TTL, f"the SM-SR was not reachable: {failure.message}",
                                              status=Status.EXPIRED)
-                    self._failed(s, op, failure, now)
+                    getattr(self, f"_done_{op.step}")(s, op, failure, {}, now)
                 return
             with self.db.session() as s:  # refused at once: as if its callback had said so
                 op = s.get(SmdpOperation, op_id)
@@ -339,7 +346,7 @@ class Downloads:
             if op.phase == SEND and op.awaiting_message_id == message_id:
                 op.phase, op.lease_until = AWAIT, None
                 # a callback may already be here (a fast SM-SR): handle it at once
-                op.next_attempt_at = now if op.callback is not None else _utc(op.expires_at) + timedelta(
+                op.next_attempt_at = now if op.callback is not None else self._deadline(op) + timedelta(
                     seconds=self.settings.callback_grace)
 
     def _finish(self, s: Session, op: SmdpOperation, status: Status, failure: FunctionFailed | None, *,
@@ -360,7 +367,7 @@ class Downloads:
                       "message": failure.message, "subject_identifier": failure.subject_identifier}
         if op.progress.get("create_isdp_sent"):
             op.progress = {**op.progress, "cleanup_until": (now + timedelta(
-                seconds=self.settings.default_validity + self.settings.callback_grace)).isoformat()}
+                seconds=self.settings.default_validity)).isoformat()}
             self._goto(op, "cleanup", now)
             return
         self._release(s, op)

@@ -230,7 +230,12 @@ def test_a_tampered_receipt_fails_and_the_isdp_is_deleted(dp, monkeypatch):
 
     def tamper(relates_to, operation, status, failure, *, euicc_response=None, **kw):
         # the SendData answering STORE DATA 3A02 ends with '86' 10 <receipt> 9000: flip the receipt's last bit
-        if euicc_response and "8610" in euicc_response and euicc_response.endswith("9000"):
+        from smdp_core.op_models import SmdpOperation
+
+        with dp.h.db.session() as s:
+            step = s.scalars(select(SmdpOperation.step).where(SmdpOperation.awaiting_message_id == relates_to)).first()
+        if step == "keyset_2" and euicc_response:
+            assert euicc_response[-40:-36] == "8610" and euicc_response.endswith("9000")
             raw = bytearray(bytes.fromhex(euicc_response))
             raw[-3] ^= 0x01
             euicc_response = raw.hex().upper()
@@ -319,3 +324,20 @@ def test_a_callback_from_another_smsr_is_not_taken(dp):
     assert dp.op(op_id).callback is None
     op = dp.run(op_id, EID1)
     assert op.result_status == "EXECUTED_SUCCESS"
+
+
+def test_a_cleanup_that_cannot_reach_the_smsr_ends_and_keeps_the_profile_out_of_stock(dp):
+    c = card(dp)
+    c.free_memory = 100  # CreateISDP fails: the download goes to its clean-up
+    c.save()
+    op_id = download(dp, validity=60)
+    dp.round(EID1)
+    dp.round(EID1)
+    assert dp.op(op_id).step == "cleanup"
+    dp.reachable = False
+    dp.round(EID1, at(10))
+    assert dp.op(op_id).state == "active"
+    op = dp.run(op_id, EID1, at(dp.downloads.settings.default_validity + 1))
+    # the MNO still hears what failed first; the ICCID stays out of stock (the ISD-P may exist)
+    assert result(op) == ("FAILED", "8.1", "4.8")
+    assert stock_state(dp, op.iccid) == "reserved"
