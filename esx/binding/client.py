@@ -15,9 +15,10 @@ from zeep import Client, Plugin, Settings
 from zeep.transports import Transport
 
 from esx import codes
-from esx.codes import FunctionFailed, PeerUnreachable, Status, StatusCode
+from esx.codes import FunctionFailed, PeerUnreachable
 
 from . import contract, wsa
+from .soap import read_execution_status
 from .ns import GSMA, SOAP12, SOAP12_CONTENT_TYPE
 from .xmlparse import XmlRejected, parse_xml
 
@@ -146,16 +147,9 @@ class GsmaClient:
         problem = contract.validate(element)
         if problem is not None:
             raise FunctionFailed(codes.INTERNAL_ERROR, f"invalid reply to {operation}: {problem.message}")
-        status_el = element.find(_P + "FunctionExecutionStatus")
-        status = Status.parse(status_el.findtext(_P + "Status"))
-        if status in (Status.FAILED, Status.EXPIRED):
-            scd = status_el.find(_P + "StatusCodeData")
-            raise FunctionFailed(
-                StatusCode(scd.findtext(_P + "Subject"), scd.findtext(_P + "Reason")),
-                scd.findtext(_P + "Message"),
-                subject_identifier=scd.findtext(_P + "SubjectIdentifier"),
-                status=status,
-            )
+        _, failure = read_execution_status(element)
+        if failure is not None:
+            raise failure
         return PeerReply(element)
 
 

@@ -40,7 +40,7 @@ from spyne.protocol.soap import Soap12
 from spyne.server.wsgi import WsgiApplication
 
 from esx import codes
-from esx.codes import FunctionFailed, Status
+from esx.codes import FunctionFailed, Status, StatusCode
 
 from . import contract, wsa
 from .contract import Operation, ServiceContract
@@ -113,6 +113,21 @@ def execution_status(parent: etree._Element, status: Status, failure: FunctionFa
         if failure.message:
             etree.SubElement(scd, _P + "Message").text = failure.message
     return el
+
+
+def read_execution_status(parent: etree._Element) -> tuple[Status, FunctionFailed | None]:
+    """The FunctionExecutionStatus under ``parent`` (a response or callback body): the status, and for
+    FAILED/EXPIRED the peer's Subject/Reason as a FunctionFailed (the reverse of :func:`execution_status`)."""
+    el = parent.find(_P + "FunctionExecutionStatus")
+    status = Status.parse(el.findtext(_P + "Status"))
+    if status not in (Status.FAILED, Status.EXPIRED):
+        return status, None
+    scd = el.find(_P + "StatusCodeData")
+    if scd is None:
+        return status, FunctionFailed(codes.INTERNAL_ERROR, "the peer's status carries no StatusCodeData", status=status)
+    return status, FunctionFailed(StatusCode(scd.findtext(_P + "Subject"), scd.findtext(_P + "Reason")),
+                                  scd.findtext(_P + "Message"), subject_identifier=scd.findtext(_P + "SubjectIdentifier"),
+                                  status=status)
 
 
 def response_element(element_name: str, started: datetime, status: Status,

@@ -1,17 +1,19 @@
-"""ES3 on the SM-SR (SM-DP -> SM-SR): the synchronous registry functions.
+"""ES3, both ends.
 
-The SM-SR's ES3 differs from its ES4 only in who calls (an SM-DP) and what that caller may see
-and change (``smsr_core.registry``), so the same adapters serve both.
+``INTERFACE`` is the SM-SR's (SM-DP -> SM-SR): the registry functions, which differ from ES4 only in
+who calls (an SM-DP) and what that caller may see and change (``smsr_core.registry``), so the same
+adapters serve both; ProfileDownloadCompleted; and the asynchronous CreateISDP, SendData, Enable/
+DisableProfile, DeleteISDP and AuditEIS (``smsr_core.platform``).
+
+``SMDP_INTERFACE`` is the SM-DP's (SM-SR -> SM-DP): the callbacks of its ES3 requests, handed to the
+download that awaits them, and the profile notifications it relays to the MNO (``smdp_core.download``).
 """
 from __future__ import annotations
 
 from datetime import datetime
 
-from esx import codes
 from esx.adapters import AsyncFunction, caller_of, required
-from esx.binding.ns import GSMA
-from esx.codes import FunctionFailed, Status, StatusCode
-from esx.binding.soap import Inbound, Interface, Reply
+from esx.binding.soap import Inbound, Interface, Reply, read_execution_status
 from esx.eis_xml import parse_pol2, parse_subscription_address
 from esx.es4.service import get_eis, update_policy_rules, update_subscription_address
 from smsr_core.platform import Function
@@ -45,23 +47,10 @@ INTERFACE = Interface(
     },
 )
 
-def _execution_status(inbound: Inbound) -> tuple[Status, FunctionFailed | None]:
-    status_el = inbound.child("FunctionExecutionStatus")
-    status = Status.parse(status_el.findtext(f"{{{GSMA}}}Status"))
-    if status in (Status.FAILED, Status.EXPIRED):
-        scd = status_el.find(f"{{{GSMA}}}StatusCodeData")
-        if scd is None:
-            return status, FunctionFailed(codes.INTERNAL_ERROR, "the callback carries no StatusCodeData", status=status)
-        return status, FunctionFailed(StatusCode(scd.findtext(f"{{{GSMA}}}Subject"), scd.findtext(f"{{{GSMA}}}Reason")),
-                                      scd.findtext(f"{{{GSMA}}}Message"),
-                                      subject_identifier=scd.findtext(f"{{{GSMA}}}SubjectIdentifier"), status=status)
-    return status, None
-
-
 def callback_received(rt, inbound: Inbound) -> None:
     """An ES3 callback from the SM-SR: handed to the download (or relay) that awaits it (RelatesTo).
     A callback nobody awaits (late, replayed) is accepted and only kept in the call audit."""
-    status, failure = _execution_status(inbound)
+    status, failure = read_execution_status(inbound.body)
     rt.downloads.on_callback(inbound.addressing.relates_to, inbound.operation.name.removesuffix("Callback"), status,
                              failure, euicc_response=inbound.text("EuiccResponseData"),
                              isd_p_aid=inbound.text("Isd-p-aid"), sender=inbound.caller.oid)
