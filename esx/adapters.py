@@ -24,6 +24,11 @@ def required(inbound: Inbound, local: str) -> str:
     return value
 
 
+def flag(inbound: Inbound, local: str) -> bool:
+    """An optional xs:boolean element ("true"/"1"; absent is false)."""
+    return (inbound.text(local) or "false") in ("true", "1")
+
+
 def eis_element(eis: Eis) -> etree._Element:
     holder = etree.Element("holder")
     return render_eis(holder, eis)
@@ -50,10 +55,10 @@ class AsyncFunction:
             memory = inbound.text("RequiredMemory") or "0"
             params = {"iccid": (inbound.text("Iccid") or "").upper(), "mno_id": inbound.text("Mno-id") or "",
                       "required_memory": int(memory) if memory.lstrip("-").isdigit() else 0,
-                      "more_to_do": (inbound.text("MoreToDo") or "false") in ("true", "1")}
+                      "more_to_do": flag(inbound, "MoreToDo")}
         elif self.function is Function.SEND_DATA:
             params = {"sd_aid": (inbound.text("Sd-aid") or "").upper(), "data": (inbound.text("Data") or "").upper(),
-                      "more_to_do": (inbound.text("MoreToDo") or "false") in ("true", "1")}
+                      "more_to_do": flag(inbound, "MoreToDo")}
         else:
             params = {"iccid": (inbound.text("Iccid") or "").upper()}
         return AsyncRequest(

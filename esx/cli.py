@@ -205,7 +205,8 @@ def _warehouse(data_dir: Path):
     """The instance's configuration, database and warehouse (the secrets key is the data directory's)."""
     from esx.db import Database
     from esx.server import Config
-    from smdp_core.warehouse import SecretBox, Warehouse
+    from keys.secretbox import SecretBox
+    from smdp_core.warehouse import Warehouse
 
     try:
         config = Config.load(data_dir)

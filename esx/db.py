@@ -86,16 +86,23 @@ class Database:
         self.engine.dispose()
 
 
-def find_replay(s: Session, model, requester_id: str, message_id: str | None, function_call_id: str | None):
-    """The row an asynchronous request already made, if this one replays it: same requester and the same
-    MessageID or FunctionCallIdentifier (``model`` has those three columns). None for a new request."""
+
+def add_once(s: Session, row):
+    """Add ``row``, a new asynchronous request, unless it replays one already made: same requester and the
+    same MessageID or FunctionCallIdentifier (its model has those three columns). Returns ``(the row in force,
+    True when it is ``row``)``; the new row is flushed, so it has its id."""
     from sqlalchemy import or_, select
 
+    model = type(row)
     conds = []
-    if message_id:
-        conds.append(model.message_id == message_id)
-    if function_call_id:
-        conds.append(model.function_call_id == function_call_id)
-    if not conds:
-        return None
-    return s.scalars(select(model).where(model.requester_id == requester_id, or_(*conds))).first()
+    if row.message_id:
+        conds.append(model.message_id == row.message_id)
+    if row.function_call_id:
+        conds.append(model.function_call_id == row.function_call_id)
+    if conds:
+        existing = s.scalars(select(model).where(model.requester_id == row.requester_id, or_(*conds))).first()
+        if existing is not None:
+            return existing, False
+    s.add(row)
+    s.flush()
+    return row, True

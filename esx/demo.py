@@ -22,6 +22,7 @@ from esx.eis_xml import render_eis_for_signing
 from esx.entities import Role, upsert_entity
 from esx.server import Config
 from smsr_core import eis as v
+from smsr_core.eis import luhn_digit
 from smsr_core.platform import isd_p_aid  # the SM-SR's ISD-P AID series (its CreateISDP allocates from it)
 
 # Demo OIDs under an arc reserved for documentation-style examples (not a real registration).
@@ -37,17 +38,6 @@ ISD_P_LOADFILE_AID = "A0000005591010FFFFFFFF8900000D00"
 ISD_P_MODULE_AID = "A0000005591010FFFFFFFF8900000E00"
 ISD_R_TAR = "000001"
 ECASD_TAR = "000002"
-
-
-def luhn_digit(digits: str) -> str:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 0:
-            d *= 2
-            d -= 9 if d > 9 else 0
-        total += d
-    return str((10 - total % 10) % 10)
 
 
 def demo_eid(n: int) -> str:
@@ -89,7 +79,8 @@ def add_demo_stock(db: Database, data_dir: Path, count: int) -> list[dict]:
 
     from smdp_core.models import StockProfile
     from smdp_core.saip import demo_template
-    from smdp_core.warehouse import SecretBox, Warehouse
+    from keys.secretbox import SecretBox
+    from smdp_core.warehouse import Warehouse
 
     warehouse = Warehouse(SecretBox.from_data_dir(data_dir))
     with db.session() as s:

@@ -160,7 +160,8 @@ class EsxRuntime(Runtime):
         if self._downloads is None:
             from esx.outbox import SmdpOutboxSink
             from smdp_core.download import Downloads, SmdpIdentity
-            from smdp_core.warehouse import SecretBox, Warehouse
+            from keys.secretbox import SecretBox
+            from smdp_core.warehouse import Warehouse
 
             box = SecretBox.from_data_dir(Path(self.config.data_dir))
             identity = SmdpIdentity(oid=self.config.smdp_oid, key=self.pki.smdp_key, certificate=self.pki.smdp_gp_cert,

@@ -37,7 +37,7 @@ step that failed, not the cleanup's. The SM-SR never sees the profile in clear: 
 SCP03t TLVs only (C-ENC + C-MAC under keys the SM-SR cannot derive).
 
 Secrets (the ephemeral private key, the ISD-P keyset, the SCP03t session) are kept in the row
-sealed by :class:`~smdp_core.warehouse.SecretBox`, so a worker on another host can carry on.
+sealed by :class:`~keys.secretbox.SecretBox`, so a worker on another host can carry on.
 """
 from __future__ import annotations
 
@@ -48,26 +48,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Protocol
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from esx import codes
 from esx.codes import FunctionFailed, PeerUnreachable, Status, StatusCode
-from esx.db import Database, find_replay
+from esx.db import Database, add_once
 from keys import ecka, scp03t
 from keys.chain import verify_ecasd_chain
 from keys.errors import CertificateError
-from keys.gp_cert import curve_for_ref, curve_ref_for
 from keys.scp03 import StaticKeys
+from keys.secretbox import SecretBox
 from keys.tlv import encode_tlv
 from ota import es8
 from smsr_core.eis import Eis, SubscriptionAddress
 
 from . import saip
 from .op_models import SmdpOperation
-from .warehouse import Reserved, SecretBox, Warehouse
+from .warehouse import Reserved, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +158,6 @@ class Downloads:
 
     # -- accepting ---------------------------------------------------------------------------
 
-    def _existing(self, s: Session, req: Es2Request) -> SmdpOperation | None:
-        return find_replay(s, SmdpOperation, req.requester_id, req.message_id, req.function_call_id)
-
     def _new_row(self, req: Es2Request) -> SmdpOperation:
         validity = self.settings.default_validity if req.validity_period is None else req.validity_period
         validity = min(float(validity), self.settings.max_validity)
@@ -175,23 +171,17 @@ class Downloads:
         )
 
     def accept(self, req: Es2Request) -> tuple[int, bool]:
+        """Persist the request; (operation id, True when it is new). A replay is not run again."""
         with self.db.session() as s:
-            existing = self._existing(s, req)
-            if existing is not None:
-                return existing.id, False
-            op = self._new_row(req)
-            s.add(op)
-            s.flush()
-            return op.id, True
+            op, new = add_once(s, self._new_row(req))
+            return op.id, new
 
     def reject(self, req: Es2Request, failure: FunctionFailed) -> None:
+        """An accepted request that fails before it could be queued: recorded, answered by callback."""
         with self.db.session() as s:
-            if self._existing(s, req) is not None:
-                return
-            op = self._new_row(req)
-            s.add(op)
-            s.flush()
-            self._finish(s, op, failure.status, failure, now=req.received_at)
+            op, new = add_once(s, self._new_row(req))
+            if new:
+                self._finish(s, op, failure.status, failure, now=req.received_at)
 
     # -- what the SM-SR sends back -----------------------------------------------------------
 
@@ -239,9 +229,27 @@ class Downloads:
                     self._run(op_id, now)
                 except Exception:  # a defect in one operation must not stop the others; its lease makes it wait
                     log.exception("SM-DP operation %s: step failed", op_id)
+                    self._defect(op_id, now)
                     continue
                 ran += 1
         return ran
+
+    def _defect(self, op_id: int, now: datetime) -> None:
+        """A step that keeps failing unexpectedly is retried when its lease ends, until the operation is out
+        of time: then it ends like any failure (1.2/4.2), so the MNO is always answered."""
+        try:
+            with self.db.session() as s:
+                op = s.get(SmdpOperation, op_id)
+                if op is None or op.state != ACTIVE or now < self._deadline(op):
+                    return
+                op.awaiting_message_id, op.callback, op.lease_until = None, None, None
+                failure = FunctionFailed(codes.INTERNAL_ERROR, f"the SM-DP could not carry out step {op.step}")
+                if op.step == "cleanup":
+                    self._finish(s, op, self._stored_failure(op).status, self._stored_failure(op), now=now)
+                else:
+                    self._failed(s, op, failure, now)
+        except Exception:
+            log.exception("SM-DP operation %s: could not be ended after a defect", op_id)
 
     def _lease(self, op_id: int, now: datetime) -> bool:
         with self.db.session() as s:
@@ -406,10 +414,13 @@ class Downloads:
             return
         with self.db.session() as s:
             op = s.get(SmdpOperation, op_id)
-            op.progress = {**op.progress, "ecasd_point": ecasd.public_bytes(
-                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint).hex(),
-                "curve_ref": curve_ref_for(ecasd.curve)}
+            op.progress = {**op.progress, "ecasd_public_key": ecka.encode_public_key(ecasd).hex()}
             self._goto(op, "create_isdp", now)
+
+    @staticmethod
+    def _ecasd_key(op: SmdpOperation) -> ec.EllipticCurvePublicKey:
+        """PK.ECASD.ECKA as verified at the reserve step (kept as its '7F49' TLV: point and curve)."""
+        return ecka.decode_public_key(bytes.fromhex(op.progress["ecasd_public_key"]))
 
     def _verify_ecasd(self, eis: Eis, now: datetime) -> ec.EllipticCurvePublicKey:
         """CI → EUM (X.509, the EUM's certificate as registered with this SM-DP) → CERT.ECASD.ECKA from the EIS."""
@@ -448,7 +459,14 @@ class Downloads:
         if failure is not None:
             self._failed(s, op, failure, now)
             return
-        op.isd_p_aid = (callback.get("isd_p_aid") or "").upper()
+        aid = (callback.get("isd_p_aid") or "").upper()
+        try:
+            es8.isdp_tar(bytes.fromhex(aid))
+        except ValueError:
+            self._failed(s, op, FunctionFailed(codes.INTERNAL_ERROR, f"the SM-SR's CreateISDP callback names no "
+                                               f"usable ISD-P AID ({aid or 'none'})"), now)
+            return
+        op.isd_p_aid = aid
         self.warehouse.mark_downloading(s, op.iccid)
         self._goto(op, "keyset_1", now)
 
@@ -492,7 +510,7 @@ class Downloads:
     def _send_keyset_2(self, op_id: int, now: datetime) -> None:
         def commands(s: Session, op: SmdpOperation) -> list[bytes]:
             secrets = self._secrets(op)
-            curve = curve_for_ref(op.progress["curve_ref"])
+            curve = self._ecasd_key(op).curve
             if "ephemeral" in secrets:  # a resend: the same 3A02 (same key, same MessageID)
                 return [bytes.fromhex(secrets["store_data_3a02"])]
             crt = ecka.KeyAgreementCrt()
@@ -508,10 +526,9 @@ class Downloads:
                 raise failure
             responses = self._responses(op, callback, 1)
             secrets = self._secrets(op)
-            ecasd = ec.EllipticCurvePublicKey.from_encoded_point(curve_for_ref(op.progress["curve_ref"]),
-                                                                 bytes.fromhex(op.progress["ecasd_point"]))
             crt = ecka.KeyAgreementCrt()
-            keys = ecka.smdp_finish(ecka.import_private(secrets["ephemeral"]), ecasd, crt, responses[0][1][:-2])
+            keys = ecka.smdp_finish(ecka.import_private(secrets["ephemeral"]), self._ecasd_key(op), crt,
+                                    responses[0][1][:-2])
         except ecka.EckaError as exc:
             self._failed(s, op, FunctionFailed(KEY_ESTABLISHMENT_FAILED, f"ES8 key establishment: {exc}",
                                                subject_identifier=op.isd_p_aid), now)

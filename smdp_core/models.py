@@ -6,7 +6,7 @@
 - ``profile_batch``: one import of personalisation data (``esx smdp import-profiles``).
 - ``stock_profile``: one profile the SM-DP can download, keyed by its ICCID: the public values
   (IMSI, MSISDN) in clear, the secrets (Ki, OPc, PINs, PUKs, ADM1) sealed by
-  ``smdp_core.warehouse.SecretBox`` (AES-256-GCM, nonce ‖ ciphertext ‖ tag in one column, the
+  ``keys.secretbox.SecretBox`` (AES-256-GCM, nonce ‖ ciphertext ‖ tag in one column, the
   ICCID as associated data; the key lives in the data directory, never here). Its life
   (available → reserved → downloading → installed, or released back to available) is the table
   at the top of ``smdp_core.warehouse``.

@@ -5,7 +5,7 @@ the moment the MNO gets its ``202 Accepted`` until its callback is in the outbox
 worker needs to carry on after a crash is here: the step, the ES3 request awaited (its MessageID,
 fixed before it is sent, so a resend is a replay the SM-SR recognises), the callback once it came,
 and the download's secrets (ephemeral key, ISD-P keyset, SCP03t session), sealed with the SM-DP's
-data-directory key (smdp_core.warehouse.SecretBox).
+data-directory key (keys.secretbox.SecretBox).
 """
 from __future__ import annotations
 

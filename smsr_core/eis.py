@@ -10,6 +10,18 @@ from datetime import datetime
 from enum import Enum
 
 
+def luhn_digit(digits: str) -> str:
+    """The Luhn check digit an ICCID ends with (ITU-T E.118), for ``digits`` without it."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 0:
+            d *= 2
+            d -= 9 if d > 9 else 0
+        total += d
+    return str((10 - total % 10) % 10)
+
+
 class ProfileState(str, Enum):
     """ProfileInfo/State; "Deleted" is not a state, the entry is removed."""
 

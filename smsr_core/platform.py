@@ -50,7 +50,7 @@ from sqlalchemy.orm import Session
 
 from esx import codes
 from esx.codes import FunctionFailed, Status
-from esx.db import Database, find_replay
+from esx.db import Database, add_once
 from ota import es5, es8
 
 from . import eis as v
@@ -184,9 +184,6 @@ class Platform:
 
     # -- accepting ---------------------------------------------------------------------------
 
-    def _existing(self, s: Session, req: AsyncRequest) -> Operation | None:
-        return find_replay(s, Operation, req.requester.oid, req.message_id, req.function_call_id)
-
     def _new_row(self, req: AsyncRequest) -> Operation:
         validity = self.timing.default_validity if req.validity_period is None else req.validity_period
         validity = min(float(validity), self.timing.max_validity)
@@ -201,23 +198,15 @@ class Platform:
     def accept(self, req: AsyncRequest) -> tuple[int, bool]:
         """Persist the request; (operation id, True when it is new). A replay is not queued again."""
         with self.db.session() as s:
-            existing = self._existing(s, req)
-            if existing is not None:
-                return existing.id, False
-            op = self._new_row(req)
-            s.add(op)
-            s.flush()
-            return op.id, True
+            op, new = add_once(s, self._new_row(req))
+            return op.id, new
 
     def reject(self, req: AsyncRequest, failure: FunctionFailed) -> None:
         """An accepted request that fails before it could be queued: recorded, answered by callback."""
         with self.db.session() as s:
-            if self._existing(s, req) is not None:
-                return
-            op = self._new_row(req)
-            s.add(op)
-            s.flush()
-            self._finish(s, op, failure.status, failure, now=req.received_at)
+            op, new = add_once(s, self._new_row(req))
+            if new:
+                self._finish(s, op, failure.status, failure, now=req.received_at)
 
     def queue_internal(self, s: Session, eid: str, function: Function, now: datetime, **params) -> Operation:
         """An operation the SM-SR decides itself (audit after a lost answer, POL2 Auto-Delete)."""

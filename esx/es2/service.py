@@ -2,7 +2,7 @@
 asynchronous ones (DownloadProfile; Enable/Disable/DeleteProfile relayed over ES3), run by ``smdp_core.download``."""
 from __future__ import annotations
 
-from esx.adapters import eis_element, required
+from esx.adapters import eis_element, flag, required
 from esx.binding.soap import Inbound, Interface, Reply
 from esx.codes import FunctionFailed
 from esx.eis_xml import parse_pol2, parse_subscription_address
@@ -50,7 +50,7 @@ class Es2AsyncFunction:
             function_call_id=inbound.function_call_id, reply_to=inbound.addressing.reply_address,
             validity_period=inbound.validity_period, received_at=inbound.received_at,
             iccid=iccid.upper() if iccid else None, profile_type=inbound.text("ProfileType") or None,
-            enable=(inbound.text("EnableProfile") or "false") in ("true", "1"),
+            enable=flag(inbound, "EnableProfile"),
         )
 
     def __call__(self, rt, inbound: Inbound) -> None:

@@ -72,8 +72,7 @@ def stock(instance, iccid):
 
 
 def available(instance, profile_type=PROFILE_TYPE):
-    doc = json.loads(instance.esx("smdp", "stock", "--data-dir", str(instance.data_dir)).stdout)
-    rows = doc if isinstance(doc, list) else doc.get("profile_types", [])
+    rows = json.loads(instance.esx("smdp", "stock", "--data-dir", str(instance.data_dir)).stdout)
     return next(r["available"] for r in rows if r["profile_type"] == profile_type)
 
 

@@ -22,7 +22,8 @@ from esx.outbox import SmdpOutboxSink
 from keys.pki import DevPki
 from smdp_core.download import Downloads, Settings, SmdpIdentity
 from smdp_core.op_models import SmdpOperation
-from smdp_core.warehouse import SecretBox, Warehouse
+from keys.secretbox import SecretBox
+from smdp_core.warehouse import Warehouse
 from smsr_core.ops_models import Operation, OutboxMessage
 from smsr_core.platform import AsyncRequest, Function
 from smsr_core.registry import Caller

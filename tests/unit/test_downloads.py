@@ -341,3 +341,33 @@ def test_a_cleanup_that_cannot_reach_the_smsr_ends_and_keeps_the_profile_out_of_
     # the MNO still hears what failed first; the ICCID stays out of stock (the ISD-P may exist)
     assert result(op) == ("FAILED", "8.1", "4.8")
     assert stock_state(dp, op.iccid) == "reserved"
+
+
+def test_a_createisdp_callback_without_a_usable_aid_fails_and_cleans_up(dp, monkeypatch):
+    original = dp.downloads.on_callback
+
+    def no_aid(relates_to, operation, status, failure, **kw):
+        if operation == "ES3-CreateISDP":
+            kw["isd_p_aid"] = "0000000000"
+        return original(relates_to, operation, status, failure, **kw)
+
+    monkeypatch.setattr(dp.downloads, "on_callback", no_aid)
+    before = available(dp)
+    op = dp.run(download(dp), EID1)
+    assert result(op) == ("FAILED", "1.2", "4.2")
+    assert_cleaned_up(dp, op, before)  # the ISD-P the SM-SR did create is deleted by ICCID
+
+
+def test_a_step_that_keeps_failing_is_answered_when_the_operation_is_out_of_time(dp, monkeypatch):
+    def broken(op_id, now):
+        raise RuntimeError("a defect")
+
+    monkeypatch.setattr(dp.downloads, "_send_keyset_1", broken)
+    before = available(dp)
+    op_id = download(dp, validity=60)
+    for second in (0, 1, 40):
+        dp.round(EID1, at(second))
+    assert dp.op(op_id).state == "active" and dp.op(op_id).step == "keyset_1"  # retried meanwhile
+    op = dp.run(op_id, EID1, at(61 + dp.downloads.settings.lease))  # out of time, and the last lease over
+    assert result(op) == ("FAILED", "1.2", "4.2")
+    assert_cleaned_up(dp, op, before)

@@ -21,7 +21,7 @@ from esx.demo import (
     demo_stock_records,
     init_instance,
 )
-from smdp_core.warehouse import KEY_FILE
+from keys.secretbox import KEY_FILE
 
 from .test_warehouse import HEADER, iccid, line, record
 
