@@ -44,10 +44,13 @@ from esx.codes import FunctionFailed, Status, StatusCode
 
 from . import contract, wsa
 from .contract import Operation, ServiceContract
-from .ns import GSMA, SOAP12, SOAP12_CONTENT_TYPE, WSA
+from .ns import GSMA, SOAP11, SOAP11_CONTENT_TYPE, SOAP12, SOAP12_CONTENT_TYPE, WSA
 from .xmlparse import DEFAULT_MAX_BODY_BYTES, XmlRejected, parse_xml
 
 log = logging.getLogger(__name__)
+# spyne logs every Client fault raised in a service method with a traceback (logger spyne.application.client).
+# A client's error is one line of ours instead (dispatch, GsmaWsgiApplication.handle_error).
+logging.getLogger("spyne.application.client").setLevel(logging.CRITICAL)
 
 _P = "{" + GSMA + "}"
 REQUIRED_WSA = ("From", "To", "MessageID", "Action")
@@ -78,7 +81,8 @@ class Inbound:
 
     @property
     def function_call_id(self) -> str | None:
-        return self.text("FunctionCallIdentifier")
+        """The FunctionCallIdentifier; None when absent or blank (a blank one is refused, see ``deserialize``)."""
+        return self.text("FunctionCallIdentifier") or None
 
     @property
     def validity_period(self) -> int | None:
@@ -220,6 +224,10 @@ def dispatch(runtime: Runtime, interface: Interface, inbound: Inbound) -> etree.
 
     if failure is not None:
         status = failure.status
+        # One line per refused call (the caller's error or ours); the details are in the call audit.
+        log.info("%s from %s: %s %s/%s %s", op.name, inbound.caller.oid if inbound.caller is not None else
+                 inbound.addressing.from_entity_id or "?", status.value, failure.code.subject, failure.code.reason,
+                 failure.message)
     elif reply.warning is not None:
         status, failure = Status.EXECUTED_WITHWARNING, reply.warning
     else:
@@ -232,17 +240,60 @@ def dispatch(runtime: Runtime, interface: Interface, inbound: Inbound) -> etree.
     if op.one_way:
         if failure is not None:
             reject = getattr(handler, "reject", None)
-            if inbound.caller is not None and reject is not None:
+            if inbound.caller is not None and reject is not None and inbound.addressing.message_id:
                 # Accepted (202): the requester is known, so the failure goes back as the
                 # function's callback, like every other outcome of an asynchronous function.
                 reject(runtime, inbound, failure)
                 return None
-            # Nobody to call back (unknown requester) or a function we do not offer: refused
-            # with a fault carrying the status code; nothing has been accepted.
+            # Nobody to call back (unknown requester), no MessageID a callback could relate to, or a
+            # function we do not offer: refused with a fault carrying the status code; nothing accepted.
             raise Fault("Client.FunctionFailed", f"{failure.code.subject}/{failure.code.reason}: {failure.message}")
         return None
     return response_element(op.output_element, started, status, failure,
                             [] if failure is not None and status is not Status.EXECUTED_WITHWARNING else reply.children)
+
+
+def _blank_identifier(addressing: wsa.Addressing, body: etree._Element) -> contract.SchemaViolation | None:
+    """An empty wsa:MessageID or a blank FunctionCallIdentifier passes the schema (xs:anyURI and xs:string
+    admit them) but identifies nothing: no replay could be recognised and no callback related to it."""
+    if addressing.message_id is not None and not addressing.message_id:
+        return contract.SchemaViolation(codes.INVALID_PARAMETER, "wsa:MessageID is empty")
+    fci = body.find(_P + "FunctionCallIdentifier")
+    if fci is not None and not (fci.text or "").strip():
+        return contract.SchemaViolation(codes.INVALID_PARAMETER, "FunctionCallIdentifier is empty")
+    return None
+
+
+class VersionMismatch(Fault):
+    """A message in another SOAP envelope version: answered in that version when it is SOAP 1.1 (so a SOAP 1.1
+    client can read it, SOAP 1.2 part 1 appendix A), else in SOAP 1.2, with the ``Upgrade`` header block that
+    names the SOAP 1.2 envelope as the one supported (part 1 section 5.4.7)."""
+
+    def __init__(self, namespace: str | None) -> None:
+        super().__init__("Client.VersionMismatch", "this endpoint speaks SOAP 1.2 only")
+        self.soap11 = namespace == SOAP11
+
+    @property
+    def content_type(self) -> str:
+        return SOAP11_CONTENT_TYPE if self.soap11 else SOAP12_CONTENT_TYPE
+
+    def envelope(self) -> etree._Element:
+        env_ns = SOAP11 if self.soap11 else SOAP12
+        env = etree.Element(f"{{{env_ns}}}Envelope", nsmap={"env": env_ns})
+        header = etree.SubElement(env, f"{{{env_ns}}}Header")
+        upgrade = etree.SubElement(header, f"{{{SOAP12}}}Upgrade", nsmap={"upg": SOAP12})
+        supported = etree.SubElement(upgrade, f"{{{SOAP12}}}SupportedEnvelope", nsmap={"ns1": SOAP12})
+        supported.set("qname", "ns1:Envelope")
+        fault = etree.SubElement(etree.SubElement(env, f"{{{env_ns}}}Body"), f"{{{env_ns}}}Fault")
+        if self.soap11:
+            etree.SubElement(fault, "faultcode").text = "env:VersionMismatch"
+            etree.SubElement(fault, "faultstring").text = "Version Mismatch: this endpoint speaks SOAP 1.2"
+        else:
+            etree.SubElement(etree.SubElement(fault, f"{{{SOAP12}}}Code"), f"{{{SOAP12}}}Value").text = "env:VersionMismatch"
+            text = etree.SubElement(etree.SubElement(fault, f"{{{SOAP12}}}Reason"), f"{{{SOAP12}}}Text")
+            text.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
+            text.text = "Version Mismatch: this endpoint speaks SOAP 1.2"
+        return env
 
 
 # -- the spyne protocol ------------------------------------------------------------------------
@@ -274,6 +325,10 @@ class GsmaSoap12(Soap12):
     def decompose_incoming_envelope(self, ctx, message=Soap12.REQUEST):
         root = ctx.in_document
         if root.tag != f"{{{SOAP12}}}Envelope":
+            if etree.QName(root).localname == "Envelope":
+                # Another SOAP version (1.1, or an unknown envelope namespace): the VersionMismatch fault of
+                # SOAP 1.2 part 1 section 5.4.7, with the Upgrade header that names the one we support.
+                raise VersionMismatch(etree.QName(root).namespace)
             raise Fault("Client.NotSoap12", f"expected a SOAP 1.2 Envelope, got {root.tag}")
         header = root.find(f"{{{SOAP12}}}Header")
         body = root.find(f"{{{SOAP12}}}Body")
@@ -305,10 +360,12 @@ class GsmaSoap12(Soap12):
             )
         contract.normalise_variants(ctx.in_body_doc)
         violation = violation or contract.validate(ctx.in_body_doc)
+        addressing = wsa.read_addressing(ctx.in_header_doc)
+        violation = violation or _blank_identifier(addressing, ctx.in_body_doc)
         ctx.udc = Inbound(
                 operation=op,
                 body=ctx.in_body_doc,
-                addressing=wsa.read_addressing(ctx.in_header_doc),
+                addressing=addressing,
                 received_at=utcnow(),
                 environ=ctx.transport.req_env,
                 violation=violation,
@@ -318,6 +375,10 @@ class GsmaSoap12(Soap12):
 
     # 5. response element -> envelope
     def serialize(self, ctx, message):
+        if isinstance(ctx.out_error, VersionMismatch):
+            ctx.out_document = ctx.out_error.envelope()
+            ctx.transport.resp_headers["Content-Type"] = ctx.out_error.content_type
+            return
         if ctx.out_error is not None:
             return super().serialize(ctx, message)
         self.event_manager.fire_event("before_serialize", ctx)
@@ -355,6 +416,10 @@ class GsmaSoap12(Soap12):
         ctx.out_string = [etree.tostring(ctx.out_document, xml_declaration=True, encoding="utf-8")]
 
     def fault_to_http_response_code(self, fault):
+        if isinstance(fault, VersionMismatch):
+            # Both SOAP HTTP bindings answer a VersionMismatch fault with 500 (SOAP 1.1 section 6.2,
+            # SOAP 1.2 part 2 table 20); a SOAP 1.1 client reads a fault only from a 500.
+            return "500 Internal Server Error"
         code = fault.faultcode or ""
         if code.endswith("RequestTooLong"):
             return "413 Request Entity Too Large"
@@ -386,6 +451,13 @@ class GsmaWsgiApplication(WsgiApplication):
             start_response("500 Internal Server Error", [("Content-Type", SOAP12_CONTENT_TYPE), ("Content-Length", str(len(body)))])
             return [body]
 
+    def handle_error(self, p_ctx, others, error, start_response):
+        # Faults (unparseable XML, unknown operation, refused one-way calls, our own defects): one line each.
+        log.info("%s %s: fault %s: %s", p_ctx.transport.req_env.get("PATH_INFO", ""),
+                 getattr(p_ctx.udc, "operation", None) and p_ctx.udc.operation.name or "-", error.faultcode,
+                 _one_line(error.faultstring))
+        return super().handle_error(p_ctx, others, error, start_response)
+
     def _serve_contract(self, environ, start_response, query):
         from .wsdl_server import render_contract_file
 
@@ -397,6 +469,11 @@ class GsmaWsgiApplication(WsgiApplication):
             return [b"not found: ask for ?wsdl"]
         start_response("200 OK", [("Content-Type", "text/xml; charset=utf-8"), ("Content-Length", str(len(body)))])
         return [body]
+
+
+def _one_line(text, limit: int = 300) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _request_base_url(environ) -> str:

@@ -58,10 +58,13 @@ class SchemaSet:
     """All components reachable from one schema document.
 
     ``overrides`` maps absolute file paths to already parsed (and possibly
-    modified) root elements, used instead of reading the file.
+    modified) root elements, used instead of reading the file. ``pattern_map``
+    rewrites every pattern facet value before it is compared (for a documented,
+    deliberate difference of notation).
     """
 
-    def __init__(self, path, opaque_namespaces=(), overrides=None):
+    def __init__(self, path, opaque_namespaces=(), overrides=None, pattern_map=None):
+        self.pattern_map = pattern_map or (lambda value: value)
         self.opaque = set(opaque_namespaces)
         self.overrides = {os.path.abspath(k): v for k, v in (overrides or {}).items()}
         self.components = {kind: {} for kind in _COMPONENTS}
@@ -239,7 +242,7 @@ class SchemaSet:
             if name not in _FACETS:
                 raise NotImplementedError('facet %s' % name)
             if name == 'pattern':
-                patterns.append(f.get('value'))
+                patterns.append(self.pattern_map(f.get('value')))
             elif name == 'enumeration':
                 enums.append(f.get('value'))
             else:
