@@ -13,7 +13,8 @@ from smsr_core.registry import Caller
 
 
 def caller_of(inbound: Inbound) -> Caller:
-    return Caller(oid=inbound.caller.oid, role=inbound.caller.role)
+    return Caller(oid=inbound.caller.oid, role=inbound.caller.role,
+                  mnos=getattr(inbound.caller, "served_mnos", frozenset()))
 
 
 def required(inbound: Inbound, local: str) -> str:

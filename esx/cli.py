@@ -54,10 +54,13 @@ def serve(data_dir: Path, bind: str, role: str, workers: int, background: bool) 
     In the embedded default it also starts the loopback SMSC with the simulated eUICCs and one
     operation worker, and stops them when it stops.
     """
+    import logging
     import subprocess
 
     from esx.server import Config
 
+    # esx's own lines (one per refused call or fault) beside gunicorn's; gunicorn keeps its own handlers.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
     config = Config.load(data_dir)
     host = bind.rsplit(":", 1)[0]
     if config.auth != "mtls" and not _is_loopback(host):
@@ -145,17 +148,23 @@ def entity() -> None:
               help="PEM TLS client certificate that identifies the entity.")
 @click.option("--signing-cert", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="PEM EUM certificate that signs EIS and ECASD certificates (EUMs).")
+@click.option("--smdp", "smdps", multiple=True, metavar="OID",
+              help="For an MNO: an SM-DP that acts for it (repeat for several; replaces the list). The SM-SR lets an "
+                   "SM-DP act on the profiles it installed and on those of the MNOs that name it.")
 def entity_add(data_dir: Path, role: str, oid: str, name: str, endpoint: str | None, cert: Path | None,
-               signing_cert: Path | None) -> None:
+               signing_cert: Path | None, smdps: tuple[str, ...]) -> None:
     """Create or update one entity."""
     import re
 
     from esx.db import Database
-    from esx.entities import upsert_entity
+    from esx.entities import set_mno_smdps, smdps_of, upsert_entity
     from esx.server import Config
 
-    if not re.fullmatch(r"(\d+\.)*\d+", oid):
-        raise click.BadParameter(f"{oid!r} is not an OID", param_hint="--oid")
+    for value, hint in [(oid, "--oid"), *((s, "--smdp") for s in smdps)]:
+        if not re.fullmatch(r"([0-9]+\.)*[0-9]+", value):
+            raise click.BadParameter(f"{value!r} is not an OID (ASCII digits and dots)", param_hint=hint)
+    if smdps and role != "mno":
+        raise click.BadParameter("only an MNO names SM-DPs", param_hint="--smdp")
     config = Config.load(data_dir)
     db = Database(config.database_url)
     try:
@@ -163,8 +172,13 @@ def entity_add(data_dir: Path, role: str, oid: str, name: str, endpoint: str | N
             e = upsert_entity(s, oid=oid, role=role, name=name, endpoint=endpoint,
                               cert_pem=cert.read_bytes() if cert else None,
                               signing_cert_pem=signing_cert.read_bytes() if signing_cert else None)
-            click.echo(json.dumps({"oid": e.oid, "role": e.role, "name": e.name, "endpoint": e.endpoint,
-                                   "certificate_sha256": e.cert_sha256}))
+            if smdps:
+                set_mno_smdps(s, oid, list(smdps))
+            doc = {"oid": e.oid, "role": e.role, "name": e.name, "endpoint": e.endpoint,
+                   "certificate_sha256": e.cert_sha256}
+            if e.role == "mno":
+                doc["smdps"] = smdps_of(s, oid)
+            click.echo(json.dumps(doc))
     except ValueError as exc:
         raise click.ClickException(f"invalid certificate: {exc}") from None
     finally:

@@ -105,6 +105,10 @@ INVALID_PARAMETER = _c(S.FUNCTION, R.INVALID, "Invalid parameter")
 MISSING_PARAMETER = _c(S.FUNCTION, R.MANDATORY_ELEMENT_MISSING, "Mandatory parameter missing")
 MISSING_CONDITIONAL_PARAMETER = _c(S.FUNCTION, R.CONDITIONAL_ELEMENT_MISSING, "Conditional parameter missing")
 FUNCTION_UNSUPPORTED = _c(S.FUNCTION, R.UNSUPPORTED, "Function not supported")
+# An asynchronous request whose FunctionCallIdentifier an earlier request of the same requester (another MessageID)
+# already used: the function runs once, for the first. sgp02-wire.md 4.3 lists no code for it; 3.3 "already in
+# use" (4.2) on the Function subject is the nearest reading. Chosen here, pinned by tests.
+FUNCTION_CALL_ID_IN_USE = _c(S.FUNCTION, R.ALREADY_IN_USE, "FunctionCallIdentifier already used")
 EXPIRED_TTL = _c(S.FUNCTION, R.TTL_EXPIRED, "Validity period expired")
 NO_RESPONSE = _c(S.FUNCTION, R.NO_RESPONSE, "Delivered with no response")
 

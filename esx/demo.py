@@ -9,7 +9,7 @@ the same parser, schema, authorisation and core as an HTTP request).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from lxml import etree
 from esx.binding.ns import GSMA
 from esx.db import Database, migrate, sqlite_url
 from esx.eis_xml import render_eis_for_signing
-from esx.entities import Role, upsert_entity
+from esx.entities import Role, set_mno_smdps, smdps_of, upsert_entity
 from esx.server import Config
 from smsr_core import eis as v
 from smsr_core.eis import luhn_digit
@@ -199,7 +199,7 @@ def init_instance(data_dir: Path, *, demo: int = 0, database_url: str | None = N
 
     from esx.binding.client import GsmaClient
     from esx.binding.wsgi_adapter import WsgiAdapter
-    from esx.server import EsxRuntime, make_wsgi
+    from esx.server import INPROCESS, EsxRuntime, make_wsgi
     from keys.pki import DevPki, private_key_pem
 
     data_dir = Path(data_dir)
@@ -232,18 +232,19 @@ def init_instance(data_dir: Path, *, demo: int = 0, database_url: str | None = N
         upsert_entity(s, oid=config.smdp_oid, role=Role.SMDP, name=config.smdp_name,
                       endpoint=endpoints["smdp_es3"], cert_pem=client_cert(config.smdp_oid))
         upsert_entity(s, oid=MNO_OID, role=Role.MNO, name="Demo MNO", cert_pem=client_cert(MNO_OID))
+        # The demo MNO names this instance's SM-DP as the one acting for it (smsr_core.registry.may_manage).
+        set_mno_smdps(s, MNO_OID, sorted(set(smdps_of(s, MNO_OID)) | {config.smdp_oid}))
         upsert_entity(s, oid=EUM_OID, role=Role.EUM, name="Demo EUM", cert_pem=client_cert(EUM_OID),
                       signing_cert_pem=pki.eum_cert_pem)
 
     profile_types = add_demo_stock(db, Path(config.data_dir), max(10, 4 * demo))
 
-    # The registration below never leaves this process (no socket, hence no TLS): the demo EUM is
-    # identified by its wsa:From EntityId whatever the instance's production identity mode is.
-    local = replace(config, auth="entity-id")
-    runtime = EsxRuntime(local, db)
+    # The registration below never leaves this process (no socket, hence no TLS): the demo EUM is the
+    # in-process caller, whatever the instance's production identity mode is.
+    runtime = EsxRuntime(config, db)
     session = requests.Session()
-    session.mount("http://esx.inprocess/", WsgiAdapter(make_wsgi(local, "smsr", runtime)))
-    es1 = GsmaClient("ES1SmSr.wsdl", "http://esx.inprocess/smsr/es1", sender_oid=EUM_OID,
+    session.mount(f"{INPROCESS}/", WsgiAdapter(make_wsgi(config, "smsr", runtime), local_caller=EUM_OID))
+    es1 = GsmaClient("ES1SmSr.wsdl", f"{INPROCESS}/smsr/es1", sender_oid=EUM_OID,
                      sender_address=f"http://eum.invalid/?EntityId={EUM_OID}", receiver_oid=config.smsr_oid,
                      session=session)
     known = set(runtime.registry.known_eids())

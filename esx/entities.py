@@ -4,6 +4,11 @@ An entity has an OID (its SGP.02 identifier, carried in ``wsa:From?EntityId=``),
 endpoint URLs where callbacks and notifications are delivered, and a certificate. In production
 mode the caller is identified by its TLS client certificate, which must be the one registered
 here; in the embedded default (loopback only) by the ``wsa:From`` EntityId.
+
+An MNO names the SM-DPs that act for it (:class:`MnoSmdp`, ``esx entity add --role mno --smdp OID``).
+The SM-SR lets an SM-DP see and act on a profile only when the SM-DP installed it or the profile's MNO
+named that SM-DP (smsr_core.registry.may_manage): SGP.02 v3's ES3 messages do not say for which MNO an
+SM-DP acts, so the MNO says it once, here.
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from enum import Enum
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import DateTime, String, Text, select
+from sqlalchemy import DateTime, String, Text, delete, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from esx.db import Base
@@ -54,6 +59,32 @@ class Entity(Base):
     @property
     def notification_address(self) -> str | None:
         return self.notification_endpoint or self.endpoint
+
+
+class MnoSmdp(Base):
+    """MNO ``mno_id`` has named SM-DP ``smdp_id`` as one that acts for it (see the module doc)."""
+
+    __tablename__ = "mno_smdp"
+
+    mno_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    smdp_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+def set_mno_smdps(session: Session, mno_id: str, smdp_ids: list[str]) -> None:
+    """The SM-DPs that act for ``mno_id`` are exactly ``smdp_ids``."""
+    session.execute(delete(MnoSmdp).where(MnoSmdp.mno_id == mno_id))
+    for smdp_id in dict.fromkeys(smdp_ids):
+        session.add(MnoSmdp(mno_id=mno_id, smdp_id=smdp_id))
+    session.flush()
+
+
+def mnos_served_by(session: Session, smdp_id: str) -> frozenset[str]:
+    """The MNOs that have named SM-DP ``smdp_id``."""
+    return frozenset(session.scalars(select(MnoSmdp.mno_id).where(MnoSmdp.smdp_id == smdp_id)))
+
+
+def smdps_of(session: Session, mno_id: str) -> list[str]:
+    return list(session.scalars(select(MnoSmdp.smdp_id).where(MnoSmdp.mno_id == mno_id).order_by(MnoSmdp.smdp_id)))
 
 
 def cert_fingerprint(cert_pem_or_der: bytes) -> str:

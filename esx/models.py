@@ -1,7 +1,7 @@
 """Every mapped table of esx, imported in one place so that Alembic sees the whole schema."""
 from esx.audit import CallRecord  # noqa: F401
 from esx.db import Base
-from esx.entities import Entity  # noqa: F401
+from esx.entities import Entity, MnoSmdp  # noqa: F401
 from smdp_core.models import ProfileBatch, ProfileType, StockProfile  # noqa: F401
 from smdp_core.op_models import SmdpOperation  # noqa: F401
 from smsr_core.models import AdditionalProperty, EisAuditRecord, Euicc, ProfileRow, SecurityDomainRow  # noqa: F401

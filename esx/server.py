@@ -23,9 +23,10 @@ from esx.binding.soap import Inbound, Interface, Runtime, build_application
 from esx.binding.xmlparse import DEFAULT_MAX_BODY_BYTES
 from esx.codes import FunctionFailed, Status
 from esx.db import Database
-from esx.entities import Entity, entity_by_certificate, get_entity
+from esx.entities import Entity, entity_by_certificate, get_entity, mnos_served_by
 
 CONFIG_FILE = "esx.json"
+INPROCESS = "http://esx.inprocess"  # the base URL of calls this instance serves to itself (EsxRuntime._inprocess_session)
 
 # Config.ota keys. A real SMSC is a change of smsc_host/smsc_port/system_id/password and
 # loopback_smsc=false; the loopback SMSC with the simulated eUICCs is the embedded default.
@@ -190,9 +191,16 @@ class EsxRuntime(Runtime):
         return wsa.entity_address(f"{self.config.url_for(role)}/{role}", self.own_oid(role), name)
 
     def caller_for(self, inbound: Inbound) -> Entity:
+        from esx.binding.wsgi_adapter import LOCAL_CALLER
+
         claimed = inbound.addressing.from_entity_id
+        local = inbound.environ.get(LOCAL_CALLER)
         with self.db.session() as s:
-            if self.config.auth == "mtls":
+            if local is not None:  # a call this instance makes to itself, in process (no socket, no certificate)
+                entity = get_entity(s, local)
+                if entity is None or (claimed and claimed != local):
+                    raise FunctionFailed(codes.CALLER_UNKNOWN, f"in-process caller {local} is not {claimed}")
+            elif self.config.auth == "mtls":
                 der = peer_certificate(inbound.environ)
                 entity = entity_by_certificate(s, der) if der else None
                 if entity is None:
@@ -206,7 +214,10 @@ class EsxRuntime(Runtime):
                     raise FunctionFailed(codes.CALLER_UNKNOWN,
                                          f"unknown requester {claimed!r} (wsa:From EntityId)" if claimed
                                          else "wsa:From carries no EntityId", subject_identifier=claimed)
+            # An SM-DP acts for the MNOs that named it (esx.entities.MnoSmdp; smsr_core.registry.may_manage).
+            served = mnos_served_by(s, entity.oid) if entity.role == "smdp" else frozenset()
             s.expunge(entity)
+            entity.served_mnos = served
             return entity
 
     def record_call(self, inbound: Inbound, status: Status, failure: FunctionFailed | None) -> None:
@@ -227,6 +238,15 @@ class EsxRuntime(Runtime):
 
     # -- peers -----------------------------------------------------------------------------------
 
+    @property
+    def smsr_colocated(self) -> bool:
+        """The SM-DP runs with this instance's own SM-SR (the embedded default): it calls it in process.
+
+        Over HTTP, an ES2 request relayed over ES3 would wait, on a server worker, for another worker of the same
+        pool: with every worker doing that, none is left to answer (the co-located relay deadlock). An SM-DP served
+        apart from its SM-SR (``esx init --smdp-url``) talks ES3 over HTTP, as to any other SM-SR."""
+        return "smdp" not in self.config.role_urls
+
     def _smsr_gateway(self, smsr_id: str):
         from esx.es3.client import Es3SmsrGateway
 
@@ -235,15 +255,30 @@ class EsxRuntime(Runtime):
             if entity is None or entity.role != "smsr" or not entity.endpoint:
                 return None
             endpoint = entity.endpoint
-        key = (smsr_id, endpoint)
+        local = smsr_id == self.config.smsr_oid and self.smsr_colocated
+        key = (smsr_id, "in-process" if local else endpoint)
         with self._lock:
             gateway = self._gateways.get(key)
             if gateway is None:
+                if local:
+                    session, endpoint = self._inprocess_session("smdp", "smsr"), f"{INPROCESS}/smsr/es3"
+                else:
+                    session = self.client_session("smdp")
                 client = GsmaClient("ES3SmSr.wsdl", endpoint, sender_oid=self.config.smdp_oid,
-                                    sender_address=self.own_address("smdp"), receiver_oid=smsr_id,
-                                    session=self.client_session("smdp"))
+                                    sender_address=self.own_address("smdp"), receiver_oid=smsr_id, session=session)
                 gateway = self._gateways[key] = Es3SmsrGateway(client, reply_to=f"{self.config.url_for('smdp')}/smdp/es3")
         return gateway
+
+    def _inprocess_session(self, caller_role: str, served_role: str):
+        """A requests session whose calls are served by this process's own ``served_role`` endpoints, as ``caller_role``."""
+        import requests
+
+        from esx.binding.wsgi_adapter import WsgiAdapter
+
+        session = requests.Session()
+        session.mount(f"{INPROCESS}/", WsgiAdapter(make_wsgi(self.config, served_role, self),
+                                                   local_caller=self.own_oid(caller_role)))
+        return session
 
     def client_session(self, role: str):
         import requests

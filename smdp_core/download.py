@@ -3,15 +3,17 @@
 Theory of operation
 -------------------
 An ES2 request becomes a :class:`~smdp_core.op_models.SmdpOperation` row before the MNO gets its
-``202 Accepted`` (:meth:`Smdp.accept`); a replayed MessageID or FunctionCallIdentifier finds the row
+``202 Accepted`` (:meth:`Downloads.accept`); a replayed MessageID or FunctionCallIdentifier finds the row
 and is not executed twice. Workers (``esx worker --role smdp``) drive the rows through the table
-below with :meth:`Smdp.tick`. A step is either synchronous (an ES3 call answered at once) or
+below with :meth:`Downloads.tick`. A step is either synchronous (an ES3 call answered at once) or
 asynchronous (an ES3 request answered ``202``, whose result comes back as an ES3 callback to
-``/smdp/es3``, where :meth:`Smdp.on_callback` stores it in the row it relates to)::
+``/smdp/es3``, where :meth:`Downloads.on_callback` stores it in the row it relates to)::
 
     step             ES3 / ES8 exchanged with the SM-SR            next on success
     ---------------  --------------------------------------------  -----------------------------------
-    reserve          (stock) + ES3-GetEIS, ECASD chain verified    create_isdp
+    (accept)         stock reserved (download); ES3-GetEIS: the    reserve (download); relay, or
+                     MNO owns the profile (relayed functions)      relay_check when the SM-SR was away
+    reserve          ES3-GetEIS, ECASD chain verified              create_isdp
     create_isdp      ES3-CreateISDP                                keyset_1
     keyset_1         SendData: INSTALL [for perso], STORE DATA 3A01  keyset_2       (answer: '85' RC)
     keyset_2         SendData: STORE DATA 3A02 {A6, ePK, sig(RC)}   scp03t_open    (answer: DR, receipt)
@@ -171,10 +173,39 @@ class Downloads:
         )
 
     def accept(self, req: Es2Request) -> tuple[int, bool]:
-        """Persist the request; (operation id, True when it is new). A replay is not run again."""
+        """Persist the request; (operation id, True when it is new).
+
+        What the MNO may ask is decided here, before anything is relayed: the SM-SR it names is known; a download's
+        profile type or ICCID is the MNO's and a profile is reserved for it; a relayed function's profile is the
+        MNO's (the EIS as the SM-SR shows it to this SM-DP; when the SM-SR cannot be reached now, the
+        ``relay_check`` step decides once it can). A refusal is answered by its callback at once. A replay (same
+        MessageID) is not run again; the same FunctionCallIdentifier under a new MessageID is refused by a callback
+        relating to the new MessageID (1.6/3.3), as the SM-SR does (smsr_core.platform.Platform.accept).
+        """
+        # The SM-SR is asked before any transaction is open: it may share this database (SQLite's writer lock).
+        checked, verdict = self._relay_access(req) if req.function in RELAYED else (False, None)
         with self.db.session() as s:
             op, new = add_once(s, self._new_row(req))
-            return op.id, new
+            if not new:
+                if req.message_id and op.message_id != req.message_id:
+                    self._answer_other_message(s, req, FunctionFailed(
+                        codes.FUNCTION_CALL_ID_IN_USE,
+                        f"FunctionCallIdentifier {req.function_call_id} was used by the request {op.message_id}; "
+                        "its outcome relates to that request", subject_identifier=req.function_call_id))
+                return op.id, False
+            try:
+                if self.smsr_for(op.smsr_id) is None:
+                    raise FunctionFailed(codes.SMSR_UNKNOWN, f"SM-SR {op.smsr_id} is unknown to this SM-DP",
+                                         subject_identifier=op.smsr_id)
+                if verdict is not None:
+                    raise verdict
+                if op.function == DOWNLOAD:
+                    self._reserve(s, op)
+                elif checked:
+                    op.step = "relay"  # ownership already verified with the SM-SR
+            except FunctionFailed as failure:
+                self._finish(s, op, failure.status, failure, now=req.received_at)
+            return op.id, True
 
     def reject(self, req: Es2Request, failure: FunctionFailed) -> None:
         """An accepted request that fails before it could be queued: recorded, answered by callback."""
@@ -182,6 +213,26 @@ class Downloads:
             op, new = add_once(s, self._new_row(req))
             if new:
                 self._finish(s, op, failure.status, failure, now=req.received_at)
+            elif req.message_id and op.message_id != req.message_id:
+                self._answer_other_message(s, req, failure)
+
+    def _answer_other_message(self, s: Session, req: Es2Request, failure: FunctionFailed) -> None:
+        """A callback for a request that has no row of its own (its FunctionCallIdentifier names another's)."""
+        self.sink.callback(s, self._new_row(req), failure.status, failure)
+
+    def _relay_access(self, req: Es2Request) -> tuple[bool, FunctionFailed | None]:
+        """(checked, why not): whether the SM-SR could tell now if the MNO may have ``req`` relayed, and if not, why.
+        Unchecked (SM-SR unknown or out of reach): accept() refuses the unknown SM-SR, relay_check decides later."""
+        port = self.smsr_for(req.smsr_id)
+        if port is None:
+            return False, None
+        try:
+            profile = port.get_eis(req.eid.upper()).profile((req.iccid or "").upper())
+        except PeerUnreachable:
+            return False, None
+        except FunctionFailed as failure:
+            return True, failure
+        return True, _not_owner(profile, req.requester_id, (req.iccid or "").upper(), req.eid.upper())
 
     # -- what the SM-SR sends back -----------------------------------------------------------
 
@@ -208,10 +259,17 @@ class Downloads:
             op.next_attempt_at = now
             return True
 
-    def on_notification(self, change: str, mno_id: str, eid: str, iccid: str, when: datetime) -> None:
-        """ES3-HandleProfile<change>Notification from the SM-SR: relayed to the MNO as the ES2 one."""
+    def on_notification(self, change: str, mno_id: str, eid: str, iccid: str, when: datetime) -> bool:
+        """ES3-HandleProfile<change>Notification from the SM-SR: relayed to the MNO as the ES2 one, when the profile
+        is one this SM-DP downloaded for that MNO (the SM-SR notifies the SM-DP that installed a profile). Anything
+        else is not relayed (False): no SM-SR makes this SM-DP tell an MNO about a profile that is not its own."""
         with self.db.session() as s:
+            if self.warehouse.owner(s, iccid) != mno_id:
+                log.info("ES3 %s notification for %s (MNO %s): not a profile this SM-DP downloaded for that MNO; "
+                         "not relayed", change, iccid, mno_id)
+                return False
             self.sink.notification(s, change, mno_id, eid, iccid, when)
+            return True
 
     # -- the worker --------------------------------------------------------------------------
 
@@ -395,15 +453,12 @@ class Downloads:
     def _send_reserve(self, op_id: int, now: datetime) -> None:
         with self.db.session() as s:
             op = s.get(SmdpOperation, op_id)
-            if not op.progress.get("reserved"):
+            if not op.progress.get("reserved"):  # a row accepted before reservation moved to accept()
                 try:
-                    held = self.warehouse.reserve(s, mno_id=op.requester_id, eid=op.eid, download_id=op.id,
-                                                  profile_type=op.profile_type, iccid=op.iccid)
+                    self._reserve(s, op)
                 except FunctionFailed as failure:
                     self._finish(s, op, failure.status, failure, now=now)
                     return
-                op.iccid, op.profile_type = held.iccid, held.profile_type
-                op.progress = {**op.progress, "reserved": True}
             eid, smsr_id = op.eid, op.smsr_id
         try:
             eis = self._port(smsr_id).get_eis(eid)
@@ -416,6 +471,13 @@ class Downloads:
             op = s.get(SmdpOperation, op_id)
             op.progress = {**op.progress, "ecasd_public_key": ecka.encode_public_key(ecasd).hex()}
             self._goto(op, "create_isdp", now)
+
+    def _reserve(self, s: Session, op: SmdpOperation) -> None:
+        """A profile of the MNO's type (or the ICCID it named) held for this download (warehouse.reserve's codes)."""
+        held = self.warehouse.reserve(s, mno_id=op.requester_id, eid=op.eid, download_id=op.id,
+                                      profile_type=op.profile_type, iccid=op.iccid)
+        op.iccid, op.profile_type = held.iccid, held.profile_type
+        op.progress = {**op.progress, "reserved": True}
 
     @staticmethod
     def _ecasd_key(op: SmdpOperation) -> ec.EllipticCurvePublicKey:
@@ -693,12 +755,9 @@ class Downloads:
             op = s.get(SmdpOperation, op_id)
             eid, iccid, smsr_id, mno = op.eid, op.iccid, op.smsr_id, op.requester_id
         try:
-            profile = self._port(smsr_id).get_eis(eid).profile(iccid)
-            if profile is None:
-                raise FunctionFailed(codes.ICCID_UNKNOWN, f"ICCID {iccid} is not on eUICC {eid}", subject_identifier=iccid)
-            if profile.mno_id != mno:
-                raise FunctionFailed(codes.ICCID_NOT_ALLOWED, f"profile {iccid} belongs to another MNO",
-                                     subject_identifier=iccid)
+            failure = _not_owner(self._port(smsr_id).get_eis(eid).profile(iccid), mno, iccid, eid)
+            if failure is not None:
+                raise failure
         except FunctionFailed as failure:
             with self.db.session() as s:
                 self._finish(s, s.get(SmdpOperation, op_id), failure.status, failure, now=now)
@@ -720,6 +779,15 @@ class Downloads:
 
 def _utc(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _not_owner(profile, mno_id: str, iccid: str, eid: str) -> FunctionFailed | None:
+    """Why MNO ``mno_id`` may not act on ``profile`` (as the SM-SR shows it to this SM-DP), or None."""
+    if profile is None:
+        return FunctionFailed(codes.ICCID_UNKNOWN, f"ICCID {iccid} is not on eUICC {eid}", subject_identifier=iccid)
+    if profile.mno_id != mno_id:
+        return FunctionFailed(codes.ICCID_NOT_ALLOWED, f"profile {iccid} belongs to another MNO", subject_identifier=iccid)
+    return None
 
 
 def _as_failure(exc: Exception) -> FunctionFailed:

@@ -1,19 +1,18 @@
 """The SM-DP's registry functions for MNOs (ES2), relayed to the SM-SR (ES3).
 
 ES2-GetEIS, ES2-UpdatePolicyRules and ES2-UpdateSubscriptionAddress name the SM-SR in
-``Smsr-id``; the SM-DP asks that SM-SR over ES3. The SM-SR shows an SM-DP every profile (it acts
-for many MNOs), so the SM-DP is where an MNO is limited to its own profiles: the EIS it returns
-holds only the caller's profiles, and a profile of another MNO is refused with 8.2.1/1.2 before
-anything is relayed.
+``Smsr-id``; the SM-DP asks that SM-SR over ES3. The SM-SR shows an SM-DP the profiles of every MNO
+that named it (it acts for several), so the SM-DP is where an MNO is limited to its own: the EIS it
+returns holds only the caller's profiles and audit records, and a profile of another MNO is refused
+with 8.2.1/1.2 before anything is relayed.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Callable, Protocol
 
 from esx import codes
 from esx.codes import FunctionFailed
-from smsr_core.eis import Eis, Pol2Rule, ProfileInfo, SubscriptionAddress
+from smsr_core.eis import Caller, Eis, Pol2Rule, ProfileInfo, SubscriptionAddress, eis_seen_by
 
 
 class SmsrGateway(Protocol):
@@ -37,8 +36,9 @@ class SmdpRelay:
         return gateway
 
     def get_eis(self, mno_id: str, smsr_id: str, eid: str) -> Eis:
-        eis = self._gateway(smsr_id).get_eis(eid)
-        return replace(eis, profiles=tuple(p for p in eis.profiles if p.mno_id == mno_id))
+        """The EIS as the MNO may see it (the SM-SR's rule, smsr_core.eis.eis_seen_by): its own profiles and audit
+        records only. An MNO with no profile on the eUICC still gets the EIS: it needs it before ordering a download."""
+        return eis_seen_by(self._gateway(smsr_id).get_eis(eid), Caller(mno_id, "mno"))
 
     def _owned_profile(self, gateway: SmsrGateway, mno_id: str, eid: str, iccid: str) -> ProfileInfo:
         profile = gateway.get_eis(eid).profile(iccid.upper())

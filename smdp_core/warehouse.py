@@ -374,6 +374,11 @@ class Warehouse:
         if state != TRANSITIONS[event][1].value:
             raise StockStateError(f"ICCID {iccid} is {state}: it cannot be {event}")
 
+    def owner(self, s: Session, iccid: str) -> str | None:
+        """The MNO whose profile ``iccid`` is, when it is one of this SM-DP's stock; else None."""
+        return s.scalar(select(ProfileType.mno_id).join(StockProfile, StockProfile.profile_type_id == ProfileType.id)
+                        .where(StockProfile.iccid == iccid))
+
     # reporting
 
     def stock(self, s: Session, *, mno_id: str | None = None) -> list[dict]:

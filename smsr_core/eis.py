@@ -176,3 +176,45 @@ class Eis:
             if p.iccid == iccid:
                 return p
         return None
+
+
+# -- who sees what (the rules are in smsr_core.registry's module doc) ---------------------------
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated requester of a function."""
+
+    oid: str
+    role: str  # esx.entities.Role value
+    # For an SM-DP: the MNOs that have named it as acting for them (esx.entities.MnoSmdp), as they were when
+    # its request was accepted.
+    mnos: frozenset[str] = frozenset()
+
+
+def eis_seen_by(eis: Eis, caller: Caller) -> Eis:
+    """What of an EIS leaves the SM-SR for ``caller`` (smsr_core.registry's module doc): no ISD-R key values, only
+    the profiles ``caller`` may manage, only the AuditTrail records about them or requested by ``caller``. The SM-DP
+    applies it too, for the MNO it answers on ES2."""
+    eis = replace(eis, isd_r=eis.isd_r.without_secrets())
+    if caller.role == "smsr":
+        return eis
+    profiles = tuple(p for p in eis.profiles if may_manage(caller, p))
+    iccids = {p.iccid for p in profiles}
+
+    def seen(record: AuditRecord) -> bool:
+        if record.iccid is not None:
+            return record.iccid in iccids
+        return record.requester_id == caller.oid
+
+    return replace(eis, profiles=profiles, audit_trail=tuple(r for r in eis.audit_trail if seen(r)))
+
+
+def may_manage(caller: Caller, profile: ProfileInfo) -> bool:
+    """May ``caller`` see and act on ``profile`` (a ProfileInfo, or anything with its ``mno_id`` and ``smdp_id``,
+    e.g. the SM-SR's profile row)? The rule is in smsr_core.registry's module doc."""
+    if caller.role == "mno":
+        return profile.mno_id == caller.oid
+    if caller.role == "smdp":
+        return profile.smdp_id == caller.oid or profile.mno_id in caller.mnos
+    return caller.role == "smsr"  # the SM-SR's own automatic operations

@@ -31,8 +31,10 @@ leaves a lease that simply runs out.
 The EIS follows the card, never leads it: profile states change only when the card has
 answered (PoR status words, default notifications, GET STATUS during an audit).
 
-Rules checked before any command leaves (sgp02-wire.md 5.3-5.4, 4.4): the EID and ICCID exist,
-the requester owns the profile, POL2 allows the action (8.2.3/3.8; enabling B also disables the
+Access is decided when a request is accepted (:meth:`Platform._check_access`: the EID and ICCID
+exist, the requester may act on the profile, registry.may_manage): a refusal is answered by its callback
+at once, never queued behind the eUICC's other operations. Rules checked again before any command leaves
+(sgp02-wire.md 5.3-5.4, 4.4): access as above, then POL2 allows the action (8.2.3/3.8; enabling B also disables the
 profile enabled before it, whose POL2 must allow DISABLE), the fall-back profile is never
 deleted or disabled, the enabled profile is never deleted. The card enforces POL1 and answers
 69E1 (8.2.2/3.8) or 6985 (8.1/3.8).
@@ -166,6 +168,11 @@ def _seq_is_new(seq: int, last: int) -> bool:
     return last < 0 or 0 < (seq - last) % 0xFFFF < 0x8000
 
 
+def _requester(op: Operation) -> Caller:
+    """Who asked for ``op``, as it stood when the request was accepted."""
+    return Caller(op.requester_id, op.params.get("requester_role", "smsr"), frozenset(op.params.get("requester_mnos", ())))
+
+
 def _pol2_forbids(row: ProfileRow, action: str) -> bool:
     return any(r[1] == action and r[2] == "Not-Allowed" for r in row.pol2)
 
@@ -187,18 +194,39 @@ class Platform:
     def _new_row(self, req: AsyncRequest) -> Operation:
         validity = self.timing.default_validity if req.validity_period is None else req.validity_period
         validity = min(float(validity), self.timing.max_validity)
+        params = {**req.params, "requester_role": req.requester.role}
+        if req.requester.mnos:  # an SM-DP's standing as it was at acceptance (registry.may_manage)
+            params["requester_mnos"] = sorted(req.requester.mnos)
         return Operation(
             eid=req.eid.upper(), function=req.function.value, interface=req.interface,
             requester_id=req.requester.oid, message_id=req.message_id, function_call_id=req.function_call_id,
-            reply_to=req.reply_to, params={**req.params, "requester_role": req.requester.role},
+            reply_to=req.reply_to, params=params,
             accepted_at=req.received_at, expires_at=req.received_at + timedelta(seconds=validity),
             state=QUEUED, attempts=0, sent_any=False,
         )
 
     def accept(self, req: AsyncRequest) -> tuple[int, bool]:
-        """Persist the request; (operation id, True when it is new). A replay is not queued again."""
+        """Persist the request; (operation id, True when it is new).
+
+        Who may ask this of which eUICC and profile is decided here (:meth:`_check_access`): a refused request is
+        finished at once, its callback committed with the row, instead of waiting in the eUICC's queue. A replay
+        (same requester and MessageID) is not queued again: its callback is the original's. The same
+        FunctionCallIdentifier under a new MessageID is another message asking for a call already made: it is
+        refused by a callback relating to the new MessageID (1.6/3.3, naming the MessageID whose outcome to wait
+        for), and nothing runs twice.
+        """
         with self.db.session() as s:
             op, new = add_once(s, self._new_row(req))
+            if new:
+                try:
+                    self._check_access(s, op)
+                except FunctionFailed as failure:
+                    self._finish(s, op, failure.status, failure, now=req.received_at)
+            elif req.message_id and op.message_id != req.message_id:
+                self._answer_other_message(s, req, FunctionFailed(
+                    codes.FUNCTION_CALL_ID_IN_USE,
+                    f"FunctionCallIdentifier {req.function_call_id} was used by the request {op.message_id}; "
+                    "its outcome relates to that request", subject_identifier=req.function_call_id))
             return op.id, new
 
     def reject(self, req: AsyncRequest, failure: FunctionFailed) -> None:
@@ -207,6 +235,12 @@ class Platform:
             op, new = add_once(s, self._new_row(req))
             if new:
                 self._finish(s, op, failure.status, failure, now=req.received_at)
+            elif req.message_id and op.message_id != req.message_id:
+                self._answer_other_message(s, req, failure)
+
+    def _answer_other_message(self, s: Session, req: AsyncRequest, failure: FunctionFailed) -> None:
+        """A callback for a request that has no row of its own (its FunctionCallIdentifier names another's)."""
+        self.sink.callback(s, self._new_row(req), failure.status, failure, None, None)
 
     def queue_internal(self, s: Session, eid: str, function: Function, now: datetime, **params) -> Operation:
         """An operation the SM-SR decides itself (audit after a lost answer, POL2 Auto-Delete)."""
@@ -299,21 +333,40 @@ class Platform:
                 started += 1
         return started
 
-    def _check_rules(self, s: Session, op: Operation) -> None:
-        caller = Caller(op.requester_id, op.params.get("requester_role", "smsr"))
+    def _check_access(self, s: Session, op: Operation) -> Euicc:
+        """Who may ask this of which eUICC and profile, and is the request well formed: decided when the request is
+        accepted, and again when it starts (the profile may have gone meanwhile). Returns the eUICC."""
+        caller = _requester(op)
         function = Function(op.function)
         euicc = load_euicc(s, op.eid)
         if function is Function.AUDIT:
             self._check_audit(euicc, caller, op.params.get("iccids") or [])
-            return
+        elif function is Function.CREATE_ISDP:
+            mno_id = op.params.get("mno_id")
+            if caller.role == "smdp" and mno_id not in caller.mnos:
+                # Our choice (no code in the spec's lists): the profile the SM-DP would create is not one it may act on.
+                raise FunctionFailed(codes.ICCID_NOT_ALLOWED, f"MNO {mno_id} has not named {caller.oid} as an SM-DP "
+                                     "acting for it", subject_identifier=op.params.get("iccid"))
+            if op.params.get("required_memory", 0) < 0:
+                raise FunctionFailed(codes.INVALID_PARAMETER, "RequiredMemory is negative")
+        elif function is Function.SEND_DATA:
+            self._check_send_data(s, op, euicc, caller)
+        else:
+            row = profile_for_caller(s, caller, op.eid, op.params["iccid"])
+            op.params = {**op.params, "isd_p_aid": row.isd_p_aid}
+        return euicc
+
+    def _check_rules(self, s: Session, op: Operation) -> None:
+        """Everything that must hold when the operation starts: access (:meth:`_check_access`), then the state rules."""
+        euicc = self._check_access(s, op)
+        caller = _requester(op)
+        function = Function(op.function)
         if function is Function.CREATE_ISDP:
             self._check_create_isdp(s, op, euicc)
             return
-        if function is Function.SEND_DATA:
-            self._check_send_data(s, op, euicc, caller)
+        if function in (Function.AUDIT, Function.SEND_DATA):
             return
-        row = profile_for_caller(s, caller, op.eid, op.params["iccid"])
-        op.params = {**op.params, "isd_p_aid": row.isd_p_aid}
+        row = self._target(s, op)
         iccid = row.iccid
         profiles = list(euicc.profiles)
         enabled = next((p for p in profiles if p.state == v.ProfileState.ENABLED.value), None)
@@ -326,8 +379,10 @@ class Platform:
             if _pol2_forbids(row, "ENABLE"):
                 raise FunctionFailed(codes.POL2_REFUSED, f"POL2 of {iccid} forbids ENABLE", subject_identifier=iccid)
             if enabled is not None and _pol2_forbids(enabled, "DISABLE"):
-                raise FunctionFailed(codes.POL2_REFUSED, f"POL2 of the enabled profile {enabled.iccid} forbids DISABLE",
-                                     subject_identifier=enabled.iccid)
+                # Name the enabled profile only to a caller that may see it: it may be another MNO's.
+                shown = enabled.iccid if may_manage(caller, enabled) else None
+                what = f"the enabled profile {shown}" if shown else "the enabled profile"
+                raise FunctionFailed(codes.POL2_REFUSED, f"POL2 of {what} forbids DISABLE", subject_identifier=shown)
         elif function is Function.DISABLE:
             if row.state != v.ProfileState.ENABLED.value:
                 raise FunctionFailed(codes.EUICC_REFUSED, f"profile {iccid} is not enabled", subject_identifier=iccid)
@@ -355,12 +410,10 @@ class Platform:
             where = "this" if holder == euicc.eid else "another"
             raise FunctionFailed(codes.ICCID_IN_USE, f"ICCID {iccid} is already installed on {where} eUICC",
                                  subject_identifier=iccid)
-        if op.params.get("required_memory", 0) < 0:
-            raise FunctionFailed(codes.INVALID_PARAMETER, "RequiredMemory is negative")
         op.params = {**op.params, "isd_p_aid": allocate_isd_p_aid([p.isd_p_aid for p in euicc.profiles])}
 
     def _check_send_data(self, s: Session, op: Operation, euicc: Euicc, caller: Caller) -> None:
-        """The target ISD-P is one of this eUICC's, of the caller's, and Data is a sequence of ES8 commands.
+        """The target ISD-P is one of this eUICC's, one the caller may act on, and Data is a sequence of ES8 commands.
 
         ISD-P AIDs repeat from one eUICC to the next (the same series on every card), so "known on another
         eUICC" (8.3.1/3.10) cannot be told apart from unknown here: an AID not on this eUICC is 8.3.1/3.9.
@@ -370,7 +423,7 @@ class Platform:
         if row is None:
             raise FunctionFailed(codes.SD_AID_UNKNOWN, f"no ISD-P {aid} on eUICC {euicc.eid}", subject_identifier=aid)
         if not may_manage(caller, row):
-            raise FunctionFailed(codes.SD_AID_NOT_ALLOWED, f"ISD-P {aid} was not created by {caller.oid}",
+            raise FunctionFailed(codes.SD_AID_NOT_ALLOWED, f"{caller.oid} may not address ISD-P {aid}",
                                  subject_identifier=aid)
         try:
             es8.split_send_data(bytes.fromhex(op.params["data"]))
@@ -382,7 +435,7 @@ class Platform:
         if caller.role == "smsr":
             return
         by_iccid = {p.iccid: p for p in euicc.profiles}
-        if caller.role == "mno" and not any(p.mno_id == caller.oid for p in euicc.profiles):
+        if not any(may_manage(caller, p) for p in euicc.profiles):
             raise FunctionFailed(codes.EIS_NOT_ALLOWED, f"{caller.oid} has no profile on eUICC {euicc.eid}",
                                  subject_identifier=euicc.eid)
         for iccid in iccids:
@@ -726,8 +779,7 @@ class Platform:
 
     def _eis_for(self, s: Session, op: Operation) -> v.Eis:
         """The audited EIS as the requester may see it, narrowed to the ICCIDs it named."""
-        caller = Caller(op.requester_id, op.params.get("requester_role", "smsr"))
-        eis = eis_seen_by(eis_value(s, s.get(Euicc, op.eid)), caller)
+        eis = eis_seen_by(eis_value(s, s.get(Euicc, op.eid)), _requester(op))
         wanted = {i.upper() for i in op.params.get("iccids") or []}
         if wanted:
             eis = replace(eis, profiles=tuple(p for p in eis.profiles if p.iccid in wanted))

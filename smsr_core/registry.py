@@ -4,16 +4,21 @@ Rules kept here (no SOAP, no HTTP):
 - RegisterEIS: the caller is the EUM named in the EIS (``Eum-id``); the EumSignature verifies
   with that EUM's registered certificate; the ECASD certificate chains CI -> EUM -> ECASD and is
   in date; the EIS names this SM-SR; the EID and every ICCID are new.
-- Who sees what (sgp02-wire.md 5.1): an MNO sees only its own profiles; an SM-DP (ES3) sees the
-  whole profile list, because it acts for MNOs and filters by MNO itself before answering ES2.
-- Who may change a profile: its MNO (ES4), or an SM-DP (ES3) for a profile it installed or one
-  loaded at manufacturing (no ``Smdp-id``). Our choice for v3, whose ES3 messages do not name
-  the MNO; the SM-DP checks MNO ownership before it relays ES2 calls.
+- Who may see and act on a profile (:func:`may_manage`): its MNO (ES4); an SM-DP (ES3) when it installed the
+  profile, or when the profile's MNO has named that SM-DP as one acting for it (esx.entities.MnoSmdp:
+  v3's ES3 messages do not say for which MNO an SM-DP acts, so the MNO says it once; a profile loaded at
+  manufacturing is no SM-DP's until its MNO names one); the SM-SR itself for its automatic operations.
+- Who sees what of an EIS (:func:`eis_seen_by`): never the ISD-R's key values; only the profiles the caller
+  may manage, and only the AuditTrail records about those profiles or requested by the caller. So no ICCID,
+  MSISDN, POL2, AuditTrail record or requester of another MNO reaches an MNO, on ES4 or (through the
+  SM-DP, which applies the same function for the MNO it answers) on ES2. An eUICC's own data (EID, ECASD,
+  capabilities, memory) is visible to any SM-DP, which needs it before a first download; ES4-GetEIS by an
+  MNO with no profile on the eUICC is refused (8.6/1.2).
 - POL2 rules are validated before they are stored (:func:`validate_pol2`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from lxml import etree
@@ -28,18 +33,11 @@ from keys.errors import CertificateError, SignatureError
 from keys.xmldsig import verify_eis_signature
 
 from . import eis as v
+from .eis import Caller, eis_seen_by, may_manage  # noqa: F401 - the registry's rules, kept with the EIS values
 from .models import Euicc, ProfileRow, apply_profile, eis_value, euicc_row, profile_value
 
 POL2_ACTIONS = ("ENABLE", "DISABLE", "DELETE")
 POL2_QUALIFICATIONS = ("Not-Allowed", "Auto-Delete")
-
-
-@dataclass(frozen=True)
-class Caller:
-    """The authenticated requester of a function."""
-
-    oid: str
-    role: str  # esx.entities.Role value
 
 
 def validate_pol2(rules: tuple[v.Pol2Rule, ...]) -> None:
@@ -80,22 +78,6 @@ def profile_for_caller(s: Session, caller: Caller, eid: str, iccid: str) -> Prof
         raise FunctionFailed(codes.ICCID_NOT_ALLOWED, f"{caller.oid} may not manage profile {iccid}",
                              subject_identifier=iccid)
     return row
-
-
-def eis_seen_by(eis: v.Eis, caller: Caller) -> v.Eis:
-    """What of an EIS leaves the SM-SR for ``caller``: no ISD-R key values; an MNO sees its own profiles only."""
-    eis = replace(eis, isd_r=eis.isd_r.without_secrets())
-    if caller.role == "mno":
-        eis = replace(eis, profiles=tuple(p for p in eis.profiles if p.mno_id == caller.oid))
-    return eis
-
-
-def may_manage(caller: Caller, row: ProfileRow) -> bool:
-    if caller.role == "mno":
-        return row.mno_id == caller.oid
-    if caller.role == "smdp":
-        return row.smdp_id in (None, caller.oid)
-    return caller.role == "smsr"  # the SM-SR's own automatic operations
 
 
 class EisRegistry:

@@ -3,6 +3,9 @@
 zeep builds and sends the request; the reply is read back through the same hardened parser and
 schema as incoming requests, and its FunctionExecutionStatus becomes a value or a
 :class:`~esx.codes.FunctionFailed` carrying the peer's own Subject/Reason.
+
+A failure's message may travel on to whoever asked us (an MNO's ES2 call relayed over ES3): it names the
+peer by its OID, never its address; the address goes to our log.
 """
 from __future__ import annotations
 
@@ -68,6 +71,7 @@ class GsmaClient:
     def __init__(self, wsdl_name: str, endpoint: str, *, sender_oid: str, sender_address: str,
                  receiver_oid: str, session: requests.Session | None = None, timeout: float = 30) -> None:
         self.endpoint = endpoint
+        self.peer = receiver_oid  # how messages that may reach a caller name the peer (never by its address)
         self.timeout = timeout
         self.session = session or requests.Session()
         actions = {name: op.input_action for name, op in contract.load_service(wsdl_name).operations.items()}
@@ -103,7 +107,8 @@ class GsmaClient:
         if response.status_code == 202:
             return
         if response.status_code >= 500 and not response.content.strip():
-            raise PeerUnreachable(f"{self.endpoint} answered HTTP {response.status_code}")
+            log.warning("%s at %s: HTTP %s", operation, self.endpoint, response.status_code)
+            raise PeerUnreachable(f"{self.peer} answered {operation} with HTTP {response.status_code}")
         reason = f"HTTP {response.status_code}"
         try:
             root = parse_xml(response.content)
@@ -111,7 +116,7 @@ class GsmaClient:
             reason = text or reason
         except XmlRejected:
             pass
-        raise FunctionFailed(codes.INTERNAL_ERROR, f"{operation} at {self.endpoint} was not accepted: {reason}")
+        raise FunctionFailed(codes.INTERNAL_ERROR, f"{operation} was not accepted by {self.peer}: {reason}")
 
     def call_element(self, operation: str, body: etree._Element) -> PeerReply:
         """Call ``operation`` with a ready-made body element (for values zeep cannot take, e.g. a signed EIS)."""
@@ -130,19 +135,21 @@ class GsmaClient:
             return self.session.post(self.endpoint, data=data, timeout=self.timeout,
                                      headers={"Content-Type": SOAP12_CONTENT_TYPE})
         except requests.RequestException as exc:
-            raise PeerUnreachable(f"{self.endpoint} not reachable: {exc.__class__.__name__}") from None
+            log.warning("%s not reachable at %s: %s", self.peer, self.endpoint, exc)
+            raise PeerUnreachable(f"{self.peer} not reachable ({exc.__class__.__name__})") from None
 
     def _post(self, operation: str, envelope: etree._Element) -> PeerReply:
         response = self._send(envelope)
         try:
             root = parse_xml(response.content)
         except XmlRejected as exc:
-            raise FunctionFailed(codes.INTERNAL_ERROR, f"unreadable reply from {self.endpoint}: {exc}") from None
+            log.warning("%s at %s: unreadable reply (HTTP %s): %s", operation, self.endpoint, response.status_code, exc)
+            raise FunctionFailed(codes.INTERNAL_ERROR, f"unreadable reply from {self.peer} to {operation}") from None
         body = root.find(f"{{{SOAP12}}}Body")
         element = next((c for c in body if isinstance(c.tag, str)), None) if body is not None else None
         if element is None or element.tag == f"{{{SOAP12}}}Fault":
             reason = element.findtext(f".//{{{SOAP12}}}Text") if element is not None else "empty reply"
-            raise FunctionFailed(codes.INTERNAL_ERROR, f"{operation} at {self.endpoint} failed: {reason}")
+            raise FunctionFailed(codes.INTERNAL_ERROR, f"{operation} failed at {self.peer}: {reason}")
         contract.normalise_variants(element)
         problem = contract.validate(element)
         if problem is not None:

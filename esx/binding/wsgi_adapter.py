@@ -1,8 +1,13 @@
 """A requests transport adapter that hands requests to a WSGI application in the same process.
 
 Used where esx calls itself without a socket: ``esx init`` registers the demo eUICCs through the
-real ES1 endpoint (parser, schema, authorisation, core) this way, and benchmarks use it to
-measure the binding without HTTP.
+real ES1 endpoint (parser, schema, authorisation, core) this way; an SM-DP calls the SM-SR it is
+co-located with over ES3 this way (esx.server.EsxRuntime), so that no request waits for a worker of
+its own pool; benchmarks use it to measure the binding without HTTP.
+
+``local_caller`` names the entity every request comes from: the in-process counterpart of a TLS client
+certificate (``esx.server.EsxRuntime.caller_for`` trusts it; no HTTP request can set an environ key
+that is not ``HTTP_*``).
 """
 from __future__ import annotations
 
@@ -14,10 +19,14 @@ from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
 
+LOCAL_CALLER = "esx.local_caller"
+
+
 class WsgiAdapter(BaseAdapter):
-    def __init__(self, app) -> None:
+    def __init__(self, app, local_caller: str | None = None) -> None:
         super().__init__()
         self.app = app
+        self.local_caller = local_caller
 
     def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
         url = urlsplit(request.url)
@@ -45,6 +54,8 @@ class WsgiAdapter(BaseAdapter):
         }
         for key, value in request.headers.items():
             environ["HTTP_" + key.upper().replace("-", "_")] = value
+        if self.local_caller is not None:
+            environ[LOCAL_CALLER] = self.local_caller
         captured = {}
 
         def start_response(status, headers, exc_info=None):

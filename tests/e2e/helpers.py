@@ -77,8 +77,10 @@ def ensure_other_mno_euicc(instance) -> tuple[str, str]:
     """An eUICC whose only profile belongs to a second MNO; returns (eid, iccid)."""
     key = str(instance.data_dir)
     if key not in _done:
+        # The second MNO uses the same SM-DP as the demo MNO (a shared SM-DP): the SM-SR shows that SM-DP both
+        # MNOs' profiles, and the SM-DP keeps each MNO to its own (8.2.1/1.2).
         instance.esx("entity", "add", "--data-dir", str(instance.data_dir), "--role", "mno", "--oid", OTHER_MNO,
-                     "--name", "Other MNO")
+                     "--name", "Other MNO", "--smdp", instance.doc["smdp_id"])
         eis = eis_for(instance, 500, (profile(500, OTHER_MNO),))
         reply = register(instance, eis)
         assert reply.status == "EXECUTED_SUCCESS", reply.code

@@ -246,7 +246,12 @@ def test_a_replayed_request_does_not_execute_twice(instance):
     engine.dispose()
     assert count == 1
     assert len(instance.receiver.callbacks(message_id)) == 1
-    assert instance.receiver.callbacks(other_id) == []
+    # The same FunctionCallIdentifier under a new MessageID is refused by a callback relating to the new MessageID,
+    # naming the request whose outcome to wait for (issue 9: it used to be answered by nothing at all).
+    refusal = callback(instance, other_id)
+    assert (refusal.status, refusal.code) == ("FAILED", ("1.6", "3.3"))
+    assert message_id in refusal.message
+    assert len(instance.receiver.callbacks(other_id)) == 1
 
 
 def test_a_callback_goes_to_the_requester_only(instance):

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from esx.binding.ns import GSMA
 from esx.codes import FunctionFailed, Status, StatusCode
 from esx.demo import SMDP_OID, SMSR_OID
+from esx.entities import mnos_served_by
 from esx.outbox import SmdpOutboxSink
 from keys.pki import DevPki
 from smdp_core.download import Downloads, Settings, SmdpIdentity
@@ -38,7 +39,6 @@ T0 = datetime.now(timezone.utc).replace(microsecond=0)
 def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
-SMDP = Caller(SMDP_OID, "smdp")
 _P = f"{{{GSMA}}}"
 FUNCTIONS = {"ES3-CreateISDP": Function.CREATE_ISDP, "ES3-SendData": Function.SEND_DATA,
              "ES3-EnableProfile": Function.ENABLE, "ES3-DisableProfile": Function.DISABLE,
@@ -56,6 +56,8 @@ class SmdpHarness:
         self.sent: list[tuple[str, dict]] = []  # every ES3 request the SM-DP made: what crossed ES3
         self.reachable = True
         ids, prefix = itertools.count(1), uuid.uuid4().hex[:8]  # unique across harnesses, as UUIDs are
+        with h.db.session() as s:  # as the ES3 endpoint identifies the SM-DP (esx.server.EsxRuntime.caller_for)
+            self.smdp = Caller(SMDP_OID, "smdp", mnos_served_by(s, SMDP_OID))
         self.downloads = Downloads(
             h.db, SmdpIdentity(SMDP_OID, pki.smdp_key, pki.smdp_gp_cert, pki.ci_cert_pem), self.warehouse, self.box,
             SmdpOutboxSink(SMDP_OID), lambda smsr_id: self if smsr_id == SMSR_OID else None, self.eum_certificate,
@@ -67,7 +69,7 @@ class SmdpHarness:
         return self.pki.eum_cert_pem if eum_id == self.pki.eum_oid else None
 
     def get_eis(self, eid: str):
-        return self.h.registry.get_eis(SMDP, eid)
+        return self.h.registry.get_eis(self.smdp, eid)
 
     def request(self, operation: str, *, message_id: str, validity: int | None, **params) -> None:
         from esx.codes import PeerUnreachable
@@ -85,12 +87,12 @@ class SmdpHarness:
         else:
             values = {"iccid": params["Iccid"].upper()}
         self.h.platform.accept(AsyncRequest(
-            function=function, interface="ES3", requester=SMDP, eid=params["Eid"].upper(), message_id=message_id,
+            function=function, interface="ES3", requester=self.smdp, eid=params["Eid"].upper(), message_id=message_id,
             function_call_id=message_id, reply_to=None, validity_period=validity, received_at=self.now, params=values))
 
     def profile_download_completed(self, eid: str, iccid: str, *, profile_type, address) -> None:
         self.sent.append(("ES3-ProfileDownloadCompleted", {"Eid": eid, "Iccid": iccid}))
-        self.h.registry.profile_download_completed(SMDP, eid, iccid, profile_type=profile_type, address=address,
+        self.h.registry.profile_download_completed(self.smdp, eid, iccid, profile_type=profile_type, address=address,
                                                    pol2=None)
 
     # -- the SM-DP's /smdp/es3: what the SM-SR's outbox holds for the SM-DP ---------------------------------

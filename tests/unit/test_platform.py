@@ -239,8 +239,10 @@ def test_delete_profile(h):
 
 
 def test_es3_delete_isdp_by_the_smdp(h):
-    """A profile loaded at manufacturing (no Smdp-id) may be deleted by the SM-DP; the callback has ES3's name."""
-    op_id = h.request(Function.DELETE, EID1, SPARE1, caller=Caller(SMDP_OID, "smdp"), interface="ES3")
+    """A profile loaded at manufacturing (no Smdp-id) may be deleted by an SM-DP its MNO named; the callback has
+    ES3's name."""
+    op_id = h.request(Function.DELETE, EID1, SPARE1, caller=Caller(SMDP_OID, "smdp", frozenset({MNO_OID})),
+                      interface="ES3")
     h.start()
     h.send_due()
     h.process()
