@@ -362,9 +362,10 @@ def test_segments_pysim_bsp_vectors() -> None:
 
 
 # --- known answers from the independent implementation (tests/keys/reference.py) ----------------------------------
-# No published SCP03t vector exists (SGP.02 prints none; njiwa has no tests). The whole exchange is computed by
-# reference.py from crypto-ota.md §2.2 and keys/scp03t.py's documented framing choices ('84' answer layout with
-# i = '70' and a 3-byte sequence counter, '85 00' answer, the answer to '86' as an '86' with R-ENC + R-MAC).
+# No published SGP.02 SCP03t vector was found (the BSP vectors cover the '86' commands only). The exchange is
+# computed by reference.py from crypto-ota.md §2.2 and keys/scp03t.py's documented framing choices ('84' answer
+# layout with i = '70' and a 3-byte sequence counter, '85 00' answer, the answer to '86' as an '86' with R-ENC +
+# R-MAC).
 
 SEGMENTS = [
     bytes.fromhex("A0 12 80 01 02 81 01 00") + b"profile package segment #1",
