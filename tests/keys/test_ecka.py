@@ -31,10 +31,12 @@ from keys.ecka import (
     smdp_key_agreement,
     x963_kdf,
 )
-from keys.gp_cert import SIGNATURE_VERIFICATION, _verify_raw, build_gp_certificate
-from keys.scp03 import StaticKeys, cmac
+from keys.gp_cert import SIGNATURE_VERIFICATION, build_gp_certificate
+from keys.scp03 import StaticKeys
 from keys.tlv import encode_tlv, parse_tlvs
 from ota.es5 import parse_dgi
+from tests.keys import reference as ref
+from tests.keys import vectors as v
 
 
 def private(curve: ec.EllipticCurve, d: str) -> ec.EllipticCurvePrivateKey:
@@ -45,77 +47,37 @@ def public(curve: ec.EllipticCurve, x: str, y: str) -> ec.EllipticCurvePublicKey
     return ec.EllipticCurvePublicKey.from_encoded_point(curve, bytes.fromhex("04" + x + y))
 
 
-# --- published vectors ---------------------------------------------------------------------------------------------
+# --- published vectors (tests/keys/vectors.py cites each) ---------------------------------------------------------
 
 
 def test_ecdh_rfc7027_brainpoolp256r1() -> None:
-    # RFC 7027 Appendix A.1
     curve = ec.BrainpoolP256R1()
-    d_a = private(curve, "81DB1EE100150FF2EA338D708271BE38300CB54241D79950F77B063039804F1D")
-    d_b = private(curve, "55E40BC41E37E3E2AD25C3C6654511FFA8474A91A0032087593852D3E7D76BD3")
-    q_a = public(
-        curve,
-        "44106E913F92BC02A1705D9953A8414DB95E1AAA49E81D9E85F929A8E3100BE5",
-        "8AB4846F11CACCB73CE49CBDD120F5A900A69FD32C272223F789EF10EB089BDC",
-    )
-    q_b = public(
-        curve,
-        "8D2D688C6CF93E1160AD04CC4429117DC2C41825E1E9FCA0ADDD34E6F1B39F7B",
-        "990C57520812BE512641E47034832106BC7D3E8DD0E4C7F1136D7006547CEC6A",
-    )
+    d_a, d_b = private(curve, v.RFC7027_D_A), private(curve, v.RFC7027_D_B)
+    q_a, q_b = public(curve, *v.RFC7027_Q_A), public(curve, *v.RFC7027_Q_B)
     assert d_a.public_key() == q_a and d_b.public_key() == q_b
-    x_z = "89AFC39D41D3B327814B80940B042590F96556EC91E6AE7939BCE31F3A18BF2B"
-    assert shared_secret(d_a, q_b).hex().upper() == x_z
-    assert shared_secret(d_b, q_a).hex().upper() == x_z
+    assert shared_secret(d_a, q_b).hex().upper() == v.RFC7027_Z
+    assert shared_secret(d_b, q_a).hex().upper() == v.RFC7027_Z
 
 
 def test_ecdh_cavp_p256() -> None:
-    # NIST CAVP ECC CDH Primitive (SP 800-56A), [P-256] COUNT = 0
     curve = ec.SECP256R1()
-    d_iut = private(curve, "7d7dc5f71eb29ddaf80d6214632eeae03d9058af1fb6d22ed80badb62bc1a534")
-    assert d_iut.public_key() == public(
-        curve,
-        "ead218590119e8876b29146ff89ca61770c4edbbf97d38ce385ed281d8a6b230",
-        "28af61281fd35e2fa7002523acc85a429cb06ee6648325389f59edfce1405141",
-    )
-    q_cavs = public(
-        curve,
-        "700c48f77f56584c5cc632ca65640db91b6bacce3a4df6b42ce7cc838833d287",
-        "db71e509e3fd9b060ddb20ba5c51dcc5948d46fbf640dfe0441782cab85fa4ac",
-    )
-    assert shared_secret(d_iut, q_cavs).hex() == "46fc62106420ff012e54a434fbdd2d25ccc5852060561e68040dd7778997bd7b"
+    d_iut = private(curve, v.CAVP_CDH_P256_D_IUT)
+    assert d_iut.public_key() == public(curve, *v.CAVP_CDH_P256_Q_IUT)
+    assert shared_secret(d_iut, public(curve, *v.CAVP_CDH_P256_Q_CAVS)).hex() == v.CAVP_CDH_P256_Z
 
 
-@pytest.mark.parametrize(
-    "z,info,key_data",
-    [
-        # NIST CAVP SP 800-135 ANSI X9.63 KDF, [SHA-256] [shared secret length = 192]:
-        # [SharedInfo length = 0] [key data length = 128] COUNT = 0
-        ("96c05619d56c328ab95fe84b18264b08725b85e33fd34f08", "", "443024c3dae66b95e6f5670601558f71"),
-        # [SharedInfo length = 128] [key data length = 1024] COUNT = 0
-        (
-            "22518b10e70f2a3f243810ae3254139efbee04aa57c7af7d",
-            "75eef81aa3041e33b80971203d2c0c52",
-            "c498af77161cc59f2962b9a713e2b215152d139766ce34a776df11866a69bf2e52a13d9c7c6fc878c50c5ea0bc7b00e0"
-            "da2447cfd874f6cf92f30d0097111485500c90c3af8b487872d04685d14c8d1dc8d7fa08beb0ce0ababc11f0bd496269"
-            "142d43525a78e5bc79a17f59676a5706dc54d54d4d1f0bd7e386128ec26afc21",
-        ),
-    ],
-)
+@pytest.mark.parametrize("z,info,key_data", v.CAVP_X963_SHA256)
 def test_x963_kdf_cavp(z: str, info: str, key_data: str) -> None:
     assert x963_kdf(bytes.fromhex(z), bytes.fromhex(info), len(key_data) // 2).hex() == key_data
 
 
 def test_receipt_is_plain_cmac() -> None:
     # RFC 4493 examples 2 and 3 through receipt(): proves no padding is added before the CMAC.
-    key = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
-    m = bytes.fromhex(
-        "6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e5130c81c46a35ce411"
-    )
-    assert receipt(key, m[:16], None).hex() == "070a16b46b4d4144f79bdd9dd04a287c"
-    assert receipt(key, m, None).hex() == "dfa66747de9ae63030ca32611497c827"
-    dr = bytes(range(16))
-    assert receipt(key, m[:16], dr) == cmac(key, m[:16] + b"\x85\x10" + dr)
+    m = v.RFC4493_MESSAGE
+    assert receipt(v.RFC4493_KEY, m[:16], None).hex() == v.RFC4493[1][1]
+    assert receipt(v.RFC4493_KEY, m[:40], None).hex() == v.RFC4493[2][1]
+    dr = bytes(range(16))  # with a DR: '85' L DR appended ([our choice], reference.py)
+    assert receipt(v.RFC4493_KEY, m[:16], dr) == ref.scenario3_receipt(v.RFC4493_KEY, m[:16], dr)
 
 
 # --- the 'A6' CRT --------------------------------------------------------------------------------------------------
@@ -125,8 +87,10 @@ WHTY_CRT = bytes.fromhex("A615 900203 09 950110 800188 810110 820101 830130 9100
 
 
 def test_crt_default_encoding() -> None:
+    # The WHTY literal with parameter '0A' (written by hand, not by the code) and the reference's CRT.
     crt = KeyAgreementCrt()
     assert crt.encode() == bytes.fromhex("A615 9002030A 950110 800188 810110 820101 830130 9100")
+    assert crt.encode() == ref.key_agreement_crt()
     assert crt.dr_length == 16
     assert KeyAgreementCrt.decode(crt.encode()) == crt
 
@@ -192,15 +156,13 @@ def test_shared_info() -> None:
         shared_info(KeyAgreementCrt(scenario_parameter=0x08), DR)  # and this one does not
 
 
-@pytest.mark.parametrize("key_length", [16, 32])
-def test_derive_keys_split(key_length: int) -> None:
+@pytest.mark.parametrize("host_id", [None, b"\x01\x02\x03"])
+@pytest.mark.parametrize("key_length", [16, 24, 32])
+def test_derive_keys_split(key_length: int, host_id: bytes | None) -> None:
     shs = bytes(range(32))
-    crt = KeyAgreementCrt(key_length=key_length)
-    data = x963_kdf(shs, bytes.fromhex("1088") + bytes([key_length]) + DR, 16 + 3 * key_length)
-    n = key_length
-    assert derive_keys(shs, crt, DR) == DerivedKeys(
-        receipt_key=data[:16], keys=StaticKeys(data[16 : 16 + n], data[16 + n : 16 + 2 * n], data[16 + 2 * n :])
-    )
+    crt = KeyAgreementCrt(key_length=key_length, scenario_parameter=0x0E if host_id else 0x0A, host_id=host_id)
+    receipt_key, enc, mac, dek = ref.scenario3_key_data(shs, key_length, DR, host_id)
+    assert derive_keys(shs, crt, DR) == DerivedKeys(receipt_key=receipt_key, keys=StaticKeys(enc, mac, dek))
 
 
 def test_signed_data_layout() -> None:
@@ -423,76 +385,111 @@ def test_error_kinds() -> None:
     assert (e.kind, e.message) == ("receipt", "x")
 
 
-# --- known-answer vectors of our own -----------------------------------------------------------------------------
-# Fixed ECASD key, ephemeral key, SM-DP signing key (P-256), RC and DR, default CRT. The ECDSA signature is random,
-# so the 3A02 bytes are pinned up to '5F37' and the signature is checked by verification. Generated once with this
-# module; the pieces are cross-checked below against the published-vector-tested primitives.
+# --- known answers: published ECDH inputs, everything after ShS from tests/keys/reference.py -----------------------
+# No published scenario #3 vector exists (crypto-ota.md §6: "none public found"). The key pairs are published ECDH
+# vectors, so ShS is a published value: P-256 from NIST CAVP ECC CDH COUNT 0 (dIUT with QCAVS), brainpoolP256r1
+# from RFC 7027 A.1 (dA with QB). The CRT, STORE DATA #2, SharedInfo, key data split, receipt and answer are
+# computed by reference.py, which follows the same documented [verify] choices as keys/ecka.py (its docstrings say
+# which). Each end of esx is checked on its own against those bytes, never against its other end.
 
-KAT_SMDP_KEY = "C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721"  # any valid P-256 scalar
-KAT = {
-    "secp256r1": {
-        "ecasd": "7d7dc5f71eb29ddaf80d6214632eeae03d9058af1fb6d22ed80badb62bc1a534",
-        "ephemeral": "38f65d6dce47676044d58ce5139582d568f64bb16098d179dbab07741dd5caf5",
-        "body": (
-            "A6159002030A95011080018881011082010183013091007F4946B04104119F2F"
-            "047902782AB0C9E27A54AFF5EB9B964829CA99C06B02DDBA95B0A3F6D08F52B726664CAC366F"
-            "C98AC7A012B2682CBD962E5ACB544671D41B9445704D1DF00100"
-        ),
-        "shs": "69854DE86F85D63854B189CD4F7A556C668977ED93277EDC449E9F7655B28175",
-        "receipt_key": "CBF5CD806DCAB82545465F21EDFA990E",
-        "keys": (
-            "F3F13F728F318C96C50C19F45E3DFA1E",
-            "46E992D28C6DA64573079E1789500581",
-            "A25C3E94C31282FEE2084FC2AE9C54C0",
-        ),
-        "receipt": "39698757A1B620424E9CB00D5589103D",
-    },
-    "brainpoolP256r1": {
-        "ecasd": "81DB1EE100150FF2EA338D708271BE38300CB54241D79950F77B063039804F1D",
-        "ephemeral": "55E40BC41E37E3E2AD25C3C6654511FFA8474A91A0032087593852D3E7D76BD3",
-        "body": (
-            "A6159002030A95011080018881011082010183013091007F4946B041048D2D68"
-            "8C6CF93E1160AD04CC4429117DC2C41825E1E9FCA0ADDD34E6F1B39F7B990C57520812BE5126"
-            "41E47034832106BC7D3E8DD0E4C7F1136D7006547CEC6AF00103"
-        ),
-        "shs": "89AFC39D41D3B327814B80940B042590F96556EC91E6AE7939BCE31F3A18BF2B",
-        "receipt_key": "B7823485E9B4AE6B58B95C88DAE1FFC8",
-        "keys": (
-            "F9C061A662F551B330A5348B93B234D5",
-            "FC375EAB36D772072F9813EA310A5AB9",
-            "4D09E14E0A94D9119940F55617E693E5",
-        ),
-        "receipt": "EEF68264CF8942040AC249402A6D8BDC",
-    },
+KAT_SMDP_KEY = "C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721"  # SK.DP.ECDSA: any P-256 scalar
+
+# curve name -> (private scalar, the other party's public point, published ShS)
+ECDH = {
+    "secp256r1": (v.CAVP_CDH_P256_D_IUT, v.CAVP_CDH_P256_Q_CAVS, v.CAVP_CDH_P256_Z),
+    "brainpoolP256r1": (v.RFC7027_D_A, v.RFC7027_Q_B, v.RFC7027_Z),
+}
+
+# (esx CRT, the same CRT's reference arguments)
+CRT_VARIANTS = {
+    "default": (KeyAgreementCrt(), {}),
+    "no-dr": (KeyAgreementCrt(scenario_parameter=0x08), {"parameter": 0x08}),
+    "host-id": (
+        KeyAgreementCrt(scenario_parameter=0x0E, kvn=0x41, host_id=b"\x0a\x0b"),
+        {"parameter": 0x0E, "kvn": 0x41, "host_id": b"\x0a\x0b"},
+    ),
+    "aes256": (
+        KeyAgreementCrt(key_length=32, initial_counter=b"\x00\x01"),
+        {"key_length": 32, "initial_counter": b"\x00\x01"},
+    ),
+}
+
+
+def _expected(shs: bytes, args: dict) -> tuple[bytes, bytes | None, tuple[bytes, bytes, bytes], bytes]:
+    """(CRT TLV, DR or None, (ENC, MAC, DEK), answer) from the reference."""
+    crt = ref.key_agreement_crt(**args)
+    dr = DR if args.get("parameter", 0x0A) & 0x02 else None
+    receipt_key, enc, mac, dek = ref.scenario3_key_data(shs, args.get("key_length", 16), dr, args.get("host_id"))
+    return crt, dr, (enc, mac, dek), ref.key_agreement_answer(dr, ref.scenario3_receipt(receipt_key, crt, dr))
+
+
+@pytest.mark.parametrize("variant", CRT_VARIANTS)
+@pytest.mark.parametrize("curve", CURVES, ids=lambda c: c.name)
+def test_known_answer_card(curve: ec.EllipticCurve, variant: str) -> None:
+    d, (x, y), z = ECDH[curve.name]
+    ecasd, ephemeral_public = private(curve, d), public(curve, x, y)
+    smdp = private(ec.SECP256R1(), KAT_SMDP_KEY)
+    esx_crt, args = CRT_VARIANTS[variant]
+    crt, dr, keys, answer = _expected(bytes.fromhex(z), args)
+    dgi = ref.store_data_3a02(smdp, RC, crt, ephemeral_public)  # made by the reference, not by esx's SM-DP end
+
+    assert shared_secret(ecasd, ephemeral_public).hex().upper() == z.upper()
+    response, card_keys, card_crt = card_key_agreement(ecasd, smdp.public_key(), RC, dgi, dr=dr)
+    assert card_crt == esx_crt and card_crt.encode() == crt
+    assert (card_keys.enc, card_keys.mac, card_keys.dek) == keys
+    assert response == answer
+
+
+@pytest.mark.parametrize("variant", CRT_VARIANTS)
+@pytest.mark.parametrize("curve", CURVES, ids=lambda c: c.name)
+def test_known_answer_smdp(curve: ec.EllipticCurve, variant: str) -> None:
+    d, (x, y), z = ECDH[curve.name]
+    ephemeral, ecasd_public = private(curve, d), public(curve, x, y)
+    smdp = private(ec.SECP256R1(), KAT_SMDP_KEY)
+    esx_crt, args = CRT_VARIANTS[variant]
+    crt, dr, keys, answer = _expected(bytes.fromhex(z), args)
+
+    dgi, _ = smdp_key_agreement(smdp, RC, curve, esx_crt, ephemeral_key=ephemeral)
+    body = crt + ref.public_key_tlv(ephemeral.public_key())
+    signature = dgi[-64:]  # ECDSA is randomised: the bytes around it are compared, the signature is verified
+    assert dgi == ref.dgi(0x3A02, body + ref.tlv(0x5F37, signature))
+    assert ref.verify_raw(smdp.public_key(), ref.signed_data_3a02(body, RC), signature)
+
+    got = smdp_finish(ephemeral, ecasd_public, esx_crt, answer)  # the answer is the reference card's
+    assert (got.enc, got.mac, got.dek) == keys
+    with pytest.raises(EckaError) as e:
+        smdp_finish(ephemeral, ecasd_public, esx_crt, _flip(answer, -1))
+    assert e.value.kind == "receipt"
+
+
+# Default CRT, DR above: receipt key, Key-ENC, Key-MAC, Key-DEK and receipt, computed by reference.py (not by
+# keys.ecka) from the published ShS of each curve. A guard against both implementations changing together.
+KAT_PINNED = {
+    "secp256r1": (
+        "3D558C639B02062DD6EC794D0AAD9A58",
+        "5B8452010F54FFE7AFE8D7066C880AF1",
+        "78D9C3FB1EE8676C6DBBA3935BA94BD0",
+        "A3822E58A177ABFBF776A5338C4FF8DC",
+        "BF54F32E980024EC2CC686999C29951A",
+    ),
+    "brainpoolP256r1": (
+        "B7823485E9B4AE6B58B95C88DAE1FFC8",
+        "F9C061A662F551B330A5348B93B234D5",
+        "FC375EAB36D772072F9813EA310A5AB9",
+        "4D09E14E0A94D9119940F55617E693E5",
+        "EEF68264CF8942040AC249402A6D8BDC",
+    ),
 }
 
 
 @pytest.mark.parametrize("curve", CURVES, ids=lambda c: c.name)
-def test_known_answer(curve: ec.EllipticCurve) -> None:
-    kat = KAT[curve.name]
-    ecasd = private(curve, kat["ecasd"])
-    ephemeral = private(curve, kat["ephemeral"])
-    smdp = private(ec.SECP256R1(), KAT_SMDP_KEY)
+def test_known_answer_pinned(curve: ec.EllipticCurve) -> None:
+    shs = bytes.fromhex(ECDH[curve.name][2])
     crt = KeyAgreementCrt()
-
-    dgi, eph = smdp_key_agreement(smdp, RC, curve, crt, ephemeral_key=ephemeral)
-    assert eph is ephemeral
-    dgi_number, body = parse_dgi(dgi)
-    fields = parse_tlvs(body)
-    assert dgi_number == 0x3A02 and [t for t, _ in fields] == [0xA6, 0x7F49, 0x5F37]
-    unsigned = body[: -(len(fields[2][1]) + 3)]
-    assert unsigned.hex().upper() == kat["body"]
-    assert unsigned.startswith(crt.encode() + encode_public_key(ephemeral.public_key()))
-    to_sign = signed_data(unsigned, RC)
-    assert to_sign == b"\x3A\x02" + bytes([len(unsigned)]) + unsigned + b"\x00\x85\x10" + RC
-    assert _verify_raw(smdp.public_key(), to_sign, fields[2][1])
-
-    response, card_keys, _ = card_key_agreement(ecasd, smdp.public_key(), RC, dgi, dr=DR)
-    shs = shared_secret(ecasd, ephemeral.public_key())
-    assert shs.hex().upper() == kat["shs"]
     derived = derive_keys(shs, crt, DR)
-    assert derived.receipt_key.hex().upper() == kat["receipt_key"]
-    assert (card_keys.enc.hex().upper(), card_keys.mac.hex().upper(), card_keys.dek.hex().upper()) == kat["keys"]
-    assert derived.keys == card_keys
-    assert response == key_agreement_response(DR, bytes.fromhex(kat["receipt"]))
-    assert smdp_finish(ephemeral, ecasd.public_key(), crt, response) == card_keys
+    rcpt = receipt(derived.receipt_key, crt.encode(), DR)
+    got = (derived.receipt_key, derived.keys.enc, derived.keys.mac, derived.keys.dek, rcpt)
+    assert tuple(b.hex().upper() for b in got) == KAT_PINNED[curve.name]
+    receipt_key, *keys = ref.scenario3_key_data(shs, 16, DR)
+    reference = (receipt_key, *keys, ref.scenario3_receipt(receipt_key, ref.key_agreement_crt(), DR))
+    assert tuple(b.hex().upper() for b in reference) == KAT_PINNED[curve.name]

@@ -8,7 +8,6 @@ never copied; the tests that need them skip when that directory is absent.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import asn1tools
@@ -143,21 +142,12 @@ def test_personalisation_is_validated():
 
 # --- the module ----------------------------------------------------------------------------------------------------
 
-def test_compiled_once_and_timings():
-    start = time.perf_counter()
+def test_compiled_once():
+    # Functional only: how long compiling and decoding take is a benchmark's business (bench/), not a test's.
     first = saip.compiled()
-    compile_time = time.perf_counter() - start
     assert saip.compiled() is first
-    assert compile_time < 5.0
     der = saip.demo_template()
-    best = min(_timed(lambda: saip.decode_package(der)) for _ in range(3))
-    assert best < 0.05
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    assert saip.encode_package(saip.decode_package(der)) == der
 
 
 def test_pe_status_codes_match_the_tca_module(official):
@@ -234,14 +224,6 @@ def test_ts48_decodes_like_the_tca_module_and_reencodes(official, name):
 def test_ts48_v4_uses_5g_pes():
     names = [pe[0] for pe in saip.decode_package(ts48("TS48v4_SAIP2.3_BERTLV.der"))]
     assert {"df-5gs", "df-saip"} <= set(names)
-
-
-@needs_oracle
-@pytest.mark.parametrize("name", TS48)
-def test_ts48_decode_is_fast(name):
-    der = ts48(name)
-    saip.decode_package(der)
-    assert min(_timed(lambda: saip.decode_package(der)) for _ in range(3)) < 0.05
 
 
 @needs_oracle
