@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DATA   ?= var
 BIND   ?= 127.0.0.1:8080
+SMSC_PORT ?= 2775
 
 .PHONY: install run test bench bench-ota bench-download clean
 
@@ -19,7 +20,8 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 run: install
-	@test -f $(DATA)/esx.json || $(VENV)/bin/esx init --data-dir $(DATA) --demo 3
+	@test -f $(DATA)/esx.json || $(VENV)/bin/esx init --data-dir $(DATA) --demo 3 --public-url http://$(BIND) --smsc-port $(SMSC_PORT)
+	@echo "esx is in $(VENV)/bin: '. $(VENV)/bin/activate' puts it on your PATH (README, Quick start)"
 	$(VENV)/bin/esx serve --data-dir $(DATA) --bind $(BIND)
 
 test: install

@@ -1,17 +1,32 @@
-"""The ``esx`` command (click): init, serve, worker, smsc, entity add, eis show, smdp, euicc show/set."""
+"""The ``esx`` command (click): init, serve, worker, smsc, entity add, outbox, eis show, smdp, euicc show/set."""
 from __future__ import annotations
 
-import ipaddress
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="esx", prog_name="esx")
 def main() -> None:
     """esx: GSMA SGP.02 SM-SR and SM-DP."""
+    # Whatever esx writes (database, logs, card state, keys) is its owner's only: files 0600, folders 0700.
+    os.umask(0o077)
+
+
+def load_config(data_dir: Path):
+    """The instance in ``data_dir``, or one clean error line (never a traceback) when there is none."""
+    from esx.server import Config
+
+    try:
+        return Config.load(data_dir)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (ValueError, TypeError) as exc:
+        raise click.ClickException(f"{Path(data_dir) / 'esx.json'} cannot be read: {exc}") from None
 
 
 @main.command()
@@ -23,22 +38,16 @@ def main() -> None:
 @click.option("--auth", type=click.Choice(["entity-id", "mtls"]), default="entity-id", show_default=True)
 @click.option("--smdp-url", default=None,
               help="Where the SM-DP is reached when it is served on its own (esx serve --role smdp); default: --public-url.")
-def init(data_dir: Path, demo: int, database_url: str | None, public_url: str, auth: str, smdp_url: str | None) -> None:
+@click.option("--smsc-port", type=click.IntRange(1, 65535), default=None,
+              help="Port of the loopback SMSC (default 2775); a second instance on one machine needs its own.")
+def init(data_dir: Path, demo: int, database_url: str | None, public_url: str, auth: str, smdp_url: str | None,
+         smsc_port: int | None) -> None:
     """Create an instance: database, dev PKI, entities, demo eUICCs. Prints one JSON document."""
     from esx.demo import init_instance
 
     doc = init_instance(data_dir, demo=demo, database_url=database_url, public_url=public_url, auth=auth,
-                        smdp_url=smdp_url)
+                        smdp_url=smdp_url, smsc_port=smsc_port)
     click.echo(json.dumps(doc, indent=2))
-
-
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost",):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @main.command()
@@ -48,42 +57,67 @@ def _is_loopback(host: str) -> bool:
 @click.option("--workers", default=2, show_default=True)
 @click.option("--background/--no-background", default=True, show_default=True,
               help="Also start `esx smsc` and `esx worker` as the configuration asks (embedded default).")
-def serve(data_dir: Path, bind: str, role: str, workers: int, background: bool) -> None:
+@click.option("--allow-test-credentials", is_flag=True,
+              help="Production mode (--auth mtls) only: run on the development PKI and publicly known card keys "
+                   "(a lab). Without it, esx serve refuses them.")
+def serve(data_dir: Path, bind: str, role: str, workers: int, background: bool, allow_test_credentials: bool) -> None:
     """Serve the SOAP endpoints with gunicorn (TLS with client certificates in mtls mode).
 
     In the embedded default it also starts the loopback SMSC with the simulated eUICCs and one
-    operation worker, and stops them when it stops.
+    operation worker, and stops them when it stops. One server per data directory; its bind must be
+    where esx.json says peers reach it (public_url).
     """
+    import dataclasses
     import logging
-    import subprocess
+    import threading
 
-    from esx.server import Config
+    from esx import supervisor
+    from esx.server import ConfigError, production_problems
 
     # esx's own lines (one per refused call or fault) beside gunicorn's; gunicorn keeps its own handlers.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
-    config = Config.load(data_dir)
-    host = bind.rsplit(":", 1)[0]
-    if config.auth != "mtls" and not _is_loopback(host):
-        raise click.UsageError("the entity-id identity mode is for loopback only: bind to 127.0.0.1, or use --auth mtls")
+    config = load_config(data_dir)
+    if allow_test_credentials:
+        config = dataclasses.replace(config, allow_test_credentials=True)
+    children: list = []
+    stopping = threading.Event()
+    try:
+        host, port = supervisor.split_bind(bind)
+        if config.auth != "mtls" and not supervisor.is_loopback(host):
+            raise click.UsageError("the entity-id identity mode is for loopback only: bind to 127.0.0.1, or use --auth mtls")
+        roles = ("smsr", "smdp") if role == "all" else (role,)
+        locks = supervisor.hold_locks(Path(config.data_dir), roles, bind)  # noqa: F841 - held while this process lives
+        problems = production_problems(config)
+        if problems:
+            raise supervisor.ServeError("production mode (--auth mtls) refuses to start: " + "; ".join(problems))
+        for served in roles:
+            warning = supervisor.check_public_url(config.url_for(served), supervisor.ROLE_NAMES[served], bind)
+            if warning:
+                click.echo(f"esx serve: warning: {warning}", err=True)
+        supervisor.check_port_free(host, port, "--bind")
+        esx = [sys.executable, "-m", "esx.cli"]
+        if background and role in ("smsr", "all"):
+            if config.ota_setting("loopback_smsc"):
+                supervisor.check_port_free(config.ota_setting("smsc_host"), int(config.ota_setting("smsc_port")),
+                                           "the loopback SMSC, ota.smsc_port in esx.json")
+                children.append(supervisor.start_child("the loopback SMSC", [*esx, "smsc", "--data-dir", str(data_dir)],
+                                                       ready_text=supervisor.SMSC_READY))
+            if config.ota_setting("worker"):
+                children.append(supervisor.start_child("the SM-SR worker", [*esx, "worker", "--data-dir", str(data_dir)]))
+        if background and role in ("smdp", "all") and config.ota_setting("worker"):
+            children.append(supervisor.start_child("the SM-DP worker",
+                                                   [*esx, "worker", "--role", "smdp", "--data-dir", str(data_dir)]))
+    except (supervisor.ServeError, ConfigError) as exc:
+        supervisor.stop_children(children)
+        raise click.ClickException(str(exc)) from None
     from esx.gunicorn_app import run
 
-    children = []
-    if background and role in ("smsr", "all"):
-        esx = [sys.executable, "-m", "esx.cli"]
-        if config.ota_setting("loopback_smsc"):
-            children.append(subprocess.Popen([*esx, "smsc", "--data-dir", str(data_dir)]))
-        if config.ota_setting("worker"):
-            children.append(subprocess.Popen([*esx, "worker", "--data-dir", str(data_dir)]))
-    if background and role in ("smdp", "all") and config.ota_setting("worker"):
-        esx = [sys.executable, "-m", "esx.cli"]
-        children.append(subprocess.Popen([*esx, "worker", "--role", "smdp", "--data-dir", str(data_dir)]))
+    supervisor.watch(children, stopping)
     try:
         run(config, role=role, bind=bind, workers=workers)
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            child.wait(timeout=20)
+        stopping.set()
+        supervisor.stop_children(children)
 
 
 @main.command()
@@ -94,11 +128,16 @@ def worker(data_dir: Path, role: str) -> None:
     SMPP) or the SM-DP's (downloads over ES3)."""
     import logging
 
-    from esx.server import Config
+    from esx.server import ConfigError
     from esx.worker import run_worker
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {role}-worker %(levelname)s %(name)s: %(message)s")
-    run_worker(Config.load(data_dir), role)
+    config = load_config(data_dir)
+    try:
+        config.smpp_password  # noqa: B018 - production mode has no built-in SMPP password
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    run_worker(config, role)
 
 
 @main.command()
@@ -111,20 +150,28 @@ def smsc(data_dir: Path, pdu_log: Path | None) -> None:
     import signal
     import threading
 
-    from esx.server import Config
+    from esx.server import ConfigError
     from euicc_sim.network import SimulatedNetwork
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s smsc %(levelname)s %(name)s: %(message)s")
-    config = Config.load(data_dir)
+    config = load_config(data_dir)
+    try:
+        password = config.smpp_password
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     network = SimulatedNetwork(
         Path(config.data_dir) / "euicc", host=config.ota_setting("smsc_host"), port=int(config.ota_setting("smsc_port")),
-        system_id=config.ota_setting("system_id"), password=config.ota_setting("password"),
+        system_id=config.ota_setting("system_id"), password=password,
         notification_retry=float(config.ota_setting("notification_retry")), pdu_log=pdu_log,
         smsr_address=config.ota_setting("source_addr"))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    network.start()
+    try:
+        network.start()
+    except OSError as exc:  # the port is taken: one line, and a status `esx serve` reports
+        raise click.ClickException(f"the loopback SMSC cannot listen on {config.ota_setting('smsc_host')}:"
+                                   f"{config.ota_setting('smsc_port')}: {exc.strerror or exc}") from None
     click.echo(f"loopback SMSC on {config.ota_setting('smsc_host')}:{network.smsc.port} with "
                f"{len(network.cards)} simulated eUICC(s)", err=True)
     try:
@@ -158,14 +205,13 @@ def entity_add(data_dir: Path, role: str, oid: str, name: str, endpoint: str | N
 
     from esx.db import Database
     from esx.entities import set_mno_smdps, smdps_of, upsert_entity
-    from esx.server import Config
 
     for value, hint in [(oid, "--oid"), *((s, "--smdp") for s in smdps)]:
         if not re.fullmatch(r"([0-9]+\.)*[0-9]+", value):
             raise click.BadParameter(f"{value!r} is not an OID (ASCII digits and dots)", param_hint=hint)
     if smdps and role != "mno":
         raise click.BadParameter("only an MNO names SM-DPs", param_hint="--smdp")
-    config = Config.load(data_dir)
+    config = load_config(data_dir)
     db = Database(config.database_url)
     try:
         with db.session() as s:
@@ -186,6 +232,49 @@ def entity_add(data_dir: Path, role: str, oid: str, name: str, endpoint: str | N
 
 
 @main.group()
+def outbox() -> None:
+    """Callbacks and notifications waiting to be delivered (the transactional outbox)."""
+
+
+@outbox.command("show")
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--limit", default=100, show_default=True)
+def outbox_show(data_dir: Path, limit: int) -> None:
+    """Print what is not delivered yet, oldest first (JSON lines): to whom, how often tried, why it failed."""
+    from esx.db import Database
+    from esx.outbox import pending
+
+    db = Database(load_config(data_dir).database_url)
+    try:
+        with db.session() as s:
+            for row in pending(s, limit=limit):
+                click.echo(json.dumps({
+                    "id": row.id, "created": row.created_at.isoformat(), "from": row.sender_role,
+                    "operation": row.operation, "to": row.target_oid, "address": row.address,
+                    "attempts": row.attempts, "next_attempt": row.next_attempt_at.isoformat(),
+                    "last_error": row.last_error}))
+    finally:
+        db.dispose()
+
+
+@outbox.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+def outbox_retry(ids: tuple[int, ...], data_dir: Path) -> None:
+    """Send undelivered messages again at the workers' next round (the IDs given, or all of them)."""
+    from esx.db import Database
+    from esx.outbox import retry_now
+
+    db = Database(load_config(data_dir).database_url)
+    try:
+        with db.session() as s:
+            count = retry_now(s, list(ids))
+    finally:
+        db.dispose()
+    click.echo(json.dumps({"due_now": count}))
+
+
+@main.group()
 def eis() -> None:
     """Read the SM-SR's EIS registry."""
 
@@ -199,10 +288,10 @@ def eis_show(eid: str, data_dir: Path) -> None:
 
     from esx.adapters import eis_element
     from esx.codes import FunctionFailed
-    from esx.server import Config, EsxRuntime
+    from esx.server import EsxRuntime
     from smsr_core.registry import Caller
 
-    runtime = EsxRuntime(Config.load(data_dir))
+    runtime = EsxRuntime(load_config(data_dir))
     try:
         value = runtime.registry.get_eis(Caller(runtime.config.smsr_oid, "smsr"), eid)
     except FunctionFailed as exc:
@@ -218,14 +307,10 @@ def smdp() -> None:
 def _warehouse(data_dir: Path):
     """The instance's configuration, database and warehouse (the secrets key is the data directory's)."""
     from esx.db import Database
-    from esx.server import Config
     from keys.secretbox import SecretBox
     from smdp_core.warehouse import Warehouse
 
-    try:
-        config = Config.load(data_dir)
-    except FileNotFoundError as exc:
-        raise click.ClickException(str(exc)) from None
+    config = load_config(data_dir)
     return config, Database(config.database_url), Warehouse(SecretBox.from_data_dir(Path(config.data_dir)))
 
 
@@ -325,10 +410,9 @@ def euicc() -> None:
 
 
 def _card_path(data_dir: Path, eid: str) -> Path:
-    from esx.server import Config
     from euicc_sim.network import CARD_FILE
 
-    path = Path(Config.load(data_dir).data_dir) / "euicc" / eid.upper() / CARD_FILE
+    path = Path(load_config(data_dir).data_dir) / "euicc" / eid.upper() / CARD_FILE
     if not path.is_file():
         raise click.ClickException(f"no simulated eUICC {eid} in {data_dir}")
     return path
@@ -380,4 +464,4 @@ def euicc_set(eid: str, data_dir: Path, silent: bool | None, pol1: str | None, f
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(main(prog_name="esx"))

@@ -44,6 +44,8 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
+            # Overwrite deleted content: a key value replaced by its sealed form leaves no copy in a free page.
+            cur.execute("PRAGMA secure_delete=ON")
             cur.close()
 
         return engine

@@ -9,6 +9,7 @@ the same parser, schema, authorisation and core as an HTTP request).
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -193,7 +194,7 @@ class DemoEuicc:
 
 def init_instance(data_dir: Path, *, demo: int = 0, database_url: str | None = None,
                   public_url: str = "http://127.0.0.1:8080", auth: str = "entity-id",
-                  smdp_url: str | None = None) -> dict:
+                  smdp_url: str | None = None, smsc_port: int | None = None) -> dict:
     """Create (or complete) an instance in ``data_dir``; return the document ``esx init`` prints."""
     import requests
 
@@ -201,20 +202,31 @@ def init_instance(data_dir: Path, *, demo: int = 0, database_url: str | None = N
     from esx.binding.wsgi_adapter import WsgiAdapter
     from esx.server import INPROCESS, EsxRuntime, make_wsgi
     from keys.pki import DevPki, private_key_pem
+    from keys.secretbox import SecretBox
+    from smsr_core.models import seal_clear_keys
 
     data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         config = Config.load(data_dir)
     except FileNotFoundError:
+        # The SMPP bind password of this instance: its own, never a built-in default, so that no other instance's
+        # worker binds to this one's SMSC (and a production SMSC gets the password its operator set here).
         config = Config(data_dir=str(data_dir.resolve()), database_url=database_url or sqlite_url(data_dir),
                         public_url=public_url, smsr_oid=SMSR_OID, smdp_oid=SMDP_OID, auth=auth,
-                        role_urls={"smdp": smdp_url} if smdp_url else {})
+                        role_urls={"smdp": smdp_url} if smdp_url else {},
+                        ota={"password": secrets.token_urlsafe(6)})  # 8 characters: SMPP 3.4 allows 8
         config.save()
+    if smsc_port is not None and config.ota.get("smsc_port") != smsc_port:
+        config.ota["smsc_port"] = smsc_port
+        config.save()
+    config.secure_files()
     migrate(config.database_url)
+    db = Database(config.database_url)
+    with db.session() as s:  # key values an older database still holds in clear (smsr_core.models)
+        seal_clear_keys(s, SecretBox.from_data_dir(Path(config.data_dir)))
     pki = DevPki.generate(config.pki_dir, smdp_oid=config.smdp_oid, smsr_oid=config.smsr_oid,
                           eum_oid=EUM_OID, mno_oid=MNO_OID)
-    db = Database(config.database_url)
 
     def client_cert(oid: str) -> bytes:
         return pki.tls_client(oid)[0].read_bytes()

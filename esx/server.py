@@ -10,6 +10,7 @@ the embedded default that binds to loopback only, the ``wsa:From`` EntityId name
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +35,8 @@ OTA_DEFAULTS = {
     "smsc_host": "127.0.0.1",
     "smsc_port": 2775,
     "system_id": "esx",
-    "password": "esx",
+    # "password": no default here. `esx init` writes a random one; a configuration without one gets
+    # DEV_SMPP_PASSWORD in the embedded default and is refused in production mode (Config.smpp_password).
     "source_addr": "882001",  # the SM-SR's SMS address
     "submit_rate": 0.0,  # submit_sm per second, 0 = unlimited
     "loopback_smsc": True,  # `esx serve` starts `esx smsc` (simulated network + eUICCs)
@@ -45,6 +47,13 @@ OTA_DEFAULTS = {
     "lease": 30.0,  # a worker killed mid-step holds its rows this long before another takes them over
     "notification_retry": 10.0,  # the simulated eUICC re-sends an unconfirmed notification
 }
+
+
+DEV_SMPP_PASSWORD = "esx"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used as it is; the text says what to change."""
 
 
 # Config.smdp keys: the SM-DP's downloads (smdp_core.download.Settings).
@@ -67,6 +76,9 @@ class Config:
     smsr_name: str = "esx SM-SR"
     smdp_name: str = "esx SM-DP"
     auth: str = "entity-id"  # "entity-id" (loopback embedded default) | "mtls"
+    # Production mode (mtls) refuses the development PKI and publicly known card keys unless this is true
+    # (`esx serve --allow-test-credentials` sets it for one run; keys.test_credentials).
+    allow_test_credentials: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     extra: dict = field(default_factory=dict)
     # ES5 over SMS and the asynchronous machinery; see OTA_DEFAULTS for the keys.
@@ -103,11 +115,21 @@ class Config:
                       default_validity=float(self.ota_setting("default_validity")),
                       lease=float(self.ota_setting("lease")))
 
+    @property
+    def smpp_password(self) -> str:
+        """The SMPP bind password (ota.password). Production mode (mtls) has no built-in default."""
+        if "password" in self.ota:
+            return str(self.ota["password"])
+        if self.auth == "mtls":
+            raise ConfigError(f"production mode (--auth mtls) has no built-in SMPP password: set \"password\" in the "
+                              f"\"ota\" object of {Path(self.data_dir) / CONFIG_FILE} (the SMSC's bind password)")
+        return DEV_SMPP_PASSWORD
+
     def smpp(self):
         from ota.smpp import SmppConfig
 
         return SmppConfig(host=self.ota_setting("smsc_host"), port=int(self.ota_setting("smsc_port")),
-                          system_id=self.ota_setting("system_id"), password=self.ota_setting("password"),
+                          system_id=self.ota_setting("system_id"), password=self.smpp_password,
                           source_addr=self.ota_setting("source_addr"),
                           submit_rate=float(self.ota_setting("submit_rate")))
 
@@ -116,8 +138,25 @@ class Config:
         return Path(self.data_dir) / "pki"
 
     def save(self) -> None:
-        path = Path(self.data_dir) / CONFIG_FILE
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        write_private(Path(self.data_dir) / CONFIG_FILE, (json.dumps(asdict(self), indent=2) + "\n").encode())
+
+    def secure_files(self) -> None:
+        """The data directory 0700; the configuration, the secrets key and the embedded database (with its -wal and
+        -shm files) 0600. SQLite creates -wal/-shm with the database file's mode, so a 0600 database keeps them so."""
+        data_dir = Path(self.data_dir)
+        os.chmod(data_dir, 0o700)
+        from keys.secretbox import KEY_FILE
+
+        for path in (data_dir / CONFIG_FILE, data_dir / KEY_FILE):
+            if path.exists():
+                os.chmod(path, 0o600)
+        db_file = sqlite_file(self.database_url)
+        if db_file is not None:
+            if not db_file.exists():
+                os.close(os.open(db_file, os.O_WRONLY | os.O_CREAT, 0o600))
+            for path in (db_file, db_file.with_name(db_file.name + "-wal"), db_file.with_name(db_file.name + "-shm")):
+                if path.exists():
+                    os.chmod(path, 0o600)
 
     @classmethod
     def load(cls, data_dir: str | Path) -> "Config":
@@ -125,6 +164,47 @@ class Config:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run 'esx init --data-dir {data_dir}' first")
         return cls(**json.loads(path.read_text()))
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``path`` readable by its owner only (0600), whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL (None for another database or an in-memory one)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def production_problems(config: Config) -> list[str]:
+    """Why production mode (mtls) may not start on this configuration, unless test credentials are allowed."""
+    from keys.test_credentials import is_development_certificate
+
+    if config.auth != "mtls":
+        return []
+    problems = []
+    try:
+        config.smpp_password  # noqa: B018 - raises when there is none
+    except ConfigError as exc:
+        problems.append(str(exc))
+    if not config.allow_test_credentials:
+        for name, what in (("ci.pem", "the CI certificate"), ("tls-server.pem", "the TLS server certificate"),
+                           ("tls-ca.pem", "the TLS CA")):
+            path = config.pki_dir / name
+            if path.exists() and is_development_certificate(path.read_bytes()):
+                problems.append(f"{what} ({path}) is from the development PKI esx generated; put your own there, or "
+                                "pass --allow-test-credentials for a lab")
+    return problems
 
 
 class EsxRuntime(Runtime):
@@ -135,10 +215,14 @@ class EsxRuntime(Runtime):
         from smdp_core.relay import SmdpRelay
         from smsr_core.registry import EisRegistry
 
+        from keys.secretbox import SecretBox
+
         self.config = config
         self.db = db or Database(config.database_url)
         self.pki = DevPki.load(config.pki_dir)
-        self.registry = EisRegistry(self.db, config.smsr_oid, self.pki.ci_cert_pem)
+        self.box = SecretBox.from_data_dir(Path(config.data_dir))  # the instance's secrets key (keys/secretbox.py)
+        self.registry = EisRegistry(self.db, config.smsr_oid, self.pki.ci_cert_pem, self.box,
+                                    refuse_test_keys=config.auth == "mtls" and not config.allow_test_credentials)
         self.smdp = SmdpRelay(self._smsr_gateway)
         self._platform = None
         self._downloads = None
@@ -152,7 +236,8 @@ class EsxRuntime(Runtime):
             from esx.outbox import OutboxSink
             from smsr_core.platform import Platform
 
-            self._platform = Platform(self.db, self.config.smsr_oid, OutboxSink(self.config.smsr_oid), self.config.timing())
+            self._platform = Platform(self.db, self.config.smsr_oid, OutboxSink(self.config.smsr_oid), self.box,
+                                      self.config.timing())
         return self._platform
 
     @property
@@ -161,10 +246,9 @@ class EsxRuntime(Runtime):
         if self._downloads is None:
             from esx.outbox import SmdpOutboxSink
             from smdp_core.download import Downloads, SmdpIdentity
-            from keys.secretbox import SecretBox
             from smdp_core.warehouse import Warehouse
 
-            box = SecretBox.from_data_dir(Path(self.config.data_dir))
+            box = self.box
             identity = SmdpIdentity(oid=self.config.smdp_oid, key=self.pki.smdp_key, certificate=self.pki.smdp_gp_cert,
                                     ci_pem=self.pki.ci_cert_pem)
             self._downloads = Downloads(

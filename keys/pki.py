@@ -63,7 +63,7 @@ __all__ = [
 
 MANIFEST_FORMAT = 1
 _OID = re.compile(r"([0-9]+\.)*[0-9]+")  # the OID simple type of the SGP.02 XSD (sgp02-wire.md §5.1)
-_ORGANISATION = "esx development PKI"
+DEVELOPMENT_ORGANISATION = "esx development PKI"  # every certificate it makes names it (keys.test_credentials)
 
 _CURVES: dict[str, type[ec.EllipticCurve]] = {"P-256": ec.SECP256R1, "brainpoolP256r1": ec.BrainpoolP256R1}
 
@@ -111,7 +111,7 @@ def _now() -> datetime.datetime:
 def _name(common_name: str) -> x509.Name:
     return x509.Name(
         [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, _ORGANISATION),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, DEVELOPMENT_ORGANISATION),
             x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         ]
     )

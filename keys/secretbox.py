@@ -1,7 +1,9 @@
 """Secrets at rest: AES-256-GCM under a key kept in the data directory (never in the database).
 
-The SM-DP seals a stock profile's Ki, OPc, PINs and PUKs (smdp_core.warehouse) and the secrets of a
-download in flight (smdp_core.download) with it; the ICCID is the associated data.
+One key per instance (``DIR/secrets.key``, 0600). The SM-DP seals a stock profile's Ki, OPc, PINs and PUKs
+(smdp_core.warehouse) and the secrets of a download in flight (smdp_core.download), with the ICCID as the
+associated data; the SM-SR seals every card key set it keeps (the ISD-R's SCP80/SCP81 keys, smsr_core.models),
+with the eUICC and security domain as the associated data.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = ["KEY_FILE", "SecretBox", "SecretBoxError"]
 
-KEY_FILE = "smdp-secrets.key"
+KEY_FILE = "secrets.key"
+_OLD_KEY_FILE = "smdp-secrets.key"  # its name before the SM-SR used it too; renamed on first use
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # the GCM nonce size NIST SP 800-38D recommends
 TAG_BYTES = 16
@@ -25,10 +28,10 @@ class SecretBoxError(ValueError):
 
 
 class SecretBox:
-    """AES-256-GCM under the data directory's key; the ICCID is the associated data.
+    """AES-256-GCM under the data directory's key; ``context`` (an ICCID, an EID and domain) is the associated data.
 
     A blob is ``nonce (12) ‖ ciphertext ‖ tag (16)``; the plaintext is the secrets as compact JSON.
-    Binding the ICCID means a ciphertext copied onto another stock row does not open there.
+    Binding the context means a ciphertext copied onto another row does not open there.
     """
 
     def __init__(self, key: bytes) -> None:
@@ -40,6 +43,13 @@ class SecretBox:
     def from_data_dir(cls, data_dir: Path) -> "SecretBox":
         """The box of the instance in ``data_dir``; creates its key file (0600) on first use."""
         path = Path(data_dir) / KEY_FILE
+        old = Path(data_dir) / _OLD_KEY_FILE
+        if not path.exists() and old.exists():
+            try:
+                os.link(old, path)
+            except FileExistsError:
+                pass
+            old.unlink(missing_ok=True)
         try:
             key = path.read_bytes()
         except FileNotFoundError:
@@ -48,20 +58,20 @@ class SecretBox:
             raise ValueError(f"{path}: expected {KEY_BYTES} bytes, found {len(key)}")
         return cls(key)
 
-    def seal(self, iccid: str, secrets: dict[str, str]) -> bytes:
+    def seal(self, context: str, secrets: dict[str, str]) -> bytes:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in secrets.items()):
             raise TypeError("secrets are a dict of str to str")
         plaintext = json.dumps(secrets, sort_keys=True, separators=(",", ":")).encode()
         nonce = os.urandom(NONCE_BYTES)
-        return nonce + self._aead.encrypt(nonce, plaintext, iccid.encode())
+        return nonce + self._aead.encrypt(nonce, plaintext, context.encode())
 
-    def open(self, iccid: str, blob: bytes) -> dict[str, str]:
+    def open(self, context: str, blob: bytes) -> dict[str, str]:
         if len(blob) < NONCE_BYTES + TAG_BYTES:
-            raise SecretBoxError(f"sealed secrets of {iccid} are truncated")
+            raise SecretBoxError(f"sealed secrets of {context} are truncated")
         try:
-            plaintext = self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], iccid.encode())
+            plaintext = self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], context.encode())
         except InvalidTag:
-            raise SecretBoxError(f"sealed secrets of {iccid} do not open: another key, or another row's") from None
+            raise SecretBoxError(f"sealed secrets of {context} do not open: another key, or another row's") from None
         return json.loads(plaintext)
 
 

@@ -3,9 +3,14 @@
 One row per eUICC (``euicc``), its security domains (ISD-R, ECASD) with their keysets, one row per
 profile, the eUICC's AuditTrail records and its additional properties. The EumSignedInfo and
 EumSignature are also kept verbatim, because the EUM's signature covers those exact bytes.
+
+Key values never reach the database in clear: a security domain's keysets are stored with their key
+values blanked, and the values sealed apart (``SecurityDomainRow.sealed_keys``, keys.secretbox with the
+EID and domain as associated data). Only the code that talks to the card opens them (smsr_core.sms_link).
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from sqlalchemy import (
@@ -23,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from esx.db import Base
+from keys.secretbox import SecretBox
 
 from . import eis as v
 
@@ -79,8 +85,10 @@ class SecurityDomainRow(Base):
     tars: Mapped[list] = mapped_column(JSON)
     sin: Mapped[str] = mapped_column(String(32))
     sdin: Mapped[str] = mapped_column(String(32))
-    # Keysets as stored values: [{"version", "type", "cntr", "items": [...]}]; see _keysets_*.
+    # Keysets as stored values, key values blanked: [{"version", "type", "cntr", "items": [...]}]; see _keysets_*.
     keysets: Mapped[list] = mapped_column(JSON)
+    # The key values, sealed (keys.secretbox; context "<EID>/<role>"): {"<version>/<index>/<type>": value hex}.
+    sealed_keys: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     euicc: Mapped[Euicc] = relationship(back_populates="domains")
 
@@ -139,12 +147,14 @@ class AdditionalProperty(Base):
 
 
 def _keysets_to_json(keysets: tuple[v.Keyset, ...]) -> list:
+    """The keysets as stored: every key value blanked (the values are sealed apart, :func:`key_values`)."""
     out = []
     for ks in keysets:
         items = []
         for item in ks.items:
             if isinstance(item, v.Key):
-                items.append({"key": {"index": item.index, "kcv": item.kcv, "components": [list(c) for c in item.components]}})
+                items.append({"key": {"index": item.index, "kcv": item.kcv,
+                                      "components": [[kind, ""] for kind, _ in item.components]}})
             else:
                 items.append({"certificate": {"index": item.index, "ca_id": item.ca_id, "value": item.value}})
         out.append({"version": ks.version, "type": ks.type, "cntr": ks.cntr, "items": items})
@@ -166,16 +176,50 @@ def _keysets_from_json(data: list) -> tuple[v.Keyset, ...]:
     return tuple(keysets)
 
 
-def domain_row(sd: v.SecurityDomain) -> SecurityDomainRow:
+def key_values(keysets: tuple[v.Keyset, ...]) -> dict[str, str]:
+    """Every key value of ``keysets`` by "<version>/<index>/<type>" (what :func:`domain_row` seals)."""
+    return {f"{ks.version}/{item.index}/{kind}": value for ks in keysets for item in ks.items
+            if isinstance(item, v.Key) for kind, value in item.components if value}
+
+
+def _with_values(keysets: tuple[v.Keyset, ...], values: dict[str, str]) -> tuple[v.Keyset, ...]:
+    return tuple(replace(ks, items=tuple(
+        replace(item, components=tuple((kind, values.get(f"{ks.version}/{item.index}/{kind}", value))
+                                       for kind, value in item.components))
+        if isinstance(item, v.Key) else item for item in ks.items)) for ks in keysets)
+
+
+def sealing_context(eid: str, role: str) -> str:
+    return f"{eid.upper()}/{role}"
+
+
+def domain_row(sd: v.SecurityDomain, eid: str, box: SecretBox) -> SecurityDomainRow:
+    values = key_values(sd.keysets)
     return SecurityDomainRow(
-        role=sd.role, aid=sd.aid, tars=list(sd.tars), sin=sd.sin, sdin=sd.sdin, keysets=_keysets_to_json(sd.keysets)
+        role=sd.role, aid=sd.aid, tars=list(sd.tars), sin=sd.sin, sdin=sd.sdin, keysets=_keysets_to_json(sd.keysets),
+        sealed_keys=box.seal(sealing_context(eid, sd.role), values) if values else None,
     )
 
 
-def domain_value(row: SecurityDomainRow) -> v.SecurityDomain:
+def domain_value(row: SecurityDomainRow, box: SecretBox | None = None) -> v.SecurityDomain:
+    """The security domain; with ``box``, its key values opened (without it, blank: what may leave the SM-SR)."""
+    keysets = _keysets_from_json(row.keysets)
+    if box is not None and row.sealed_keys is not None:
+        keysets = _with_values(keysets, box.open(sealing_context(row.eid, row.role), row.sealed_keys))
     return v.SecurityDomain(
-        aid=row.aid, role=row.role, sin=row.sin, sdin=row.sdin, tars=tuple(row.tars), keysets=_keysets_from_json(row.keysets)
-    )
+        aid=row.aid, role=row.role, sin=row.sin, sdin=row.sdin, tars=tuple(row.tars), keysets=keysets)
+
+
+def seal_clear_keys(session: Session, box: SecretBox) -> int:
+    """Seal the key values a database written before they were sealed still holds in clear; how many domains."""
+    sealed = 0
+    for row in session.scalars(select(SecurityDomainRow).where(SecurityDomainRow.sealed_keys.is_(None))):
+        values = key_values(_keysets_from_json(row.keysets))
+        if values:
+            row.sealed_keys = box.seal(sealing_context(row.eid, row.role), values)
+            row.keysets = _keysets_to_json(_keysets_from_json(row.keysets))
+            sealed += 1
+    return sealed
 
 
 def profile_row(p: v.ProfileInfo) -> ProfileRow:
@@ -232,7 +276,7 @@ def audit_value(row: EisAuditRecord) -> v.AuditRecord:
     )
 
 
-def euicc_row(eis: v.Eis, registered_at: datetime) -> Euicc:
+def euicc_row(eis: v.Eis, registered_at: datetime, box: SecretBox) -> Euicc:
     si = eis.signed_info
     caps = si.capabilities
     row = Euicc(
@@ -257,7 +301,7 @@ def euicc_row(eis: v.Eis, registered_at: datetime) -> Euicc:
         smsr_id=eis.smsr_id,
         registered_at=registered_at,
     )
-    row.domains = [domain_row(si.ecasd), domain_row(eis.isd_r)]
+    row.domains = [domain_row(si.ecasd, si.eid, box), domain_row(eis.isd_r, si.eid, box)]
     row.profiles = [profile_row(p) for p in eis.profiles]
     row.properties = [AdditionalProperty(key=k, value=val) for k, val in eis.additional_properties]
     return row

@@ -53,6 +53,7 @@ from sqlalchemy.orm import Session
 from esx import codes
 from esx.codes import FunctionFailed, Status
 from esx.db import Database, add_once
+from keys.secretbox import SecretBox
 from ota import es5, es8
 
 from . import eis as v
@@ -182,12 +183,13 @@ def _pol2_auto_delete(row: ProfileRow) -> bool:
 
 
 class Platform:
-    def __init__(self, db: Database, smsr_id: str, sink: MessageSink, timing: Timing | None = None) -> None:
+    def __init__(self, db: Database, smsr_id: str, sink: MessageSink, box: SecretBox,
+                 timing: Timing | None = None) -> None:
         self.db = db
         self.smsr_id = smsr_id
         self.sink = sink
         self.timing = timing or Timing()
-        self.link = SmsLink()
+        self.link = SmsLink(box)
 
     # -- accepting ---------------------------------------------------------------------------
 

@@ -30,6 +30,8 @@ from esx.codes import FunctionFailed
 from esx.db import Database
 from keys.chain import verify_ecasd_chain
 from keys.errors import CertificateError, SignatureError
+from keys.secretbox import SecretBox
+from keys.test_credentials import is_public_test_key
 from keys.xmldsig import verify_eis_signature
 
 from . import eis as v
@@ -81,10 +83,13 @@ def profile_for_caller(s: Session, caller: Caller, eid: str, iccid: str) -> Prof
 
 
 class EisRegistry:
-    def __init__(self, db: Database, smsr_id: str, ci_cert_pem: bytes) -> None:
+    def __init__(self, db: Database, smsr_id: str, ci_cert_pem: bytes, box: SecretBox, *,
+                 refuse_test_keys: bool = False) -> None:
         self.db = db
         self.smsr_id = smsr_id
         self.ci_cert_pem = ci_cert_pem
+        self.box = box  # seals the card key sets of every EIS registered (smsr_core.models)
+        self.refuse_test_keys = refuse_test_keys  # production mode: a card key anyone knows is refused (8.6/2.1)
 
     # -- ES1 ------------------------------------------------------------------------------------
 
@@ -113,6 +118,14 @@ class EisRegistry:
         if eis.smsr_id != self.smsr_id:
             raise FunctionFailed(codes.SMSR_UNKNOWN, f"the EIS names SM-SR {eis.smsr_id}, this SM-SR is {self.smsr_id}",
                                  subject_identifier=eid)
+        if self.refuse_test_keys:
+            for ks in eis.isd_r.keysets:
+                for key in (i for i in ks.items if isinstance(i, v.Key)):
+                    for _, value in key.components:
+                        why = is_public_test_key(bytes.fromhex(value)) if value else None
+                        if why:
+                            raise FunctionFailed(codes.EIS_INVALID, f"ISD-R key set {ks.version} key {key.index} is "
+                                                 f"{why}: refused in production mode", subject_identifier=eid)
         for p in eis.profiles:
             validate_pol2(p.pol2)
         with self.db.session() as s:
@@ -125,7 +138,7 @@ class EisRegistry:
                 taken = s.scalars(select(ProfileRow.iccid).where(ProfileRow.iccid.in_(iccids))).first()
                 if taken:
                     raise FunctionFailed(codes.ICCID_IN_USE, f"ICCID {taken} is already registered", subject_identifier=taken)
-            s.add(euicc_row(eis, now))
+            s.add(euicc_row(eis, now, self.box))
 
     # -- reads ----------------------------------------------------------------------------------
 

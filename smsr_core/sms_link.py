@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keys import scp80
+from keys.secretbox import SecretBox
 from ota import es5, remote, sms
 
 from . import eis as v
@@ -49,8 +50,11 @@ def isd_r_keyset(isd_r: v.SecurityDomain) -> scp80.Scp80Keyset:
 
 
 class SmsLink:
+    def __init__(self, box: SecretBox) -> None:
+        self.box = box  # opens the ISD-R's sealed key values (smsr_core.models)
+
     def _isd_r(self, euicc: Euicc) -> v.SecurityDomain:
-        return domain_value(next(d for d in euicc.domains if d.role == "ISD-R"))
+        return domain_value(next(d for d in euicc.domains if d.role == "ISD-R"), self.box)
 
     def keyset(self, euicc: Euicc) -> scp80.Scp80Keyset:
         return isd_r_keyset(self._isd_r(euicc))

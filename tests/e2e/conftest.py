@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from lxml import etree
 
 from esx.binding.ns import GSMA, SOAP12, WSA
+from tests import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 OFFICIAL = REPO.parent / "shared" / "gsma-sgp02-wsdl"
@@ -46,7 +47,7 @@ def _postgres_database():
         with engine.connect() as c:
             c.execute(sa.text("select 1"))
     except Exception as exc:  # noqa: BLE001 - any failure means "not available"
-        pytest.skip(f"PostgreSQL not reachable at {base}: {exc.__class__.__name__}")
+        unavailable(f"PostgreSQL not reachable at {base}: {exc.__class__.__name__}")
     name = f"esx_test_{uuid.uuid4().hex[:12]}"
     with engine.connect() as c:
         c.execute(sa.text(f'CREATE DATABASE "{name}"'))
@@ -203,7 +204,7 @@ _OFFICIAL_SCHEMAS: dict[str, etree.XMLSchema] = {}
 def official_schema(interface: str) -> etree.XMLSchema:
     """The official XSD of one interface (ES1..ES4), compiled through a small wrapper schema."""
     if not OFFICIAL.is_dir():
-        pytest.skip(f"official GSMA WSDL set not found at {OFFICIAL}")
+        unavailable(f"official GSMA WSDL set not found at {OFFICIAL}")
     if interface not in _OFFICIAL_SCHEMAS:
         xsd = (OFFICIAL / "xsd" / f"euicc.request.{interface}.xsd").as_uri()
         wrapper = (

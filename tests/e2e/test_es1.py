@@ -122,3 +122,24 @@ def test_expired_eum_certificate_refuses_registration(instance, tmp_path):
     reply = register(instance, eis, caller="1.3.6.1.4.1.99999.3.5", sign_key=key, sign_cert=cert)
     assert (reply.status, reply.code) == ("FAILED", ("8.5.2", "6.3"))
     assert "eum" in reply.message.lower()
+
+
+def test_registered_card_keys_are_sealed_in_the_database(instance):
+    """On either database: the ISD-R key values of a registered eUICC are nowhere in its rows in clear."""
+    import json
+
+    import sqlalchemy as sa
+
+    eid = instance.eids[0]
+    scp80 = json.loads((instance.data_dir / "euicc" / eid / "card.json").read_text())["scp80"]
+    keys = [bytes.fromhex(scp80[name]) for name in ("enc", "mac", "dek")]
+    engine = sa.create_engine(instance.database_url)
+    with engine.connect() as c:
+        rows = c.execute(sa.text("select role, keysets, sealed_keys from security_domain where eid = :e"), {"e": eid}).all()
+    engine.dispose()
+    assert {r.role for r in rows} == {"ISD-R", "ECASD"}
+    for role, keysets, sealed in rows:
+        stored = (keysets if isinstance(keysets, str) else json.dumps(keysets)).upper()
+        assert not any(k.hex().upper() in stored for k in keys), role
+        assert sealed is None or not any(k in bytes(sealed) for k in keys), role
+    assert next(r.sealed_keys for r in rows if r.role == "ISD-R") is not None

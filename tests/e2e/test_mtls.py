@@ -32,7 +32,8 @@ def serve_tls(data_dir, port):
 
     log = data_dir / "serve.log"
     proc = subprocess.Popen([sys.executable, "-m", "esx.cli", "serve", "--data-dir", str(data_dir),
-                             "--bind", f"127.0.0.1:{port}", "--role", "all", "--workers", "2"],
+                             "--bind", f"127.0.0.1:{port}", "--role", "all", "--workers", "2",
+                             "--allow-test-credentials"],  # the development PKI: a lab, said explicitly
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
     pki = DevPki.load(data_dir / "pki")
     deadline = time.monotonic() + 30

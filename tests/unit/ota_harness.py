@@ -34,6 +34,7 @@ from esx.outbox import OutboxSink
 from euicc_sim.card import Card
 from euicc_sim.network import CARD_FILE, CardOta
 from keys.pki import DevPki
+from keys.secretbox import SecretBox
 from ota import sms
 from smsr_core.models import ProfileRow
 from smsr_core.ops_models import EuiccOta, Operation, OutboxMessage, SmsInbox
@@ -106,8 +107,9 @@ class OtaHarness:
     def __init__(self, data_dir: Path, timing: Timing) -> None:
         self.data_dir = Path(data_dir)
         self.db = Database(sqlite_url(self.data_dir))
-        self.platform = Platform(self.db, SMSR_OID, OutboxSink(SMSR_OID), timing)
-        self.registry = EisRegistry(self.db, SMSR_OID, DevPki.load(self.data_dir / "pki").ci_cert_pem)
+        box = SecretBox.from_data_dir(self.data_dir)
+        self.platform = Platform(self.db, SMSR_OID, OutboxSink(SMSR_OID), box, timing)
+        self.registry = EisRegistry(self.db, SMSR_OID, DevPki.load(self.data_dir / "pki").ci_cert_pem, box)
         self.cards: dict[str, CardOta] = {
             path.parent.name: CardOta(Card.load(path), path)
             for path in sorted((self.data_dir / "euicc").glob(f"*/{CARD_FILE}"))
