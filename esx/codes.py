@@ -174,6 +174,12 @@ class FunctionFailed(Exception):
         super().__init__(f"{code.subject}/{code.reason}: {self.message}")
 
 
+def call_id_reused(function_call_id: str | None, first_message_id: str | None) -> FunctionFailed:
+    """The answer to a request whose FunctionCallIdentifier an earlier request (``first_message_id``) already used."""
+    return FunctionFailed(FUNCTION_CALL_ID_IN_USE, f"FunctionCallIdentifier {function_call_id} was used by the request "
+                          f"{first_message_id}; its outcome relates to that request", subject_identifier=function_call_id)
+
+
 class PeerUnreachable(FunctionFailed):
     """An outgoing call that did not reach the peer (connection refused, timeout): worth trying again."""
 

@@ -188,10 +188,7 @@ class Downloads:
             op, new = add_once(s, self._new_row(req))
             if not new:
                 if req.message_id and op.message_id != req.message_id:
-                    self._answer_other_message(s, req, FunctionFailed(
-                        codes.FUNCTION_CALL_ID_IN_USE,
-                        f"FunctionCallIdentifier {req.function_call_id} was used by the request {op.message_id}; "
-                        "its outcome relates to that request", subject_identifier=req.function_call_id))
+                    self._answer_other_message(s, req, codes.call_id_reused(req.function_call_id, op.message_id))
                 return op.id, False
             try:
                 if self.smsr_for(op.smsr_id) is None:

@@ -225,10 +225,7 @@ class Platform:
                 except FunctionFailed as failure:
                     self._finish(s, op, failure.status, failure, now=req.received_at)
             elif req.message_id and op.message_id != req.message_id:
-                self._answer_other_message(s, req, FunctionFailed(
-                    codes.FUNCTION_CALL_ID_IN_USE,
-                    f"FunctionCallIdentifier {req.function_call_id} was used by the request {op.message_id}; "
-                    "its outcome relates to that request", subject_identifier=req.function_call_id))
+                self._answer_other_message(s, req, codes.call_id_reused(req.function_call_id, op.message_id))
             return op.id, new
 
     def reject(self, req: AsyncRequest, failure: FunctionFailed) -> None:
