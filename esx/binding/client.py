@@ -37,20 +37,20 @@ class GsmaAddressing(Plugin):
         self.from_address = from_address
         self.sender_oid = sender_oid
         self.to_address = to_address
-        self.last_message_id: str | None = None
 
     def egress(self, envelope, http_headers, operation, binding_options):
         header = envelope.find(f"{{{SOAP12}}}Header")
         if header is None:
             header = etree.Element(f"{{{SOAP12}}}Header")
             envelope.insert(0, header)
-        self.last_message_id = wsa.new_message_id(self.sender_oid)
+        # A local value, not an attribute: one client serves several threads, each message its own MessageID.
+        message_id = wsa.new_message_id(self.sender_oid)
         wsa.write_addressing(
             header,
             wsa.Addressing(
                 from_address=self.from_address,
                 to=self.to_address,
-                message_id=self.last_message_id,
+                message_id=message_id,
                 action=self.actions[operation.name],
             ),
         )
@@ -123,10 +123,9 @@ class GsmaClient:
         envelope = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"env": SOAP12, "rps": GSMA})
         header = etree.SubElement(envelope, f"{{{SOAP12}}}Header")
         etree.SubElement(envelope, f"{{{SOAP12}}}Body").append(body)
-        self.addressing.last_message_id = wsa.new_message_id(self.addressing.sender_oid)
         wsa.write_addressing(header, wsa.Addressing(
             from_address=self.addressing.from_address, to=self.addressing.to_address,
-            message_id=self.addressing.last_message_id, action=self.addressing.actions[operation]))
+            message_id=wsa.new_message_id(self.addressing.sender_oid), action=self.addressing.actions[operation]))
         return self._post(operation, envelope)
 
     def _send(self, envelope: etree._Element) -> requests.Response:
