@@ -17,7 +17,7 @@ from esx.demo import MNO_OID, SMDP_OID, SMSR_OID, demo_eid, demo_iccid, init_ins
 from euicc_sim.card import Pol1
 from euicc_sim.network import card_keyset
 from keys import scp80
-from ota import es5, sms
+from ota import es5, remote, sms
 from smsr_core import eis as v
 from smsr_core.platform import AsyncRequest, Function, Timing
 from smsr_core.registry import Caller
@@ -702,23 +702,44 @@ def test_pol2_auto_delete_waits_for_the_notification_confirmation(h):
 # -- SCP80 at the card ---------------------------------------------------------------------------------------------
 
 
-def test_replayed_command_packet_gets_por_status_02_and_changes_nothing(h):
+def test_a_replayed_packet_gets_the_recorded_por_and_changes_nothing(h):
+    """The network delivers the same SMS twice: the card answers with the PoR it sent the first time, byte for byte
+    (the simulated card's choice, euicc_sim.network), runs nothing again, and the SM-SR ignores the second PoR."""
     op_id = h.request(Function.ENABLE, EID1, SPARE1)
     h.start()
     [t] = h.send_due()
     card_ota = h.cards[EID1]
     state = card_ota.card.view(), dict(card_ota.card.scp80)
 
-    replay = h.to_card(card_ota, t.sms.segments)  # the network delivers the same SMS again
+    replay = h.to_card(card_ota, t.sms.segments)
+    assert [sms.decode_sms_submit(tpdu).ud for tpdu in replay] == [r.ud for r in t.replies]
     [por_sms] = [sms.decode_sms_submit(tpdu) for tpdu in replay]
     packet = sms.parse_user_data(por_sms.ud)
     assert packet.iei == sms.RPI
     por = scp80.unwrap_response(packet.payload, card_keyset(card_ota.card), scp80.SPI_SGP02)
-    assert (por.counter, por.status, por.data) == (1, 0x02, b"")
+    # the expanded response script of the first execution: 'AB' { 80 01 01 (one command run), 23 02 9000 }
+    assert (por.counter, por.status, por.data.hex().upper()) == (1, 0x00, "AB07" "800101" "23029000")
     assert (card_ota.card.view(), card_ota.card.scp80) == state
 
-    # The SM-SR, already past that PoR, ignores the replay's.
+    h.process()
     h.to_smsr(card_ota.msisdn, replay, T0)
     h.process()
     assert h.op(op_id).step == "await_notification"
     assert h.inbox_outcomes()[-1] == "PoR counter 1: no operation waits for it"
+
+
+def test_a_packet_with_a_used_counter_and_other_bytes_gets_counter_low(h):
+    """Only the very packet is answered from the record: other bytes under a counter already used are refused
+    with PoR status '02' (TS 102 225) and run nothing."""
+    h.request(Function.ENABLE, EID1, SPARE1)
+    h.start()
+    h.send_due()
+    card_ota = h.cards[EID1]
+    state = card_ota.card.view()
+    euicc_keys = card_keyset(card_ota.card)
+    other = scp80.wrap_command(euicc_keys, scp80.SPI_SGP02, bytes.fromhex("000001"), 1,
+                               remote.encode_command_script([es5.get_status_isdp(None)]))
+    [por_ud] = card_ota.execute(other)
+    por = scp80.unwrap_response(sms.parse_user_data(por_ud).payload, euicc_keys, scp80.SPI_SGP02)
+    assert (por.counter, por.status, por.data) == (1, 0x02, b"")
+    assert card_ota.card.view() == state
