@@ -17,7 +17,9 @@ state / step          event                               next
 queued                the eUICC has no operation active   active/send (rules pass) or done (refused)
 active/send           a worker leases it, sends the SMS   active/await_por (next attempt = PoR wait)
 active/await_por      PoR with the R-APDUs                done, or active/await_notification
-active/await_por      no PoR before the next attempt      active/send again (new SCP80 counter)
+active/await_por      no PoR before the next attempt      the same packet sent again (retransmission)
+active/await_por      PoR 02/03 to a first transmission   active/send (a new packet, new SCP80 counter)
+active/await_por      PoR 02/03 to a retransmission       done FAILED 1.6/5.4 (+ dirty + audit)
 active/await_notif.   card notification for the change    done (EIS updated, notifications queued)
 any but done          validity period over                done EXPIRED 1.6/5.3 (+ dirty + audit
                                                           when something was sent)
@@ -30,6 +32,19 @@ leaves a lease that simply runs out.
 
 The EIS follows the card, never leads it: profile states change only when the card has
 answered (PoR status words, default notifications, GET STATUS during an audit).
+
+Lost SMS. A command is one SCP80 packet with its own counter (``operation.counter``), built the
+first time it is due. With no PoR within ``por_timeout`` the *identical* packet is sent again
+(same counter, same concatenation reference, same bytes: ``sms_link`` rebuilds it from the counter),
+never a new one: an ES8 command relayed by SendData must not run twice (a second STORE DATA
+3A02 or SCP03t segment breaks the key agreement or the C-MAC chain), and a retransmission lets
+the card complete a concatenated packet from the parts of several transmissions. The card
+answers a packet it already executed with the PoR it sent then (``euicc_sim.network``); a card
+that answers counter-low ('02', TS 102 225) to a retransmission leaves the outcome unknown: the
+operation fails 1.6/5.4 ("delivered with no response"), the EIS is marked dirty and audited, as at
+expiry. Only a first transmission answered '02'/'03' is known not to have run: a new packet then.
+Retransmissions run until the validity period ends (then EXPIRED 1.6/5.3); ``params`` counts them
+(``retransmissions``). Commands go to the enabled profile's MSISDN only (``sms_link``).
 
 Rules checked before any command leaves (sgp02-wire.md 5.3-5.4, 4.4): the EID and ICCID exist,
 the requester owns the profile, POL2 allows the action (8.2.3/3.8; enabling B also disables the
@@ -57,7 +72,7 @@ from . import eis as v
 from .models import EisAuditRecord, Euicc, ProfileRow, eis_value
 from .ops_models import EuiccOta, Operation, SmsInbox
 from .registry import Caller, eis_seen_by, load_euicc, may_manage, profile_for_caller
-from .sms_link import CardMessage, OutboundSms, SmsLink
+from .sms_link import CardMessage, OutboundSms, SmsLink, Unreachable, concatenation_reference
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +105,10 @@ NOTIFICATION_OPERATION_TYPE = "0B00"
 QUEUED, ACTIVE, DONE = "queued", "active", "done"
 HELD = "held"  # an automatic operation waiting for the PoR of a notification confirmation
 SEND, AWAIT_POR, AWAIT_NOTIFICATION = "send", "await_por", "await_notification"
+
+# Parts of a concatenated SMS from the card wait this long for their siblings (a PoR sent again for a
+# retransmission completes them).
+INBOX_GIVE_UP = 300.0
 
 
 @dataclass(frozen=True)
@@ -420,41 +439,58 @@ class Platform:
         return [es8.command_tlv(a) for a in apdus], None
 
     def due_sends(self, now: datetime) -> list[OutboundSms]:
-        """Lease every active operation whose command is due and build its SMS (one counter each)."""
+        """Lease every active operation whose command is due and build its SMS: the operation's packet,
+        new (a fresh counter) or the one already sent (a retransmission, the same bytes)."""
         out: list[OutboundSms] = []
         with self.db.session() as s:
             ids = list(s.scalars(select(Operation.id).where(
                 Operation.state == ACTIVE, Operation.step.in_((SEND, AWAIT_POR)), Operation.next_attempt_at <= now,
-                or_(Operation.lease_until.is_(None), Operation.lease_until < now))))
+                Operation.expires_at > now, or_(Operation.lease_until.is_(None), Operation.lease_until < now))))
         for op_id in ids:
-            with self.db.session() as s:
-                # Check again that it is due: between the SELECT above and this UPDATE another worker
-                # may have leased, sent and released it (sent() clears the lease), and it must not be
-                # sent a second time with a new counter.
-                leased = s.execute(
-                    update(Operation).where(Operation.id == op_id, Operation.state == ACTIVE,
-                                            Operation.step.in_((SEND, AWAIT_POR)), Operation.next_attempt_at <= now,
-                                            or_(Operation.lease_until.is_(None), Operation.lease_until < now))
-                    .values(lease_until=now + timedelta(seconds=self.timing.lease))
-                ).rowcount
-                if leased != 1:
-                    continue
-                op = s.get(Operation, op_id)
-                euicc = s.get(Euicc, op.eid)
+            outbound = self._build_send(op_id, now)
+            if outbound is not None:
+                out.append(outbound)
+        return out
+
+    def _build_send(self, op_id: int, now: datetime) -> OutboundSms | None:
+        with self.db.session() as s:
+            # Check again that it is due: between the SELECT above and this UPDATE another worker
+            # may have leased, sent and released it (sent() clears the lease), and it must not be
+            # sent twice in one period.
+            leased = s.execute(
+                update(Operation).where(Operation.id == op_id, Operation.state == ACTIVE,
+                                        Operation.step.in_((SEND, AWAIT_POR)), Operation.next_attempt_at <= now,
+                                        or_(Operation.lease_until.is_(None), Operation.lease_until < now))
+                .values(lease_until=now + timedelta(seconds=self.timing.lease))
+            ).rowcount
+            if leased != 1:
+                return None
+            op = s.get(Operation, op_id)
+            euicc = s.get(Euicc, op.eid)
+            try:
+                destination = self.link.destination(euicc)
+            except Unreachable as exc:
+                if op.sent_any:  # reachable before: what the earlier transmissions did is unknown
+                    self._outcome_unknown(s, op, now)
+                self._finish(s, op, Status.FAILED, FunctionFailed(codes.INTERNAL_ERROR, str(exc)), now=now)
+                return None
+            retransmission = op.counter is not None
+            if not retransmission:
                 ota = self._ota(s, op.eid)
                 ota.counter += 1
-                ota.sms_ref = (ota.sms_ref + 1) % 256
-                destination = self.link.destination(euicc, op.attempts)
-                if destination is None:
-                    self._finish(s, op, Status.FAILED, FunctionFailed(
-                        codes.ISDR_EXECUTION_ERROR, "no MSISDN is known to reach this eUICC by SMS"), now=now)
-                    continue
-                commands, tar = self._script(s, op)
-                segments = self.link.command_tlvs(euicc, ota.counter, commands, ota.sms_ref, tar=tar)
+                ota.sms_ref = concatenation_reference(ota.counter)
                 op.counter = ota.counter
-                op.attempts += 1
-                out.append(OutboundSms(op.eid, destination, segments, op.id, op.attempts))
-        return out
+            commands, tar = self._script(s, op)
+            segments = self.link.command_tlvs(euicc, op.counter, commands, tar=tar)
+            op.attempts += 1
+            params = dict(op.params)
+            params["transmissions"] = params.get("transmissions", 0) + 1 if retransmission else 1
+            params["retransmissions"] = params.get("retransmissions", 0) + retransmission
+            op.params = params
+            if retransmission:
+                log.info("operation %s: packet with counter %s sent again (retransmission %d)", op.id, op.counter,
+                         params["retransmissions"])
+            return OutboundSms(op.eid, destination, segments, op.id, op.attempts)
 
     def sent(self, sms: OutboundSms, now: datetime) -> None:
         """The SMSC took the command: wait for its PoR."""
@@ -471,7 +507,8 @@ class Platform:
             op.lease_until = None
 
     def send_failed(self, sms: OutboundSms, now: datetime, error: str) -> None:
-        """The SMSC refused or is away: try the same step again a little later."""
+        """The SMSC refused or is away: try the same step again a little later (the same packet: some of
+        its parts may have reached the card)."""
         if sms.operation_id is None:
             return
         log.warning("operation %s: SMS not submitted: %s", sms.operation_id, error)
@@ -481,6 +518,13 @@ class Platform:
                 return
             op.next_attempt_at = now + timedelta(seconds=self.timing.send_retry)
             op.lease_until = None
+
+    def _outcome_unknown(self, s: Session, op: Operation, now: datetime) -> None:
+        """The card may or may not have executed ``op``: mark the EIS dirty and audit (not an audit's audit)."""
+        self._ota(s, op.eid).dirty = True
+        automatic_audit = Function(op.function) is Function.AUDIT and op.interface == "SMSR"
+        if s.get(Euicc, op.eid) is not None and not automatic_audit:
+            self.queue_internal(s, op.eid, Function.AUDIT, now)
 
     # -- expiry ------------------------------------------------------------------------------
 
@@ -542,7 +586,7 @@ class Platform:
             if outcome == "incomplete":
                 for p in parts:
                     p.lease_until = None
-                    if _utc(p.received_at) < now - timedelta(seconds=300):
+                    if _utc(p.received_at) < now - timedelta(seconds=INBOX_GIVE_UP):
                         p.processed_at, p.outcome = now, "dropped: concatenated SMS never completed"
                 return None
             for p in parts:
@@ -578,10 +622,19 @@ class Platform:
             return self._on_other_por(s, euicc, message, now)
         function = Function(op.function)
         if por.status in (0x02, 0x03) and op.attempts < 10:
-            # Counter out of order (another worker's SMS to this card overtook ours): the card
-            # executed nothing, so the command is simply sent again with a fresh counter.
-            op.step, op.next_attempt_at, op.lease_until = SEND, now, None
-            return f"operation {op.id}: PoR status {por.status:02X} (counter), sent again"
+            if op.params.get("transmissions", 1) <= 1 or function is Function.AUDIT:
+                # Counter out of order in answer to the packet's first transmission (a packet with a
+                # higher counter reached the card first): the card executed nothing, so the command
+                # goes again in a new packet. An audit only reads: running it twice is harmless.
+                op.counter, op.step, op.next_attempt_at, op.lease_until = None, SEND, now, None
+                return f"operation {op.id}: PoR status {por.status:02X} (counter), sent again in a new packet"
+            # A retransmission answered "counter low": the card may have executed the first transmission
+            # (and lost its PoR) or never seen it; it will not say which (module doc).
+            self._outcome_unknown(s, op, now)
+            self._finish(s, op, Status.FAILED, FunctionFailed(
+                codes.NO_RESPONSE, f"the eUICC answered a retransmission with PoR status {por.status:02X} (counter): "
+                "whether it executed the command is unknown; an audit was queued"), now=now)
+            return f"operation {op.id}: PoR status {por.status:02X} to a retransmission, outcome unknown"
         if por.status != 0:
             if por.status == 0x09 and function is Function.SEND_DATA:  # TAR unknown: no such ISD-P on the card
                 failure = FunctionFailed(codes.SD_AID_UNKNOWN, f"the eUICC has no ISD-P {op.params['isd_p_aid']} "
@@ -793,8 +846,9 @@ class Platform:
             held.params = {**held.params, "confirmation_counter": confirmation_counter}
 
     def _confirmation(self, euicc: Euicc, ota: EuiccOta, seq: int, destination: str) -> OutboundSms:
+        # Sent once: a lost confirmation (or its lost PoR) is mended by the card, which sends the
+        # notification again until a confirmation reaches it; the duplicate is confirmed again.
         ota.counter += 1
-        ota.sms_ref = (ota.sms_ref + 1) % 256
+        ota.sms_ref = concatenation_reference(ota.counter)
         return OutboundSms(euicc.eid, destination,
-                           self.link.command(euicc, ota.counter, [es5.notification_confirmation(seq)], ota.sms_ref),
-                           None, 0)
+                           self.link.command(euicc, ota.counter, [es5.notification_confirmation(seq)]), None, 0)
