@@ -46,6 +46,11 @@ expiry. Only a first transmission answered '02'/'03' is known not to have run: a
 Retransmissions run until the validity period ends (then EXPIRED 1.6/5.3); ``params`` counts them
 (``retransmissions``). Commands go to the enabled profile's MSISDN only (``sms_link``).
 
+Nothing stored stops a worker: an operation whose SMS cannot be built or submitted (no usable
+MSISDN, keys missing, a value the SMPP layer cannot encode) fails 1.2/4.2 on its own and frees its
+eUICC; an inbox SMS that cannot be handled is retried after its lease and dropped after
+:data:`INBOX_GIVE_UP` seconds.
+
 Rules checked before any command leaves (sgp02-wire.md 5.3-5.4, 4.4): the EID and ICCID exist,
 the requester owns the profile, POL2 allows the action (8.2.3/3.8; enabling B also disables the
 profile enabled before it, whose POL2 must allow DISABLE), the fall-back profile is never
@@ -107,7 +112,7 @@ HELD = "held"  # an automatic operation waiting for the PoR of a notification co
 SEND, AWAIT_POR, AWAIT_NOTIFICATION = "send", "await_por", "await_notification"
 
 # Parts of a concatenated SMS from the card wait this long for their siblings (a PoR sent again for a
-# retransmission completes them).
+# retransmission completes them), and an SMS whose handling keeps failing is retried until this age.
 INBOX_GIVE_UP = 300.0
 
 
@@ -447,7 +452,12 @@ class Platform:
                 Operation.state == ACTIVE, Operation.step.in_((SEND, AWAIT_POR)), Operation.next_attempt_at <= now,
                 Operation.expires_at > now, or_(Operation.lease_until.is_(None), Operation.lease_until < now))))
         for op_id in ids:
-            outbound = self._build_send(op_id, now)
+            try:
+                outbound = self._build_send(op_id, now)
+            except Exception:  # whatever is stored, one operation must not stop the others (module doc)
+                log.exception("operation %s: its SMS could not be built", op_id)
+                self._cannot_send(op_id, now, "the SM-SR could not build the command for this eUICC")
+                continue
             if outbound is not None:
                 out.append(outbound)
         return out
@@ -519,6 +529,27 @@ class Platform:
             op.next_attempt_at = now + timedelta(seconds=self.timing.send_retry)
             op.lease_until = None
 
+    def cannot_send(self, sms: OutboundSms, now: datetime) -> None:
+        """The SMS cannot be submitted at all, now or later (the SMPP layer refused the values): the
+        operation fails and its eUICC is free; a notification confirmation is simply not sent (the card
+        sends its notification again)."""
+        if sms.operation_id is not None:
+            self._cannot_send(sms.operation_id, now, "the SM-SR could not submit the SMS to this eUICC")
+
+    def _cannot_send(self, op_id: int, now: datetime, message: str) -> None:
+        """End an operation that cannot be sent: FAILED 1.2/4.2, eUICC freed; dirty + audit when an
+        earlier transmission may have reached the card."""
+        try:
+            with self.db.session() as s:
+                op = s.get(Operation, op_id)
+                if op is None or op.state != ACTIVE:
+                    return
+                if op.sent_any:
+                    self._outcome_unknown(s, op, now)
+                self._finish(s, op, Status.FAILED, FunctionFailed(codes.INTERNAL_ERROR, message), now=now)
+        except Exception:  # the database itself is failing: the lease runs out and expiry ends it
+            log.exception("operation %s: could not be ended", op_id)
+
     def _outcome_unknown(self, s: Session, op: Operation, now: datetime) -> None:
         """The card may or may not have executed ``op``: mark the EIS dirty and audit (not an audit's audit)."""
         self._ota(s, op.eid).dirty = True
@@ -564,12 +595,26 @@ class Platform:
         for ids in groups.values():
             try:
                 confirmation = self._process_group(ids, now)
-            except Exception:  # one unreadable group must not hold up the others; its lease makes it wait
-                log.exception("SMS %s could not be processed; retried when its lease ends", ids)
+            except Exception:  # one unreadable group must not hold up the others
+                log.exception("SMS %s could not be processed", ids)
+                self._park(ids, now)
                 continue
             if confirmation is not None:
                 out.append(confirmation)
         return out
+
+    def _park(self, ids: list[int], now: datetime) -> None:
+        """SMS whose handling failed (its transaction rolled back): tried again when a lease has run out,
+        dropped once older than :data:`INBOX_GIVE_UP`, so a defect never turns into a loop."""
+        try:
+            with self.db.session() as s:
+                for row in s.scalars(select(SmsInbox).where(SmsInbox.id.in_(ids), SmsInbox.processed_at.is_(None))):
+                    if _utc(row.received_at) <= now - timedelta(seconds=INBOX_GIVE_UP):
+                        row.processed_at, row.outcome, row.lease_until = now, "dropped: could not be processed", None
+                    else:
+                        row.lease_until = now + timedelta(seconds=self.timing.lease)
+        except Exception:
+            log.exception("SMS %s could not be set aside", ids)
 
     def _process_group(self, ids: list[int], now: datetime) -> OutboundSms | None:
         """One SMS (all its parts) in one transaction: the state change and what it owes commit together."""

@@ -887,6 +887,60 @@ def test_no_enabled_profile_fails_cleanly(h):
     assert h.ota(EID1).active_operation_id is None
 
 
+def _drop_isd_r(h: OtaHarness, eid: str) -> None:
+    """A stored EIS without its ISD-R (no keys, no TAR): nothing can be secured for or read from that card."""
+    from sqlalchemy import delete
+
+    from smsr_core.models import SecurityDomainRow
+
+    with h.db.session() as s:
+        s.execute(delete(SecurityDomainRow).where(SecurityDomainRow.eid == eid, SecurityDomainRow.role == "ISD-R"))
+
+
+def test_a_command_that_cannot_be_built_fails_alone(h):
+    enable = h.request(Function.ENABLE, EID1, SPARE1)
+    other = h.request(Function.DELETE, EID2, SPARE2)
+    _drop_isd_r(h, EID1)
+    h.start()
+    [t] = h.send_due()  # no exception out of the worker's step
+    assert t.reached == EID2
+    op = h.op(enable)
+    assert (op.state, op.result, op.counter) == ("done", ("FAILED", "1.2", "4.2"), None)
+    [cb] = callbacks(h, enable)
+    assert cb.fields["Message"] == "the SM-SR could not build the command for this eUICC"
+    assert h.ota(EID1).active_operation_id is None
+    h.process()
+    assert h.op(other).result == ("EXECUTED_SUCCESS", None, None)
+
+
+def test_an_sms_that_cannot_be_handled_is_set_aside_then_dropped_and_others_go_on(h):
+    """An inbox SMS whose handling raises (here: its eUICC has lost its ISD-R in the database) must neither stop
+    the others nor be retried at every poll: it waits a lease, and is dropped after INBOX_GIVE_UP seconds."""
+    from smsr_core.platform import INBOX_GIVE_UP
+
+    enable = h.request(Function.ENABLE, EID1, SPARE1)
+    delete = h.request(Function.DELETE, EID2, SPARE2)
+    h.start()
+    h.send_due()  # both PoRs are now in the inbox
+    _drop_isd_r(h, EID1)
+    calls = []
+    handle = h.platform._handle_parts
+    h.platform._handle_parts = lambda s, parts, now: calls.append(parts[0].id) or handle(s, parts, now)
+
+    h.process()
+    assert h.op(delete).result == ("EXECUTED_SUCCESS", None, None)  # not held up
+    assert h.op(enable).step == "await_por"
+    assert len(calls) == 2
+    h.process(at(1))
+    assert len(calls) == 2  # not again at the next poll
+    h.process(at(TIMING.lease + 1))
+    assert len(calls) == 3  # again once the lease ran out
+    h.process(at(INBOX_GIVE_UP))
+    assert h.inbox_outcomes()[0] == "dropped: could not be processed"
+    h.process(at(INBOX_GIVE_UP + 2 * TIMING.lease))
+    assert len(calls) == 4
+
+
 def test_retransmissions_stop_at_the_end_of_the_validity_period(h):
     card = h.card(EID1)
     card.silent = True
