@@ -44,7 +44,10 @@ that answers counter-low ('02', TS 102 225) to a retransmission leaves the outco
 operation fails 1.6/5.4 ("delivered with no response"), the EIS is marked dirty and audited, as at
 expiry. Only a first transmission answered '02'/'03' is known not to have run: a new packet then.
 Retransmissions run until the validity period ends (then EXPIRED 1.6/5.3); ``params`` counts them
-(``retransmissions``). Commands go to the enabled profile's MSISDN only (``sms_link``).
+(``retransmissions``). Commands go to the enabled profile's MSISDN only (``sms_link``). A lost
+notification or confirmation is mended by the card, which sends the notification until a
+confirmation reaches it; a confirmation whose PoR held operations wait for (POL2 Auto-Delete) is
+itself sent again, the identical packet, until that PoR comes.
 
 Nothing stored stops a worker: an operation whose SMS cannot be built or submitted (no usable
 MSISDN, keys missing, a value the SMPP layer cannot encode) fails 1.2/4.2 on its own and frees its
@@ -460,7 +463,7 @@ class Platform:
                 continue
             if outbound is not None:
                 out.append(outbound)
-        return out
+        return out + self._confirmations_again(now)
 
     def _build_send(self, op_id: int, now: datetime) -> OutboundSms | None:
         with self.db.session() as s:
@@ -775,6 +778,17 @@ class Platform:
         "delete when disabled", sgp02-wire.md 6.2); the EIS drops them.
         """
         script = message.responses
+        if message.por.status in (0x02, 0x03):
+            # A card without the simulator's record answers a repeated confirmation "counter low": what it
+            # deleted then is unknown. The held operations go ahead; a DELETE of what the card already
+            # deleted answers 6A88, which marks the EIS dirty and audits it.
+            held = [o for o in s.scalars(select(Operation).where(Operation.eid == euicc.eid, Operation.state == HELD))
+                    if o.params.get("confirmation_counter") == message.por.counter]
+            for o in held:
+                o.state = QUEUED
+            if held:
+                return (f"PoR counter {message.por.counter}: status {message.por.status:02X}, "
+                        f"{len(held)} held operation(s) go ahead")
         if script is None or not script.responses or script.last_sw != es5.SW_OK:
             return f"PoR counter {message.por.counter}: no operation waits for it"
         data = script.responses[-1][:-2]
@@ -839,7 +853,7 @@ class Platform:
         # only from this very notification.
         confirmation = self._confirmation(euicc, ota, n.seq, source)
         if not _seq_is_new(n.seq, ota.last_notification_seq):
-            self._hold_until_confirmed(s, euicc.eid, ota.counter)
+            self._hold_until_confirmed(s, euicc.eid, ota.counter, n.seq, now)
             return f"notification {n.seq}: duplicate, confirmed again", confirmation
         ota.last_notification_seq = n.seq
         aid = n.isdp_aid.hex().upper()
@@ -860,7 +874,7 @@ class Platform:
             if change == "Disabled" and _pol2_auto_delete(p):
                 # sgp02-wire 5.3: delete after the confirmation, unless the card deletes it then (POL1)
                 self.queue_internal(s, euicc.eid, Function.DELETE, now, iccid=p.iccid).state = HELD
-        self._hold_until_confirmed(s, euicc.eid, ota.counter)
+        self._hold_until_confirmed(s, euicc.eid, ota.counter, n.seq, now)
         s.add(EisAuditRecord(eid=euicc.eid, smsr_id=self.smsr_id, operation_date=now,
                              operation_type=NOTIFICATION_OPERATION_TYPE,
                              status=(Status.FAILED if n.type == es5.NOTIF_PROFILE_CHANGE_ROLLED_BACK else Status.EXECUTED_SUCCESS).value,
@@ -884,15 +898,45 @@ class Platform:
                     codes.ISDR_EXECUTION_ERROR, "the eUICC could not attach with the profile and rolled back"), now=now)
         return f"notification {n.seq} type {n.type:02X}: {len(changed)} state change(s)", confirmation
 
-    def _hold_until_confirmed(self, s: Session, eid: str, confirmation_counter: int) -> None:
-        """Held operations of ``eid`` wait for the PoR of the confirmation just built."""
+    def _hold_until_confirmed(self, s: Session, eid: str, confirmation_counter: int, seq: int, now: datetime) -> None:
+        """Held operations of ``eid`` wait for the PoR of the confirmation just built. Its PoR is what
+        releases them (it lists what the card deleted itself), so without it within ``por_timeout`` the
+        confirmation goes again, the identical packet (:meth:`due_sends`): the card, which no longer
+        re-sends a notification it saw confirmed, answers with the PoR it sent then."""
         s.flush()
         for held in s.scalars(select(Operation).where(Operation.eid == eid, Operation.state == HELD)).all():
-            held.params = {**held.params, "confirmation_counter": confirmation_counter}
+            held.params = {**held.params, "confirmation_counter": confirmation_counter, "confirmation_seq": seq}
+            held.next_attempt_at = now + timedelta(seconds=self.timing.por_timeout)
+
+    def _confirmations_again(self, now: datetime) -> list[OutboundSms]:
+        """The confirmations whose PoR held operations still wait for, sent again (see above)."""
+        out: list[OutboundSms] = []
+        with self.db.session() as s:
+            ids = list(s.scalars(select(Operation.id).where(
+                Operation.state == HELD, Operation.next_attempt_at <= now, Operation.expires_at > now)))
+        sent: set[tuple[str, int]] = set()
+        for op_id in ids:
+            try:
+                with self.db.session() as s:
+                    held = s.get(Operation, op_id)
+                    counter, seq = held.params.get("confirmation_counter"), held.params.get("confirmation_seq")
+                    if held.state != HELD or counter is None or seq is None:
+                        continue
+                    held.next_attempt_at = now + timedelta(seconds=self.timing.por_timeout)
+                    if (held.eid, counter) in sent:
+                        continue
+                    sent.add((held.eid, counter))
+                    euicc = s.get(Euicc, held.eid)
+                    out.append(OutboundSms(held.eid, self.link.destination(euicc), self.link.command(
+                        euicc, counter, [es5.notification_confirmation(seq)]), None, 0))
+            except Exception:  # e.g. no reachable profile now: the held operation expires in its time
+                log.exception("held operation %s: its confirmation could not be sent again", op_id)
+        return out
 
     def _confirmation(self, euicc: Euicc, ota: EuiccOta, seq: int, destination: str) -> OutboundSms:
-        # Sent once: a lost confirmation (or its lost PoR) is mended by the card, which sends the
-        # notification again until a confirmation reaches it; the duplicate is confirmed again.
+        # A lost confirmation is mended by the card, which sends the notification again until one reaches
+        # it (the duplicate is confirmed again); its lost PoR matters to held operations only, for which
+        # the confirmation goes again (_hold_until_confirmed).
         ota.counter += 1
         ota.sms_ref = concatenation_reference(ota.counter)
         return OutboundSms(euicc.eid, destination,

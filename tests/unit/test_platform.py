@@ -800,6 +800,47 @@ def test_pol2_auto_delete_waits_for_the_notification_confirmation(h):
     assert h.ota(EID1).dirty is False
 
 
+@pytest.mark.parametrize("card_keeps_por", [True, False], ids=["recorded PoR", "counter low"])
+def test_pol2_auto_delete_when_the_confirmation_por_is_lost(h, card_keeps_por):
+    """The confirmation's PoR is what releases the held DELETE, and the card, its notification confirmed, sends
+    nothing more. So the confirmation goes again, the identical packet: the card's recorded PoR lists what it
+    deleted. A card that keeps no record answers '02': the DELETE goes ahead, finds nothing (6A88), and the audit
+    that follows realigns the EIS."""
+    h.card(EID1).update_pol1(AID1, Pol1(delete_when_disabled=True))
+    pol2(h, SPARE1, "DISABLE", "Auto-Delete")
+    enable_spare(h)
+    h.request(Function.DISABLE, EID1, SPARE1, now=at(10))
+    h.start(at(10))
+    h.send_due(at(10))
+    h.process(at(10))
+    h.notify(EID1, at(11))
+    [confirmation] = h.process(at(11), lose_reply=True)  # the card deletes SPARE1; the PoR saying so is lost
+    assert confirmation.reached == EID1 and h.card(EID1).profile(AID1) is None
+    held = h.ops()[-1]
+    assert (held.function, held.state) == ("DeleteProfile", "held")
+    assert h.send_due(at(40)) == []
+    if not card_keeps_por:
+        card = h.card(EID1)
+        card.scp80.pop("recent")
+        card.save()
+    [again] = h.send_due(at(41))
+    assert (again.sms.operation_id, again.sms.segments, again.reached) == (None, confirmation.sms.segments, EID1)
+    assert (again.sent_back == confirmation.sent_back) is card_keeps_por
+    for second in range(41, 46):
+        h.process(at(second))
+        h.start(at(second))
+        h.send_due(at(second))
+
+    assert h.profiles(EID1) == {FALLBACK1: (ENABLED, True)}
+    assert h.ota(EID1).dirty is False
+    if card_keeps_por:
+        assert h.op(held.id).result == ("EXECUTED_SUCCESS", None, None)
+        assert "AuditEIS" not in [o.function for o in h.ops()]
+    else:
+        assert h.op(held.id).result == ("FAILED", "8.4", "4.2")  # 6A88: it was gone already
+        assert [o.result[0] for o in h.ops() if o.function == "AuditEIS"] == ["EXECUTED_SUCCESS"]
+
+
 # -- SCP80 at the card ---------------------------------------------------------------------------------------------
 
 
