@@ -144,7 +144,11 @@ def worker(data_dir: Path, role: str) -> None:
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--pdu-log", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Append every SMPP PDU (JSON lines, hex) to this file.")
-def smsc(data_dir: Path, pdu_log: Path | None) -> None:
+@click.option("--drop-rate", default=0.0, type=click.FloatRange(0.0, 1.0, max_open=True), show_default=True,
+              help="Lab hook: lose this share of the SMS in each direction (to the cards, and from them).")
+@click.option("--drop-seed", default=None, type=int,
+              help="Seed of the losses: the same seed loses the same SMS of a given sequence (default: random).")
+def smsc(data_dir: Path, pdu_log: Path | None, drop_rate: float, drop_seed: int | None) -> None:
     """Run the loopback SMSC with the simulated eUICCs of the data directory."""
     import logging
     import signal
@@ -163,7 +167,7 @@ def smsc(data_dir: Path, pdu_log: Path | None) -> None:
         Path(config.data_dir) / "euicc", host=config.ota_setting("smsc_host"), port=int(config.ota_setting("smsc_port")),
         system_id=config.ota_setting("system_id"), password=password,
         notification_retry=float(config.ota_setting("notification_retry")), pdu_log=pdu_log,
-        smsr_address=config.ota_setting("source_addr"))
+        smsr_address=config.ota_setting("source_addr"), drop_rate=drop_rate, drop_seed=drop_seed)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -173,11 +177,15 @@ def smsc(data_dir: Path, pdu_log: Path | None) -> None:
         raise click.ClickException(f"the loopback SMSC cannot listen on {config.ota_setting('smsc_host')}:"
                                    f"{config.ota_setting('smsc_port')}: {exc.strerror or exc}") from None
     click.echo(f"loopback SMSC on {config.ota_setting('smsc_host')}:{network.smsc.port} with "
-               f"{len(network.cards)} simulated eUICC(s)", err=True)
+               f"{len(network.cards)} simulated eUICC(s)"
+               + (f", losing {drop_rate:.0%} of the SMS each way" if drop_rate else ""), err=True)
     try:
         stop.wait()
     finally:
         network.stop()
+        if drop_rate:
+            lost = network.losses.dropped
+            click.echo(f"lost {lost['MT']} SMS to the cards and {lost['MO']} from them", err=True)
 
 
 @main.group()

@@ -92,11 +92,18 @@ class SmsrWorker(_Worker):
     # -- SMS out -----------------------------------------------------------------------------
 
     def send(self, out: OutboundSms) -> None:
+        """Submit every part; an SMSC away or refusing (SmppError) is tried again later, anything else
+        (a stored value the SMPP layer cannot encode, ...) will not get better: that operation fails and
+        frees its eUICC, and the worker carries on with the others."""
         try:
             for segment in out.segments:
                 self.esme.submit(out.destination, segment)
         except SmppError as exc:
             self.platform.send_failed(out, utcnow(), str(exc))
+            return
+        except Exception:
+            log.exception("SMS for eUICC %s (operation %s) cannot be submitted", out.eid, out.operation_id)
+            self.platform.cannot_send(out, utcnow())
             return
         self.platform.sent(out, utcnow())
 

@@ -19,10 +19,33 @@ ISD-R's SCP80 keyset and share its counter: the ISD-P has no SCP80 keys, the ISD
 
 Card state lives in ``<data_dir>/euicc/<EID>/card.json`` and survives restarts; a card whose
 file changes on disk (``esx euicc set``) is reloaded before its next SMS.
+
+Lost SMS (what lets the SM-SR retransmit instead of re-executing; see ``smsr_core.platform``):
+
+- Reassembly (TS 23.040 §9.2.3.24.1): parts are kept by (originator, reference) and by sequence
+  number until every part is there, across retransmissions of the same message; a part that comes
+  again replaces the one held (the newest copy wins, so a reference reused by a later message
+  cannot keep a stale part). At most :data:`MAX_PARTIAL_MESSAGES` messages wait for parts; a new
+  one pushes out the oldest.
+- Retransmitted secured packet. CHOICE of the simulated card: a command packet whose bytes are
+  those of one of the last :data:`RECENT_PACKETS` packets it executed is not executed again; the
+  card answers with the very PoR it sent then (same bytes, same concatenation reference). TS 102 225's
+  counter rule alone would answer PoR status '02' (counter low) without data, and the SM-SR could
+  not tell "executed, PoR lost" from "never arrived"; the SM-SR still handles that answer (an
+  outcome it cannot know), for real cards. Remembering a few packets, not only the last, covers a
+  notification confirmation that took the next counter while the operation's PoR was lost.
+  Replaying a recorded packet changes nothing on the card and reveals nothing new.
+
+``SimulatedNetwork(drop_rate=, drop_seed=)`` (``esx smsc --drop-rate 0.1 --drop-seed 7``) makes the
+network lossy: each SMS, mobile-terminated (accepted by the SMSC, never given to the card) or
+mobile-originated (sent by the card, never delivered to the SM-SR), is lost with that probability,
+drawn from one seeded generator per direction, so a seed gives the same sequence of losses.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +63,8 @@ from .smsc import LoopbackSmsc
 log = logging.getLogger(__name__)
 
 CARD_FILE = "card.json"
+MAX_PARTIAL_MESSAGES = 4  # concatenated messages waiting for parts; one operation and a confirmation need two
+RECENT_PACKETS = 8  # executed packets whose PoR is kept for a retransmission (card.json, scp80["recent"])
 
 
 def card_keyset(card: Card) -> scp80.Scp80Keyset:
@@ -55,7 +80,8 @@ class CardOta:
         self.path = path
         self.clock = clock or (lambda: datetime.now(timezone.utc))  # validity of the SM-DP certificate (3A01)
         self.mtime = path.stat().st_mtime_ns if path.exists() else 0
-        self.parts: dict[int, list[sms.UserDataPart]] = {}
+        # (originator, reference) -> {sequence number: part}, oldest message first
+        self.parts: dict[tuple[str, int], dict[int, sms.UserDataPart]] = {}
         self.notified_at: dict[int, float] = {}
         self.mo_ref = 0
 
@@ -88,15 +114,29 @@ class CardOta:
             return []
         _, tpdu = sms.parse_envelope_sms_pp(data)
         deliver = sms.decode_sms_deliver(tpdu)
-        part = sms.parse_user_data(deliver.ud)
-        key = part.ref if part.ref is not None else -1
-        self.parts.setdefault(key, []).append(part)
-        if len(self.parts[key]) < part.total:
+        parts = self._reassembled(deliver.originator, sms.parse_user_data(deliver.ud))
+        if parts is None:
             return []
-        iei, packet = sms.reassemble(self.parts.pop(key))
+        iei, packet = sms.reassemble(parts)
         if iei != sms.CPI:
             return []
         return self._submits(deliver.originator, self.execute(packet))
+
+    def _reassembled(self, originator: str, part: sms.UserDataPart) -> list[sms.UserDataPart] | None:
+        """Every part of the message ``part`` belongs to once all are here, else None (kept; module doc)."""
+        if part.ref is None or part.total == 1:
+            return [part]
+        key = (originator, part.ref)
+        held = self.parts.pop(key, {})
+        if any(p.total != part.total for p in held.values()):
+            held = {}  # the reference now names another message: what was held cannot belong to it
+        held[part.seq] = part
+        if len(held) == part.total:
+            return [held[seq] for seq in sorted(held)]
+        self.parts[key] = held  # re-inserted last: the most recent message
+        while len(self.parts) > MAX_PARTIAL_MESSAGES:
+            del self.parts[next(iter(self.parts))]
+        return None
 
     def execute(self, packet: bytes) -> list[bytes]:
         """One command packet; returns the PoR as SMS user data segments (empty when none is due)."""
@@ -120,16 +160,42 @@ class CardOta:
                 counter = command.counter
                 stored = int(self.card.scp80.get("counter", 0))
                 if spi.counter == "higher" and counter <= stored or spi.counter == "plus_one" and counter != stored + 1:
+                    replayed = self._recorded_por(counter, packet)
+                    if replayed is not None:
+                        return replayed  # a retransmission of a packet already executed (module doc)
                     status = 0x02 if counter <= stored else 0x03
                 else:
-                    if spi.counter in ("higher", "plus_one"):
-                        self.card.scp80["counter"] = counter
-                        self._saved()
+                    if spi.counter not in ("higher", "plus_one"):
+                        data = run(command.data)
+                        return self._por(keyset, spi, tar, counter, status, data)
+                    # The new counter is saved with whatever the script changes, and at the latest with the
+                    # PoR record, before the PoR leaves: a replay can never run the script twice.
+                    self.card.scp80["counter"] = counter
                     data = run(command.data)
+                    return self._record(counter, packet, self._por(keyset, spi, tar, counter, 0x00, data))
+        return self._por(keyset, spi, tar, counter, status, data)
+
+    def _por(self, keyset: scp80.Scp80Keyset, spi: scp80.Spi, tar: bytes, counter: int, status: int,
+             data: bytes) -> list[bytes]:
         if spi.por == "none" or spi.por == "on_error" and status == 0:
             return []
         por = scp80.wrap_response(keyset, spi, tar, counter, status, data)
         return sms.segment(por, sms.RPI, self._next_ref())
+
+    def _record(self, counter: int, packet: bytes, por: list[bytes]) -> list[bytes]:
+        """Keep the PoR of an executed packet (persisted with the counter), for a retransmission of it."""
+        recent = [r for r in self.card.scp80.get("recent", []) if r["counter"] != counter]
+        recent.append({"counter": counter, "sha256": hashlib.sha256(packet).hexdigest(), "por": [s.hex() for s in por]})
+        self.card.scp80["recent"] = recent[-RECENT_PACKETS:]
+        self._saved()
+        return por
+
+    def _recorded_por(self, counter: int, packet: bytes) -> list[bytes] | None:
+        digest = hashlib.sha256(packet).hexdigest()
+        for r in self.card.scp80.get("recent", []):
+            if r["counter"] == counter and r["sha256"] == digest:
+                return [bytes.fromhex(s) for s in r["por"]]
+        return None
 
     def _script_runner(self, tar: bytes) -> Callable[[bytes], bytes] | None:
         """What runs a script sent to ``tar``: the ISD-R, one ISD-P, or nothing (unknown TAR)."""
@@ -187,13 +253,34 @@ class CardOta:
         return out
 
 
+class Losses:
+    """A lossy radio network (module doc): :meth:`lost` says whether the next SMS one way is lost.
+
+    One generator per direction ("MT" to the cards, "MO" from them), so the losses of one do not shift
+    with the traffic of the other. No seed: a different sequence every run."""
+
+    def __init__(self, rate: float = 0.0, seed: int | None = None) -> None:
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"loss rate {rate} is not in [0, 1)")
+        self.rate = rate
+        self._draws = {d: random.Random(None if seed is None else f"{seed}/{d}") for d in ("MT", "MO")}
+        self.dropped = {"MT": 0, "MO": 0}
+
+    def lost(self, direction: str) -> bool:
+        if self.rate <= 0.0 or self._draws[direction].random() >= self.rate:
+            return False
+        self.dropped[direction] += 1
+        return True
+
+
 class SimulatedNetwork:
     """The loopback SMSC and every simulated card under ``cards_dir`` (see the module doc)."""
 
     def __init__(self, cards_dir: Path, *, host: str = "127.0.0.1", port: int = 2775, system_id: str = "esx",
                  password: str = "esx", notification_retry: float = 10.0, pdu_log: Path | None = None,
-                 smsr_address: str = "882001") -> None:
+                 smsr_address: str = "882001", drop_rate: float = 0.0, drop_seed: int | None = None) -> None:
         self.cards_dir = cards_dir
+        self.losses = Losses(drop_rate, drop_seed)
         self.notification_retry = notification_retry
         self.lock = threading.RLock()
         self.cards: dict[str, CardOta] = {}
@@ -221,6 +308,10 @@ class SimulatedNetwork:
     def on_submit(self, message: ShortMessage) -> None:
         with self.lock:
             self.smsr_address = message.source_addr or self.smsr_address
+            if self.losses.lost("MT"):
+                log.info("lossy network: SMS to %s lost (%d MT so far)", message.destination_addr,
+                         self.losses.dropped["MT"])
+                return
             target = self.card_for(message.destination_addr.lstrip("+"))
             if target is None:
                 log.info("no attached card answers at %s: SMS dropped", message.destination_addr)
@@ -240,6 +331,9 @@ class SimulatedNetwork:
         source = target.msisdn or ""
         for tpdu in submits:
             submit = sms.decode_sms_submit(tpdu)
+            if self.losses.lost("MO"):
+                log.info("lossy network: SMS from %s lost (%d MO so far)", source, self.losses.dropped["MO"])
+                continue
             self.smsc.deliver(ShortMessage(source_addr=source, destination_addr=submit.destination,
                                            short_message=submit.ud, esm_class=0x40 if submit.udhi else 0,
                                            protocol_id=submit.pid, data_coding=submit.dcs))

@@ -17,7 +17,9 @@ state / step          event                               next
 queued                the eUICC has no operation active   active/send (rules pass) or done (refused)
 active/send           a worker leases it, sends the SMS   active/await_por (next attempt = PoR wait)
 active/await_por      PoR with the R-APDUs                done, or active/await_notification
-active/await_por      no PoR before the next attempt      active/send again (new SCP80 counter)
+active/await_por      no PoR before the next attempt      the same packet sent again (retransmission)
+active/await_por      PoR 02/03 to a first transmission   active/send (a new packet, new SCP80 counter)
+active/await_por      PoR 02/03 to a retransmission       done FAILED 1.6/5.4 (+ dirty + audit)
 active/await_notif.   card notification for the change    done (EIS updated, notifications queued)
 any but done          validity period over                done EXPIRED 1.6/5.3 (+ dirty + audit
                                                           when something was sent)
@@ -30,6 +32,27 @@ leaves a lease that simply runs out.
 
 The EIS follows the card, never leads it: profile states change only when the card has
 answered (PoR status words, default notifications, GET STATUS during an audit).
+
+Lost SMS. A command is one SCP80 packet with its own counter (``operation.counter``), built the
+first time it is due. With no PoR within ``por_timeout`` the *identical* packet is sent again
+(same counter, same concatenation reference, same bytes: ``sms_link`` rebuilds it from the counter),
+never a new one: an ES8 command relayed by SendData must not run twice (a second STORE DATA
+3A02 or SCP03t segment breaks the key agreement or the C-MAC chain), and a retransmission lets
+the card complete a concatenated packet from the parts of several transmissions. The card
+answers a packet it already executed with the PoR it sent then (``euicc_sim.network``); a card
+that answers counter-low ('02', TS 102 225) to a retransmission leaves the outcome unknown: the
+operation fails 1.6/5.4 ("delivered with no response"), the EIS is marked dirty and audited, as at
+expiry. Only a first transmission answered '02'/'03' is known not to have run: a new packet then.
+Retransmissions run until the validity period ends (then EXPIRED 1.6/5.3); ``params`` counts them
+(``retransmissions``). Commands go to the enabled profile's MSISDN only (``sms_link``). A lost
+notification or confirmation is mended by the card, which sends the notification until a
+confirmation reaches it; a confirmation whose PoR held operations wait for (POL2 Auto-Delete) is
+itself sent again, the identical packet, until that PoR comes.
+
+Nothing stored stops a worker: an operation whose SMS cannot be built or submitted (no usable
+MSISDN, keys missing, a value the SMPP layer cannot encode) fails 1.2/4.2 on its own and frees its
+eUICC; an inbox SMS that cannot be handled is retried after its lease and dropped after
+:data:`INBOX_GIVE_UP` seconds.
 
 Access is decided when a request is accepted (:meth:`Platform._check_access`: the EID and ICCID
 exist, the requester may act on the profile, registry.may_manage): a refusal is answered by its callback
@@ -60,7 +83,7 @@ from . import eis as v
 from .models import EisAuditRecord, Euicc, ProfileRow, eis_value
 from .ops_models import EuiccOta, Operation, SmsInbox
 from .registry import Caller, eis_seen_by, load_euicc, may_manage, profile_for_caller
-from .sms_link import CardMessage, OutboundSms, SmsLink
+from .sms_link import CardMessage, OutboundSms, SmsLink, Unreachable, concatenation_reference
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +116,10 @@ NOTIFICATION_OPERATION_TYPE = "0B00"
 QUEUED, ACTIVE, DONE = "queued", "active", "done"
 HELD = "held"  # an automatic operation waiting for the PoR of a notification confirmation
 SEND, AWAIT_POR, AWAIT_NOTIFICATION = "send", "await_por", "await_notification"
+
+# Parts of a concatenated SMS from the card wait this long for their siblings (a PoR sent again for a
+# retransmission completes them), and an SMS whose handling keeps failing is retried until this age.
+INBOX_GIVE_UP = 300.0
 
 
 @dataclass(frozen=True)
@@ -472,41 +499,63 @@ class Platform:
         return [es8.command_tlv(a) for a in apdus], None
 
     def due_sends(self, now: datetime) -> list[OutboundSms]:
-        """Lease every active operation whose command is due and build its SMS (one counter each)."""
+        """Lease every active operation whose command is due and build its SMS: the operation's packet,
+        new (a fresh counter) or the one already sent (a retransmission, the same bytes)."""
         out: list[OutboundSms] = []
         with self.db.session() as s:
             ids = list(s.scalars(select(Operation.id).where(
                 Operation.state == ACTIVE, Operation.step.in_((SEND, AWAIT_POR)), Operation.next_attempt_at <= now,
-                or_(Operation.lease_until.is_(None), Operation.lease_until < now))))
+                Operation.expires_at > now, or_(Operation.lease_until.is_(None), Operation.lease_until < now))))
         for op_id in ids:
-            with self.db.session() as s:
-                # Check again that it is due: between the SELECT above and this UPDATE another worker
-                # may have leased, sent and released it (sent() clears the lease), and it must not be
-                # sent a second time with a new counter.
-                leased = s.execute(
-                    update(Operation).where(Operation.id == op_id, Operation.state == ACTIVE,
-                                            Operation.step.in_((SEND, AWAIT_POR)), Operation.next_attempt_at <= now,
-                                            or_(Operation.lease_until.is_(None), Operation.lease_until < now))
-                    .values(lease_until=now + timedelta(seconds=self.timing.lease))
-                ).rowcount
-                if leased != 1:
-                    continue
-                op = s.get(Operation, op_id)
-                euicc = s.get(Euicc, op.eid)
+            try:
+                outbound = self._build_send(op_id, now)
+            except Exception:  # whatever is stored, one operation must not stop the others (module doc)
+                log.exception("operation %s: its SMS could not be built", op_id)
+                self._cannot_send(op_id, now, "the SM-SR could not build the command for this eUICC")
+                continue
+            if outbound is not None:
+                out.append(outbound)
+        return out + self._confirmations_again(now)
+
+    def _build_send(self, op_id: int, now: datetime) -> OutboundSms | None:
+        with self.db.session() as s:
+            # Check again that it is due: between the SELECT above and this UPDATE another worker
+            # may have leased, sent and released it (sent() clears the lease), and it must not be
+            # sent twice in one period.
+            leased = s.execute(
+                update(Operation).where(Operation.id == op_id, Operation.state == ACTIVE,
+                                        Operation.step.in_((SEND, AWAIT_POR)), Operation.next_attempt_at <= now,
+                                        or_(Operation.lease_until.is_(None), Operation.lease_until < now))
+                .values(lease_until=now + timedelta(seconds=self.timing.lease))
+            ).rowcount
+            if leased != 1:
+                return None
+            op = s.get(Operation, op_id)
+            euicc = s.get(Euicc, op.eid)
+            try:
+                destination = self.link.destination(euicc)
+            except Unreachable as exc:
+                if op.sent_any:  # reachable before: what the earlier transmissions did is unknown
+                    self._outcome_unknown(s, op, now)
+                self._finish(s, op, Status.FAILED, FunctionFailed(codes.INTERNAL_ERROR, str(exc)), now=now)
+                return None
+            retransmission = op.counter is not None
+            if not retransmission:
                 ota = self._ota(s, op.eid)
                 ota.counter += 1
-                ota.sms_ref = (ota.sms_ref + 1) % 256
-                destination = self.link.destination(euicc, op.attempts)
-                if destination is None:
-                    self._finish(s, op, Status.FAILED, FunctionFailed(
-                        codes.ISDR_EXECUTION_ERROR, "no MSISDN is known to reach this eUICC by SMS"), now=now)
-                    continue
-                commands, tar = self._script(s, op)
-                segments = self.link.command_tlvs(euicc, ota.counter, commands, ota.sms_ref, tar=tar)
+                ota.sms_ref = concatenation_reference(ota.counter)
                 op.counter = ota.counter
-                op.attempts += 1
-                out.append(OutboundSms(op.eid, destination, segments, op.id, op.attempts))
-        return out
+            commands, tar = self._script(s, op)
+            segments = self.link.command_tlvs(euicc, op.counter, commands, tar=tar)
+            op.attempts += 1
+            params = dict(op.params)
+            params["transmissions"] = params.get("transmissions", 0) + 1 if retransmission else 1
+            params["retransmissions"] = params.get("retransmissions", 0) + retransmission
+            op.params = params
+            if retransmission:
+                log.info("operation %s: packet with counter %s sent again (retransmission %d)", op.id, op.counter,
+                         params["retransmissions"])
+            return OutboundSms(op.eid, destination, segments, op.id, op.attempts)
 
     def sent(self, sms: OutboundSms, now: datetime) -> None:
         """The SMSC took the command: wait for its PoR."""
@@ -523,7 +572,8 @@ class Platform:
             op.lease_until = None
 
     def send_failed(self, sms: OutboundSms, now: datetime, error: str) -> None:
-        """The SMSC refused or is away: try the same step again a little later."""
+        """The SMSC refused or is away: try the same step again a little later (the same packet: some of
+        its parts may have reached the card)."""
         if sms.operation_id is None:
             return
         log.warning("operation %s: SMS not submitted: %s", sms.operation_id, error)
@@ -533,6 +583,34 @@ class Platform:
                 return
             op.next_attempt_at = now + timedelta(seconds=self.timing.send_retry)
             op.lease_until = None
+
+    def cannot_send(self, sms: OutboundSms, now: datetime) -> None:
+        """The SMS cannot be submitted at all, now or later (the SMPP layer refused the values): the
+        operation fails and its eUICC is free; a notification confirmation is simply not sent (the card
+        sends its notification again)."""
+        if sms.operation_id is not None:
+            self._cannot_send(sms.operation_id, now, "the SM-SR could not submit the SMS to this eUICC")
+
+    def _cannot_send(self, op_id: int, now: datetime, message: str) -> None:
+        """End an operation that cannot be sent: FAILED 1.2/4.2, eUICC freed; dirty + audit when an
+        earlier transmission may have reached the card."""
+        try:
+            with self.db.session() as s:
+                op = s.get(Operation, op_id)
+                if op is None or op.state != ACTIVE:
+                    return
+                if op.sent_any:
+                    self._outcome_unknown(s, op, now)
+                self._finish(s, op, Status.FAILED, FunctionFailed(codes.INTERNAL_ERROR, message), now=now)
+        except Exception:  # the database itself is failing: the lease runs out and expiry ends it
+            log.exception("operation %s: could not be ended", op_id)
+
+    def _outcome_unknown(self, s: Session, op: Operation, now: datetime) -> None:
+        """The card may or may not have executed ``op``: mark the EIS dirty and audit (not an audit's audit)."""
+        self._ota(s, op.eid).dirty = True
+        automatic_audit = Function(op.function) is Function.AUDIT and op.interface == "SMSR"
+        if s.get(Euicc, op.eid) is not None and not automatic_audit:
+            self.queue_internal(s, op.eid, Function.AUDIT, now)
 
     # -- expiry ------------------------------------------------------------------------------
 
@@ -572,12 +650,26 @@ class Platform:
         for ids in groups.values():
             try:
                 confirmation = self._process_group(ids, now)
-            except Exception:  # one unreadable group must not hold up the others; its lease makes it wait
-                log.exception("SMS %s could not be processed; retried when its lease ends", ids)
+            except Exception:  # one unreadable group must not hold up the others
+                log.exception("SMS %s could not be processed", ids)
+                self._park(ids, now)
                 continue
             if confirmation is not None:
                 out.append(confirmation)
         return out
+
+    def _park(self, ids: list[int], now: datetime) -> None:
+        """SMS whose handling failed (its transaction rolled back): tried again when a lease has run out,
+        dropped once older than :data:`INBOX_GIVE_UP`, so a defect never turns into a loop."""
+        try:
+            with self.db.session() as s:
+                for row in s.scalars(select(SmsInbox).where(SmsInbox.id.in_(ids), SmsInbox.processed_at.is_(None))):
+                    if _utc(row.received_at) <= now - timedelta(seconds=INBOX_GIVE_UP):
+                        row.processed_at, row.outcome, row.lease_until = now, "dropped: could not be processed", None
+                    else:
+                        row.lease_until = now + timedelta(seconds=self.timing.lease)
+        except Exception:
+            log.exception("SMS %s could not be set aside", ids)
 
     def _process_group(self, ids: list[int], now: datetime) -> OutboundSms | None:
         """One SMS (all its parts) in one transaction: the state change and what it owes commit together."""
@@ -594,7 +686,7 @@ class Platform:
             if outcome == "incomplete":
                 for p in parts:
                     p.lease_until = None
-                    if _utc(p.received_at) < now - timedelta(seconds=300):
+                    if _utc(p.received_at) < now - timedelta(seconds=INBOX_GIVE_UP):
                         p.processed_at, p.outcome = now, "dropped: concatenated SMS never completed"
                 return None
             for p in parts:
@@ -630,10 +722,19 @@ class Platform:
             return self._on_other_por(s, euicc, message, now)
         function = Function(op.function)
         if por.status in (0x02, 0x03) and op.attempts < 10:
-            # Counter out of order (another worker's SMS to this card overtook ours): the card
-            # executed nothing, so the command is simply sent again with a fresh counter.
-            op.step, op.next_attempt_at, op.lease_until = SEND, now, None
-            return f"operation {op.id}: PoR status {por.status:02X} (counter), sent again"
+            if op.params.get("transmissions", 1) <= 1 or function is Function.AUDIT:
+                # Counter out of order in answer to the packet's first transmission (a packet with a
+                # higher counter reached the card first): the card executed nothing, so the command
+                # goes again in a new packet. An audit only reads: running it twice is harmless.
+                op.counter, op.step, op.next_attempt_at, op.lease_until = None, SEND, now, None
+                return f"operation {op.id}: PoR status {por.status:02X} (counter), sent again in a new packet"
+            # A retransmission answered "counter low": the card may have executed the first transmission
+            # (and lost its PoR) or never seen it; it will not say which (module doc).
+            self._outcome_unknown(s, op, now)
+            self._finish(s, op, Status.FAILED, FunctionFailed(
+                codes.NO_RESPONSE, f"the eUICC answered a retransmission with PoR status {por.status:02X} (counter): "
+                "whether it executed the command is unknown; an audit was queued"), now=now)
+            return f"operation {op.id}: PoR status {por.status:02X} to a retransmission, outcome unknown"
         if por.status != 0:
             if por.status == 0x09 and function is Function.SEND_DATA:  # TAR unknown: no such ISD-P on the card
                 failure = FunctionFailed(codes.SD_AID_UNKNOWN, f"the eUICC has no ISD-P {op.params['isd_p_aid']} "
@@ -729,6 +830,17 @@ class Platform:
         "delete when disabled", sgp02-wire.md 6.2); the EIS drops them.
         """
         script = message.responses
+        if message.por.status in (0x02, 0x03):
+            # A card without the simulator's record answers a repeated confirmation "counter low": what it
+            # deleted then is unknown. The held operations go ahead; a DELETE of what the card already
+            # deleted answers 6A88, which marks the EIS dirty and audits it.
+            held = [o for o in s.scalars(select(Operation).where(Operation.eid == euicc.eid, Operation.state == HELD))
+                    if o.params.get("confirmation_counter") == message.por.counter]
+            for o in held:
+                o.state = QUEUED
+            if held:
+                return (f"PoR counter {message.por.counter}: status {message.por.status:02X}, "
+                        f"{len(held)} held operation(s) go ahead")
         if script is None or not script.responses or script.last_sw != es5.SW_OK:
             return f"PoR counter {message.por.counter}: no operation waits for it"
         data = script.responses[-1][:-2]
@@ -792,7 +904,7 @@ class Platform:
         # only from this very notification.
         confirmation = self._confirmation(euicc, ota, n.seq, source)
         if not _seq_is_new(n.seq, ota.last_notification_seq):
-            self._hold_until_confirmed(s, euicc.eid, ota.counter)
+            self._hold_until_confirmed(s, euicc.eid, ota.counter, n.seq, now)
             return f"notification {n.seq}: duplicate, confirmed again", confirmation
         ota.last_notification_seq = n.seq
         aid = n.isdp_aid.hex().upper()
@@ -813,7 +925,7 @@ class Platform:
             if change == "Disabled" and _pol2_auto_delete(p):
                 # sgp02-wire 5.3: delete after the confirmation, unless the card deletes it then (POL1)
                 self.queue_internal(s, euicc.eid, Function.DELETE, now, iccid=p.iccid).state = HELD
-        self._hold_until_confirmed(s, euicc.eid, ota.counter)
+        self._hold_until_confirmed(s, euicc.eid, ota.counter, n.seq, now)
         s.add(EisAuditRecord(eid=euicc.eid, smsr_id=self.smsr_id, operation_date=now,
                              operation_type=NOTIFICATION_OPERATION_TYPE,
                              status=(Status.FAILED if n.type == es5.NOTIF_PROFILE_CHANGE_ROLLED_BACK else Status.EXECUTED_SUCCESS).value,
@@ -837,15 +949,46 @@ class Platform:
                     codes.ISDR_EXECUTION_ERROR, "the eUICC could not attach with the profile and rolled back"), now=now)
         return f"notification {n.seq} type {n.type:02X}: {len(changed)} state change(s)", confirmation
 
-    def _hold_until_confirmed(self, s: Session, eid: str, confirmation_counter: int) -> None:
-        """Held operations of ``eid`` wait for the PoR of the confirmation just built."""
+    def _hold_until_confirmed(self, s: Session, eid: str, confirmation_counter: int, seq: int, now: datetime) -> None:
+        """Held operations of ``eid`` wait for the PoR of the confirmation just built. Its PoR is what
+        releases them (it lists what the card deleted itself), so without it within ``por_timeout`` the
+        confirmation goes again, the identical packet (:meth:`due_sends`): the card, which no longer
+        re-sends a notification it saw confirmed, answers with the PoR it sent then."""
         s.flush()
         for held in s.scalars(select(Operation).where(Operation.eid == eid, Operation.state == HELD)).all():
-            held.params = {**held.params, "confirmation_counter": confirmation_counter}
+            held.params = {**held.params, "confirmation_counter": confirmation_counter, "confirmation_seq": seq}
+            held.next_attempt_at = now + timedelta(seconds=self.timing.por_timeout)
+
+    def _confirmations_again(self, now: datetime) -> list[OutboundSms]:
+        """The confirmations whose PoR held operations still wait for, sent again (see above)."""
+        out: list[OutboundSms] = []
+        with self.db.session() as s:
+            ids = list(s.scalars(select(Operation.id).where(
+                Operation.state == HELD, Operation.next_attempt_at <= now, Operation.expires_at > now)))
+        sent: set[tuple[str, int]] = set()
+        for op_id in ids:
+            try:
+                with self.db.session() as s:
+                    held = s.get(Operation, op_id)
+                    counter, seq = held.params.get("confirmation_counter"), held.params.get("confirmation_seq")
+                    if held.state != HELD or counter is None or seq is None:
+                        continue
+                    held.next_attempt_at = now + timedelta(seconds=self.timing.por_timeout)
+                    if (held.eid, counter) in sent:
+                        continue
+                    sent.add((held.eid, counter))
+                    euicc = s.get(Euicc, held.eid)
+                    out.append(OutboundSms(held.eid, self.link.destination(euicc), self.link.command(
+                        euicc, counter, [es5.notification_confirmation(seq)]), None, 0))
+            except Exception:  # e.g. no reachable profile now: the held operation expires in its time
+                log.exception("held operation %s: its confirmation could not be sent again", op_id)
+        return out
 
     def _confirmation(self, euicc: Euicc, ota: EuiccOta, seq: int, destination: str) -> OutboundSms:
+        # A lost confirmation is mended by the card, which sends the notification again until one reaches
+        # it (the duplicate is confirmed again); its lost PoR matters to held operations only, for which
+        # the confirmation goes again (_hold_until_confirmed).
         ota.counter += 1
-        ota.sms_ref = (ota.sms_ref + 1) % 256
+        ota.sms_ref = concatenation_reference(ota.counter)
         return OutboundSms(euicc.eid, destination,
-                           self.link.command(euicc, ota.counter, [es5.notification_confirmation(seq)], ota.sms_ref),
-                           None, 0)
+                           self.link.command(euicc, ota.counter, [es5.notification_confirmation(seq)]), None, 0)

@@ -4,9 +4,21 @@ The same codecs run at the card's end (``euicc_sim``), in the other direction:
 ``ota.remote`` (expanded remote command format), ``keys.scp80`` (secured packets), ``ota.sms``
 (concatenation), ``ota.es5`` (the ES5 APDUs and the default notification).
 
-Addressing: an SMS reaches the eUICC through its enabled profile's network, so the destination is
-the MSISDN of the profile the EIS says is enabled. When that is unanswered, the next attempts try
-the other profiles' MSISDNs in turn (the EIS may be behind the card after a lost notification).
+Addressing: an SMS reaches the eUICC only through its enabled profile's network (a disabled profile is
+attached to none), so the destination is the MSISDN of the profile the EIS says is enabled, and only
+that one. Trying the other profiles' numbers would waste attempts on numbers that cannot answer. When
+the card has switched profiles and the EIS does not know yet, the card's default notification (re-sent
+until confirmed) tells the EIS, and the next attempt goes to the new number. No enabled profile, no
+MSISDN, or one that is not an E.164 digit string: :class:`Unreachable`, and the operation fails
+cleanly instead of handing the SMPP layer a value it cannot encode.
+
+Packets are a pure function of (ISD-R keyset, counter, script, TAR): the SCP80 wrap is deterministic
+and the concatenation reference is the counter modulo 256 (:func:`concatenation_reference`). So a
+retransmission rebuilt from the counter kept in the operation row is byte for byte the first
+transmission, after a worker restart too.
+
+Reading (:meth:`SmsLink.read`) keeps, for each sequence number, the newest copy of a part: parts of
+one PoR that arrived across retransmissions complete it, and duplicates do not spoil it.
 """
 from __future__ import annotations
 
@@ -30,6 +42,21 @@ class OutboundSms:
     segments: list[bytes]  # TP-UD of each SMS, UDH included
     operation_id: int | None  # None for a notification confirmation
     attempt: int
+
+
+class Unreachable(ValueError):
+    """No SMS can be addressed to the eUICC (no enabled profile with a usable MSISDN); the message says why."""
+
+
+MAX_ADDRESS_DIGITS = 20  # SMPP 3.4 destination_addr is a C-octet string of at most 21 octets
+
+
+def concatenation_reference(counter: int) -> int:
+    """The 8-bit concatenation reference of the packet with SCP80 ``counter`` (TS 23.040 §9.2.3.24.1).
+
+    Counters only grow, one per packet, so consecutive packets to a card get different references, and a
+    retransmission gets the same one without storing it."""
+    return counter % 256
 
 
 @dataclass(frozen=True)
@@ -63,33 +90,48 @@ class SmsLink:
         isd_r = self._isd_r(euicc)
         return bytes.fromhex(isd_r.tars[0] if isd_r.tars else isd_r.aid[-6:-2])
 
-    def destination(self, euicc: Euicc, attempt: int) -> str | None:
-        numbers = [p.msisdn for p in sorted(euicc.profiles, key=lambda p: p.state != v.ProfileState.ENABLED.value)
-                   if p.msisdn]
-        return numbers[attempt % len(numbers)] if numbers else None
+    def destination(self, euicc: Euicc) -> str:
+        """The enabled profile's MSISDN (module doc); :class:`Unreachable` when there is none to use."""
+        enabled = next((p for p in euicc.profiles if p.state == v.ProfileState.ENABLED.value), None)
+        if enabled is None:
+            raise Unreachable(f"eUICC {euicc.eid} has no enabled profile: no network reaches it by SMS")
+        msisdn = (enabled.msisdn or "").lstrip("+")
+        if not msisdn:
+            raise Unreachable(f"the enabled profile {enabled.iccid} has no MSISDN: the eUICC cannot be reached by SMS")
+        # isascii() too: str.isdigit() accepts other scripts' digits, which no SMSC takes
+        if not (msisdn.isascii() and msisdn.isdigit() and len(msisdn) <= MAX_ADDRESS_DIGITS):
+            raise Unreachable(f"the MSISDN stored for the enabled profile {enabled.iccid} is not an E.164 number "
+                              "(ASCII digits only): the eUICC cannot be reached by SMS")
+        return msisdn
 
     def euicc_for_address(self, s: Session, msisdn: str) -> Euicc | None:
         row = s.scalars(select(ProfileRow).where(ProfileRow.msisdn == msisdn.lstrip("+"))).first()
         return s.get(Euicc, row.eid) if row is not None else None
 
-    def command(self, euicc: Euicc, counter: int, apdus: list[bytes], ref: int) -> list[bytes]:
+    def command(self, euicc: Euicc, counter: int, apdus: list[bytes]) -> list[bytes]:
         """C-APDUs for the ISD-R, as SMS user data."""
-        return self._segments(euicc, counter, remote.encode_command_script(apdus), ref, None)
+        return self._segments(euicc, counter, remote.encode_command_script(apdus), None)
 
-    def command_tlvs(self, euicc: Euicc, counter: int, commands: list[bytes], ref: int, *,
+    def command_tlvs(self, euicc: Euicc, counter: int, commands: list[bytes], *,
                      tar: bytes | None = None) -> list[bytes]:
         """Command TLVs ('22' C-APDUs, ES8 TLVs) for the ISD-R, or for the ISD-P at ``tar``, as SMS user data."""
-        return self._segments(euicc, counter, remote.encode_command_tlvs(commands), ref, tar)
+        return self._segments(euicc, counter, remote.encode_command_tlvs(commands), tar)
 
-    def _segments(self, euicc: Euicc, counter: int, script: bytes, ref: int, tar: bytes | None) -> list[bytes]:
+    def _segments(self, euicc: Euicc, counter: int, script: bytes, tar: bytes | None) -> list[bytes]:
         # Always the ISD-R's SCP80 keyset: an ISD-P has none; the ISD-R forwards what its TAR names.
         packet = scp80.wrap_command(self.keyset(euicc), scp80.SPI_SGP02, tar or self.tar(euicc), counter, script)
-        return sms.segment(packet, sms.CPI, ref)
+        return sms.segment(packet, sms.CPI, concatenation_reference(counter))
 
     def read(self, euicc: Euicc, user_data: list[bytes]) -> CardMessage:
-        """A PoR or a card notification from complete SMS parts (ValueError when not readable)."""
-        parts = [sms.parse_user_data(ud) for ud in user_data]
-        if len(parts) < parts[0].total:
+        """A PoR or a card notification from SMS parts in arrival order (ValueError when not readable).
+
+        Parts may come more than once (a PoR sent again for a retransmission): the newest copy of each
+        sequence number counts. ValueError "incomplete" while a sequence number is missing."""
+        parsed = [sms.parse_user_data(ud) for ud in user_data]
+        total = parsed[-1].total  # a part of another total is left from an older message under this reference
+        newest = {p.seq: p for p in parsed if p.total == total}
+        parts = [newest[seq] for seq in sorted(newest)]
+        if len(parts) < total:
             raise ValueError("incomplete concatenated SMS")
         iei, packet = sms.reassemble(parts)
         keyset = self.keyset(euicc)

@@ -14,6 +14,10 @@ every other part by hand, the way ``esx.worker`` and ``euicc_sim.network`` do at
   notifications leave only when the test calls :meth:`OtaHarness.notify`, so the state in between can be
   checked.
 
+Lost SMS: a test loses what it names (``lose=True`` / ``lose_reply=True`` for every part one way, or a set
+of part numbers), and :attr:`OtaHarness.losses` (an :class:`euicc_sim.network.Losses`, the loopback SMSC's
+own loss model) may lose any SMS at a seeded rate.
+
 Readers (:meth:`op`, :meth:`outbox`, :meth:`profiles`, :meth:`ota`, :func:`body`) return plain values.
 """
 from __future__ import annotations
@@ -32,7 +36,7 @@ from esx.db import Database, sqlite_url
 from esx.demo import MNO_OID, SMSR_OID
 from esx.outbox import OutboxSink
 from euicc_sim.card import Card
-from euicc_sim.network import CARD_FILE, CardOta
+from euicc_sim.network import CARD_FILE, CardOta, Losses
 from keys.pki import DevPki
 from keys.secretbox import SecretBox
 from ota import sms
@@ -59,8 +63,9 @@ class Transmission:
     """What became of one OutboundSms on the simulated network."""
 
     sms: OutboundSms
-    reached: str | None  # EID of the card that got it, None when no attached card answers there
-    replies: list[sms.SmsSubmit]  # what that card sent back (PoR segments)
+    reached: str | None  # EID of the card that got (some of) it, None when no attached card got any part
+    replies: list[sms.SmsSubmit]  # what reached the SM-SR of what that card sent back (PoR segments)
+    sent_back: list[bytes] = ()  # the user data of every SMS the card sent back, lost or not
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ class OtaHarness:
             for path in sorted((self.data_dir / "euicc").glob(f"*/{CARD_FILE}"))
         }
         self.transmissions: list[Transmission] = []
+        self.losses = Losses()  # no loss unless a test sets a rate
         self._ids = itertools.count(1)
 
     def close(self) -> None:
@@ -168,25 +174,36 @@ class OtaHarness:
                                user_data=submit.ud, concat_ref=sms.parse_user_data(submit.ud).ref))
         return submits
 
-    def transmit(self, out: OutboundSms, now: datetime, *, lose: bool = False, lose_reply: bool = False,
-                 to_eid: str | None = None) -> Transmission:
-        """The SMSC takes ``out``: it reaches the attached card (unless ``lose``), then ``Platform.sent``.
+    def transmit(self, out: OutboundSms, now: datetime, *, lose: bool | set[int] = False,
+                 lose_reply: bool | set[int] = False, to_eid: str | None = None) -> Transmission:
+        """The SMSC takes ``out``: its parts reach the attached card, then ``Platform.sent``; the card's answer
+        goes to the SM-SR's inbox.
 
-        ``to_eid`` hands it to that card whatever number it was addressed to (to test one thing at a time).
+        ``lose`` / ``lose_reply``: True loses every part that way, a set loses those part numbers (1, 2, ...);
+        :attr:`losses` may lose others. ``to_eid`` hands it to that card whatever number it was addressed to (to
+        test one thing at a time).
         """
-        target = None if lose else self.cards[to_eid] if to_eid else self.card_at(out.destination)
-        tpdus = self.to_card(target, out.segments) if target is not None else []
+        target = self.cards[to_eid] if to_eid else self.card_at(out.destination)
+        delivered = [ud for n, ud in enumerate(out.segments, 1) if not self._lost("MT", n, lose)]
+        tpdus = self.to_card(target, delivered) if target is not None and delivered else []
         self.platform.sent(out, now)
-        replies = [] if lose_reply or target is None else self.to_smsr(target.msisdn, tpdus, now)
-        t = Transmission(out, target.card.eid if target is not None else None, replies)
+        kept = [t for n, t in enumerate(tpdus, 1) if not self._lost("MO", n, lose_reply)]
+        replies = self.to_smsr(target.msisdn, kept, now) if kept else []
+        t = Transmission(out, target.card.eid if target is not None and delivered else None, replies,
+                         [sms.decode_sms_submit(tpdu).ud for tpdu in tpdus])
         self.transmissions.append(t)
         return t
 
+    def _lost(self, direction: str, part: int, named: bool | set[int]) -> bool:
+        named_lost = named is True or (not isinstance(named, bool) and part in named)
+        return self.losses.lost(direction) or named_lost  # drawn for every SMS, so a seed gives one sequence
+
     def notify(self, eid: str, now: datetime) -> int:
-        """The card sends every unconfirmed default notification now; how many SMS went to the SM-SR."""
+        """The card sends every unconfirmed default notification now; how many SMS reached the SM-SR."""
         ota_front = self.cards[eid]
         ota_front.reload_if_changed()
-        tpdus = ota_front.due_notifications(SMSR_ADDRESS, 0.0, time.monotonic())
+        tpdus = [t for t in ota_front.due_notifications(SMSR_ADDRESS, 0.0, time.monotonic())
+                 if not self.losses.lost("MO")]
         return len(self.to_smsr(ota_front.msisdn, tpdus, now)) if tpdus else 0
 
     # -- the worker ----------------------------------------------------------------------------

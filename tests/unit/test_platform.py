@@ -14,10 +14,10 @@ import shutil
 import pytest
 
 from esx.demo import MNO_OID, SMDP_OID, SMSR_OID, demo_eid, demo_iccid, init_instance, isd_p_aid
-from euicc_sim.card import Pol1
+from euicc_sim.card import IsdP, Pol1
 from euicc_sim.network import card_keyset
 from keys import scp80
-from ota import es5, sms
+from ota import es5, remote, sms
 from smsr_core import eis as v
 from smsr_core.platform import AsyncRequest, Function, Timing
 from smsr_core.registry import Caller
@@ -307,26 +307,40 @@ def test_audit_of_a_card_without_any_isdp_is_an_answer_not_a_fault(h):
     assert h.ota(EID1).dirty is False
 
 
-def test_audit_finds_a_profile_switch_the_eis_missed(h):
-    """The card enabled SPARE1 and its notification was lost: the EIS still routes SMS to FALLBACK1's number."""
+def test_a_profile_switch_the_eis_missed_is_learnt_from_the_card_and_the_packet_follows(h):
+    """The card enabled SPARE1 and its notification is late: the EIS still says FALLBACK1, whose number no longer
+    answers. Commands go to the EIS's enabled profile only (a disabled profile is attached to no network); the
+    card's notification, sent until confirmed, tells the EIS, and the next retransmission goes to SPARE1."""
     assert h.card(EID1).process(es5.enable_profile(bytes.fromhex(AID1)))[-2:] == b"\x90\x00"
-    h.card(EID1).pending.clear()
-    h.card(EID1).save()
     op_id = h.request(Function.AUDIT, EID1, iccids=[SPARE1])
     h.start()
     [first] = h.send_due()
     assert (first.sms.destination, first.reached) == (MSISDN_FALLBACK1, None)  # not attached any more
     assert h.send_due(at(29)) == []
-    [second] = h.send_due(at(30))  # no PoR: the next attempt tries the other profile's number
-    assert (second.sms.destination, second.reached, second.sms.attempt) == (MSISDN_SPARE1, EID1, 2)
-    h.process(at(30))
+    [second] = h.send_due(at(30))
+    assert (second.sms.destination, second.reached) == (MSISDN_FALLBACK1, None)  # never another profile's number
+    assert second.sms.segments == first.sms.segments  # the same packet
 
+    assert h.notify(EID1, at(40)) == 1  # type 02 for SPARE1, from SPARE1's number
+    [confirmation] = h.process(at(40))
+    assert (confirmation.sms.destination, confirmation.reached) == (MSISDN_SPARE1, EID1)
+    assert h.profiles(EID1) == SPARE_ENABLED
+
+    # The audit's packet (counter 1) never reached the card, the confirmation (counter 2) did: the card answers
+    # the retransmission "counter low". An audit only reads, so it goes again in a new packet.
+    [third] = h.send_due(at(60))
+    assert (third.sms.destination, third.reached, third.sms.segments) == (MSISDN_SPARE1, EID1, first.sms.segments)
+    h.process(at(60))
+    assert h.op(op_id).counter is None
+    [fourth] = h.send_due(at(60))
+    assert (fourth.reached, h.op(op_id).counter) == (EID1, 3)
+    h.process(at(60))
     assert h.op(op_id).result == ("EXECUTED_SUCCESS", None, None)
     assert h.profiles(EID1) == SPARE_ENABLED
     assert notifications(h) == [("ES4-HandleProfileDisabledNotification", FALLBACK1),
                                 ("ES4-HandleProfileEnabledNotification", SPARE1)]
     [cb] = callbacks(h, op_id)
-    assert cb.fields["Eis/Iccids"] == SPARE1  # only the ICCIDs asked for
+    assert set(cb.fields["Eis/Iccids"].split()) == {SPARE1}  # only the ICCIDs asked for (profile, audit trail)
 
 
 # -- rules checked before any command leaves -----------------------------------------------------------------------
@@ -498,42 +512,129 @@ def test_replayed_request_is_not_queued_twice(h):
 # -- time: lost SMS, silent cards, expiry --------------------------------------------------------------------------
 
 
-def test_no_por_the_command_is_sent_again_with_a_higher_counter(h):
+def test_no_por_the_same_packet_is_sent_again(h):
+    """The command never reached the card: the retransmission is the same packet, byte for byte (same counter,
+    same concatenation reference), to the same number, and the card executes it then."""
     op_id = h.request(Function.ENABLE, EID1, SPARE1)
     h.start()
     [lost] = h.send_due(lose=True)
+    assert lost.reached is None
     assert h.send_due(at(29)) == []  # the PoR may still come
     [second] = h.send_due(at(30))
-    assert (second.sms.destination, second.reached) == (MSISDN_SPARE1, None)  # tries the other number
-    [third] = h.send_due(at(60))
-    assert (third.sms.destination, third.reached) == (MSISDN_FALLBACK1, EID1)
-    assert [t.sms.attempt for t in (lost, second, third)] == [1, 2, 3]
+    assert (second.sms.destination, second.reached, second.sms.attempt) == (MSISDN_FALLBACK1, EID1, 2)
+    assert second.sms.segments == lost.sms.segments
     op = h.op(op_id)
-    assert (op.attempts, op.counter, op.step) == (3, 3, "await_por")
-    assert h.card(EID1).scp80["counter"] == 3
-    assert h.ota(EID1).counter == 3
+    assert (op.attempts, op.counter, op.step, op.params["retransmissions"]) == (2, 1, "await_por", 1)
+    assert h.card(EID1).scp80["counter"] == 1
+    assert h.ota(EID1).counter == 1
 
-    h.process(at(60))
-    h.notify(EID1, at(61))
-    h.process(at(61))
+    h.process(at(30))
+    h.notify(EID1, at(31))
+    h.process(at(31))
     assert h.op(op_id).result == ("EXECUTED_SUCCESS", None, None)
 
 
-def test_lost_por_the_card_executes_the_retry_idempotently(h):
+def test_lost_por_of_an_enable_the_notification_completes_it(h):
+    """The card enabled SPARE1 and its PoR was lost: the retransmission goes to the number the EIS knows, which no
+    longer answers; the card's notification completes the operation, and nothing ran twice."""
     op_id = h.request(Function.ENABLE, EID1, SPARE1)
     h.start()
     [first] = h.send_due(lose_reply=True)
-    assert first.reached == EID1
+    assert (first.reached, first.replies, len(first.sent_back)) == (EID1, [], 1)
     assert card_profiles(h, EID1)[SPARE1] == ("ENABLED", False)
     [second] = h.send_due(at(30))
-    assert (second.sms.destination, second.reached, len(second.replies)) == (MSISDN_SPARE1, EID1, 1)
-    h.process(at(30))
-    assert h.op(op_id).step == "await_notification"
-    assert len(h.card(EID1).pending) == 1  # 3A03 on an enabled profile: 9000, no second notification
+    assert (second.sms.destination, second.reached) == (MSISDN_FALLBACK1, None)
     h.notify(EID1, at(31))
     h.process(at(31))
     assert h.op(op_id).result == ("EXECUTED_SUCCESS", None, None)
     assert h.profiles(EID1) == SPARE_ENABLED
+    assert h.card(EID1).pending == []  # one notification, confirmed
+
+
+def test_lost_por_the_retransmission_gets_the_same_por_and_runs_nothing_twice(h):
+    op_id = h.request(Function.DELETE, EID1, SPARE1)
+    h.start()
+    [first] = h.send_due(lose_reply=True)
+    assert h.card(EID1).profile(AID1) is None
+    card_state = h.card(EID1).view()
+    [second] = h.send_due(at(30))
+    assert (second.reached, second.sms.segments) == (EID1, first.sms.segments)
+    assert second.sent_back == first.sent_back  # the recorded PoR, not a second execution (6A88)
+    assert h.card(EID1).view() == card_state
+    h.process(at(30))
+    op = h.op(op_id)
+    assert (op.result, op.euicc_response, op.attempts) == (("EXECUTED_SUCCESS", None, None), "9000", 2)
+    assert h.profiles(EID1) == {FALLBACK1: (ENABLED, True)}
+    assert h.ota(EID1).dirty is False
+
+
+@pytest.mark.parametrize("second_loss", [set(), {1}], ids=["duplicate part 1", "only part 2"])
+def test_por_parts_from_two_transmissions_complete_it(h, second_loss):
+    """A PoR in two SMS: part 2 is lost, then the retransmission's recorded PoR brings the same parts again (the
+    same reference); the inbox completes the PoR from parts of both and ignores the duplicate."""
+    card = h.card(EID1)
+    for n in range(3):  # enough ISD-Ps that GET STATUS needs a PoR in two SMS
+        card.profiles.append(IsdP(isd_p_aid(2 + n), es5.SELECTABLE))
+    card.save()
+    op_id = h.request(Function.AUDIT, EID1)
+    h.start()
+    [first] = h.send_due(lose_reply={2})
+    assert len(first.sent_back) == 2 and len(first.replies) == 1
+    assert h.process() == [] and h.op(op_id).step == "await_por"  # part 1 alone waits
+    [second] = h.send_due(at(30), lose_reply=second_loss)
+    assert second.sent_back == first.sent_back
+    h.process(at(30))
+    assert h.op(op_id).result == ("EXECUTED_SUCCESS", None, None)
+    assert h.inbox_outcomes().count(f"operation {op_id} executed") == len(first.replies) + len(second.replies)
+
+
+def test_counter_low_to_a_first_transmission_sends_a_new_packet(h):
+    """The card's counter is ahead of the SM-SR's (a packet it never saw): '02' to a first transmission means the
+    card ran nothing, so a new packet with the next counter goes."""
+    card = h.card(EID1)
+    card.scp80["counter"] = 2
+    card.save()
+    op_id = h.request(Function.DELETE, EID1, SPARE1)
+    h.start()
+    for counter in (1, 2):
+        [t] = h.send_due()
+        assert t.reached == EID1 and h.op(op_id).counter == counter
+        h.process()
+        assert (h.op(op_id).step, h.op(op_id).counter) == ("send", None)
+    h.send_due()
+    h.process()
+    op = h.op(op_id)
+    assert (op.result, op.attempts, op.counter) == (("EXECUTED_SUCCESS", None, None), 3, 3)
+
+
+def test_counter_low_to_a_retransmission_the_outcome_is_unknown(h):
+    """A card that keeps no PoR (TS 102 225 alone) answers a retransmission '02': executed with its PoR lost, or
+    never received? The operation fails 1.6/5.4, the EIS is marked dirty, and an audit finds out."""
+    op_id = h.request(Function.DELETE, EID1, SPARE1, message_id="urn:uuid:delete")
+    h.start()
+    h.send_due(lose_reply=True)
+    card = h.card(EID1)
+    card.scp80.pop("recent")  # what a card without the simulator's record does
+    card.save()
+    [second] = h.send_due(at(30))
+    [por_sms] = second.replies
+    por = scp80.unwrap_response(sms.parse_user_data(por_sms.ud).payload, card_keyset(card), scp80.SPI_SGP02)
+    assert (por.counter, por.status, por.data) == (1, 0x02, b"")
+    h.process(at(30))
+
+    op = h.op(op_id)
+    assert (op.state, op.result) == ("done", ("FAILED", "1.6", "5.4"))
+    [cb] = callbacks(h, op_id)
+    assert status_of(cb) == ("FAILED", "1.6", "5.4")
+    assert h.ota(EID1).dirty is True
+    audit = h.ops()[-1]
+    assert (audit.function, audit.interface) == ("AuditEIS", "SMSR")
+    h.start(at(31))
+    h.send_due(at(31))
+    h.process(at(31))
+    assert h.op(audit.id).result == ("EXECUTED_SUCCESS", None, None)
+    assert h.profiles(EID1) == {FALLBACK1: (ENABLED, True)}  # the audit found the deletion
+    assert h.ota(EID1).dirty is False
 
 
 def test_silent_card_expires_marks_dirty_and_audits(h):
@@ -701,26 +802,197 @@ def test_pol2_auto_delete_waits_for_the_notification_confirmation(h):
     assert h.ota(EID1).dirty is False
 
 
+@pytest.mark.parametrize("card_keeps_por", [True, False], ids=["recorded PoR", "counter low"])
+def test_pol2_auto_delete_when_the_confirmation_por_is_lost(h, card_keeps_por):
+    """The confirmation's PoR is what releases the held DELETE, and the card, its notification confirmed, sends
+    nothing more. So the confirmation goes again, the identical packet: the card's recorded PoR lists what it
+    deleted. A card that keeps no record answers '02': the DELETE goes ahead, finds nothing (6A88), and the audit
+    that follows realigns the EIS."""
+    h.card(EID1).update_pol1(AID1, Pol1(delete_when_disabled=True))
+    pol2(h, SPARE1, "DISABLE", "Auto-Delete")
+    enable_spare(h)
+    h.request(Function.DISABLE, EID1, SPARE1, now=at(10))
+    h.start(at(10))
+    h.send_due(at(10))
+    h.process(at(10))
+    h.notify(EID1, at(11))
+    [confirmation] = h.process(at(11), lose_reply=True)  # the card deletes SPARE1; the PoR saying so is lost
+    assert confirmation.reached == EID1 and h.card(EID1).profile(AID1) is None
+    held = h.ops()[-1]
+    assert (held.function, held.state) == ("DeleteProfile", "held")
+    assert h.send_due(at(40)) == []
+    if not card_keeps_por:
+        card = h.card(EID1)
+        card.scp80.pop("recent")
+        card.save()
+    [again] = h.send_due(at(41))
+    assert (again.sms.operation_id, again.sms.segments, again.reached) == (None, confirmation.sms.segments, EID1)
+    assert (again.sent_back == confirmation.sent_back) is card_keeps_por
+    for second in range(41, 46):
+        h.process(at(second))
+        h.start(at(second))
+        h.send_due(at(second))
+
+    assert h.profiles(EID1) == {FALLBACK1: (ENABLED, True)}
+    assert h.ota(EID1).dirty is False
+    if card_keeps_por:
+        assert h.op(held.id).result == ("EXECUTED_SUCCESS", None, None)
+        assert "AuditEIS" not in [o.function for o in h.ops()]
+    else:
+        assert h.op(held.id).result == ("FAILED", "8.4", "4.2")  # 6A88: it was gone already
+        assert [o.result[0] for o in h.ops() if o.function == "AuditEIS"] == ["EXECUTED_SUCCESS"]
+
+
 # -- SCP80 at the card ---------------------------------------------------------------------------------------------
 
 
-def test_replayed_command_packet_gets_por_status_02_and_changes_nothing(h):
+def test_a_replayed_packet_gets_the_recorded_por_and_changes_nothing(h):
+    """The network delivers the same SMS twice: the card answers with the PoR it sent the first time, byte for byte
+    (the simulated card's choice, euicc_sim.network), runs nothing again, and the SM-SR ignores the second PoR."""
     op_id = h.request(Function.ENABLE, EID1, SPARE1)
     h.start()
     [t] = h.send_due()
     card_ota = h.cards[EID1]
     state = card_ota.card.view(), dict(card_ota.card.scp80)
 
-    replay = h.to_card(card_ota, t.sms.segments)  # the network delivers the same SMS again
+    replay = h.to_card(card_ota, t.sms.segments)
+    assert [sms.decode_sms_submit(tpdu).ud for tpdu in replay] == t.sent_back
     [por_sms] = [sms.decode_sms_submit(tpdu) for tpdu in replay]
     packet = sms.parse_user_data(por_sms.ud)
     assert packet.iei == sms.RPI
     por = scp80.unwrap_response(packet.payload, card_keyset(card_ota.card), scp80.SPI_SGP02)
-    assert (por.counter, por.status, por.data) == (1, 0x02, b"")
+    # the expanded response script of the first execution: 'AB' { 80 01 01 (one command run), 23 02 9000 }
+    assert (por.counter, por.status, por.data.hex().upper()) == (1, 0x00, "AB07" "800101" "23029000")
     assert (card_ota.card.view(), card_ota.card.scp80) == state
 
-    # The SM-SR, already past that PoR, ignores the replay's.
+    h.process()
     h.to_smsr(card_ota.msisdn, replay, T0)
     h.process()
     assert h.op(op_id).step == "await_notification"
     assert h.inbox_outcomes()[-1] == "PoR counter 1: no operation waits for it"
+
+
+def test_a_packet_with_a_used_counter_and_other_bytes_gets_counter_low(h):
+    """Only the very packet is answered from the record: other bytes under a counter already used are refused
+    with PoR status '02' (TS 102 225) and run nothing."""
+    h.request(Function.ENABLE, EID1, SPARE1)
+    h.start()
+    h.send_due()
+    card_ota = h.cards[EID1]
+    state = card_ota.card.view()
+    euicc_keys = card_keyset(card_ota.card)
+    other = scp80.wrap_command(euicc_keys, scp80.SPI_SGP02, bytes.fromhex("000001"), 1,
+                               remote.encode_command_script([es5.get_status_isdp(None)]))
+    [por_ud] = card_ota.execute(other)
+    por = scp80.unwrap_response(sms.parse_user_data(por_ud).payload, euicc_keys, scp80.SPI_SGP02)
+    assert (por.counter, por.status, por.data) == (1, 0x02, b"")
+    assert card_ota.card.view() == state
+
+
+# -- whatever is stored, an operation fails alone and the work goes on ----------------------------------------------
+
+ARABIC_INDIC_MSISDN = "٤٤٧٩٠٠٠٠٠١٠٠"  # 447900000100 in Arabic-Indic digits: str.isdigit() says True
+
+
+def test_a_hostile_stored_msisdn_fails_the_operation_cleanly_and_frees_the_euicc(h):
+    """Seen in the field: an MSISDN stored in Arabic-Indic digits reached the SMPP layer and crashed the worker
+    (UnicodeEncodeError), leaving the eUICC blocked. Now the operation fails 1.2/4.2 without echoing the value,
+    the eUICC takes its next operation, and another eUICC is not held up."""
+    h.set_profile(FALLBACK1, msisdn=ARABIC_INDIC_MSISDN)
+    enable = h.request(Function.ENABLE, EID1, SPARE1, message_id="urn:uuid:hostile")
+    audit = h.request(Function.AUDIT, EID1)
+    other = h.request(Function.DELETE, EID2, SPARE2)
+    h.start()
+    [t] = h.send_due()
+    assert t.reached == EID2
+    op = h.op(enable)
+    assert (op.state, op.result, op.attempts, op.sent_any) == ("done", ("FAILED", "1.2", "4.2"), 0, False)
+    [cb] = callbacks(h, enable)
+    assert status_of(cb) == ("FAILED", "1.2", "4.2")
+    assert cb.fields["Message"] == (f"the MSISDN stored for the enabled profile {FALLBACK1} is not an E.164 number "
+                                    "(ASCII digits only): the eUICC cannot be reached by SMS")
+    assert h.ota(EID1).active_operation_id is None
+    assert h.card(EID1).scp80["counter"] == 0  # nothing left for the card
+    assert h.start(at(1)) == 1 and h.ota(EID1).active_operation_id == audit  # the next one runs
+    h.process()
+    assert h.op(other).result == ("EXECUTED_SUCCESS", None, None)
+
+
+def test_no_enabled_profile_fails_cleanly(h):
+    h.set_profile(FALLBACK1, state=DISABLED)
+    op_id = h.request(Function.AUDIT, EID1)
+    h.start()
+    assert h.send_due() == []
+    op = h.op(op_id)
+    assert (op.state, op.result) == ("done", ("FAILED", "1.2", "4.2"))
+    [cb] = callbacks(h, op_id)
+    assert cb.fields["Message"] == f"eUICC {EID1} has no enabled profile: no network reaches it by SMS"
+    assert h.ota(EID1).active_operation_id is None
+
+
+def _drop_isd_r(h: OtaHarness, eid: str) -> None:
+    """A stored EIS without its ISD-R (no keys, no TAR): nothing can be secured for or read from that card."""
+    from sqlalchemy import delete
+
+    from smsr_core.models import SecurityDomainRow
+
+    with h.db.session() as s:
+        s.execute(delete(SecurityDomainRow).where(SecurityDomainRow.eid == eid, SecurityDomainRow.role == "ISD-R"))
+
+
+def test_a_command_that_cannot_be_built_fails_alone(h):
+    enable = h.request(Function.ENABLE, EID1, SPARE1)
+    other = h.request(Function.DELETE, EID2, SPARE2)
+    _drop_isd_r(h, EID1)
+    h.start()
+    [t] = h.send_due()  # no exception out of the worker's step
+    assert t.reached == EID2
+    op = h.op(enable)
+    assert (op.state, op.result, op.counter) == ("done", ("FAILED", "1.2", "4.2"), None)
+    [cb] = callbacks(h, enable)
+    assert cb.fields["Message"] == "the SM-SR could not build the command for this eUICC"
+    assert h.ota(EID1).active_operation_id is None
+    h.process()
+    assert h.op(other).result == ("EXECUTED_SUCCESS", None, None)
+
+
+def test_an_sms_that_cannot_be_handled_is_set_aside_then_dropped_and_others_go_on(h):
+    """An inbox SMS whose handling raises (here: its eUICC has lost its ISD-R in the database) must neither stop
+    the others nor be retried at every poll: it waits a lease, and is dropped after INBOX_GIVE_UP seconds."""
+    from smsr_core.platform import INBOX_GIVE_UP
+
+    enable = h.request(Function.ENABLE, EID1, SPARE1)
+    delete = h.request(Function.DELETE, EID2, SPARE2)
+    h.start()
+    h.send_due()  # both PoRs are now in the inbox
+    _drop_isd_r(h, EID1)
+    calls = []
+    handle = h.platform._handle_parts
+    h.platform._handle_parts = lambda s, parts, now: calls.append(parts[0].id) or handle(s, parts, now)
+
+    h.process()
+    assert h.op(delete).result == ("EXECUTED_SUCCESS", None, None)  # not held up
+    assert h.op(enable).step == "await_por"
+    assert len(calls) == 2
+    h.process(at(1))
+    assert len(calls) == 2  # not again at the next poll
+    h.process(at(TIMING.lease + 1))
+    assert len(calls) == 3  # again once the lease ran out
+    h.process(at(INBOX_GIVE_UP))
+    assert h.inbox_outcomes()[0] == "dropped: could not be processed"
+    h.process(at(INBOX_GIVE_UP + 2 * TIMING.lease))
+    assert len(calls) == 4
+
+
+def test_retransmissions_stop_at_the_end_of_the_validity_period(h):
+    card = h.card(EID1)
+    card.silent = True
+    card.save()
+    op_id = h.request(Function.ENABLE, EID1, SPARE1, validity=60)
+    h.start()
+    h.send_due()
+    h.send_due(at(30))
+    assert h.send_due(at(60)) == []  # due again, but out of time: only the expiry may act now
+    assert h.op(op_id).params["retransmissions"] == 1
+    h.expire(at(60))
+    assert h.op(op_id).result == ("EXPIRED", "1.6", "5.3")
