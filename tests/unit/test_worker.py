@@ -46,7 +46,7 @@ def worker(demo_instance, tmp_path, smsc):
     data_dir = tmp_path / "instance"
     shutil.copytree(demo_instance, data_dir)
     config = Config.load(data_dir)
-    config.ota = {**config.ota, "smsc_port": smsc.port}
+    config.ota = {**config.ota, "smsc_port": smsc.port, "password": "esx"}  # the test SMSC's bind password
     w = SmsrWorker(config)
     w.esme.start()
     assert w.esme.wait_bound(10)
