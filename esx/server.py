@@ -65,8 +65,8 @@ SERVING_DEFAULTS = {
     "keepalive_timeout": 15.0,  # an idle kept-alive connection is closed after this; 0 = close after each response
     "write_timeout": 30.0,  # seconds to write one response
     "max_header_bytes": 32768,  # request line + headers; more is 431
-    "max_connections": 512,  # per worker process; above it the worker stops accepting
-    "max_connections_per_client": 64,  # per worker process and client IP address; the excess is closed at once
+    "max_connections": 256,  # per worker process; above it the worker stops accepting
+    "max_connections_per_client": 32,  # per worker process and client IP address; the excess is closed at once
 }
 
 

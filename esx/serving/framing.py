@@ -61,8 +61,9 @@ class RequestFramer:
     def __init__(self, max_head_bytes: int, max_body_bytes: int) -> None:
         self.max_head_bytes = max_head_bytes
         self.max_body_bytes = max_body_bytes
-        # Chunk framing costs bytes too ("1\r\nx\r\n" carries one byte in six): bound the raw body.
-        self.max_raw_body_bytes = 2 * max_body_bytes + 65536
+        # Chunk framing costs bytes too ("1\r\nx\r\n" carries one byte in six): bound the raw body
+        # as well. An eighth on top is far more than chunks of a kilobyte or more ever cost.
+        self.max_raw_body_bytes = max_body_bytes + max_body_bytes // 8 + 65536
         self.reset()
 
     def reset(self) -> None:

@@ -75,6 +75,7 @@ def test_head_complete_and_expect_continue_are_known_before_the_body():
     (CHUNKED_HEAD + b"1001\r\n", 413),  # one chunk over the limit: said at its size line
     (CHUNKED_HEAD + b"800\r\n" + b"a" * 0x800 + b"\r\n801\r\n", 413),  # chunks adding up over it
     (CHUNKED_HEAD + b"1" * 5000, 400),  # a size line without end
+    (CHUNKED_HEAD + (b"1;" + b"e" * 4000 + b"\r\nx\r\n") * 20, 413),  # framing far larger than its data
 ])
 def test_refused(data, status):
     result = framer().scan(data)
