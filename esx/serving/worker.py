@@ -11,20 +11,20 @@ application never wait for a client: they get a request only once all of its byt
 One loop thread per process owns every connection that is not being served. Its states
 (``Conn.state``):
 
-=========  ==================  ===================================================  ================================  ===================
-state      loop waits for      then                                                 deadline                          at the deadline
-=========  ==================  ===================================================  ================================  ===================
-HANDSHAKE  read / write        TLS handshake done -> HEAD                           accept + header_timeout           close
-HEAD       read                head complete -> BODY, or a whole request -> APP     accept (or a kept-alive           408 and close; close
-                                                                                    connection's first byte)          if nothing was sent
-                                                                                    + header_timeout
-BODY       read                body complete -> APP                                 end of head + body_timeout        408 and close
-APP        (an app thread)     keep-alive -> IDLE (HEAD if the next request is      none in the loop; the thread      -
-                               already buffered); otherwise -> LINGER               writes under write_timeout
-IDLE       read                first byte -> HEAD                                   last response + keepalive_timeout close
-CLOSING    write               error response written -> LINGER                     + linger                          close
-LINGER     read (discarded)    the client's EOF -> closed                           + linger                          close
-=========  ==================  ===================================================  ================================  ===================
+=========  ==============  =============================================  ======================================
+state      loop waits for  next                                           deadline: what happens at it
+=========  ==============  =============================================  ======================================
+HANDSHAKE  read / write    handshake done -> HEAD                         accept + header_timeout: close
+HEAD       read            head done -> BODY; a whole request -> APP      accept (kept alive: the first byte)
+                                                                          + header_timeout: 408, or close if
+                                                                          nothing was sent
+BODY       read            a whole request -> APP                         end of head + body_timeout: 408
+APP        its thread      keep-alive -> IDLE (HEAD if the next request   none in the loop; the thread writes
+                           is buffered already); otherwise -> LINGER      under write_timeout
+IDLE       read            a byte -> HEAD                                 response + keepalive_timeout: close
+CLOSING    write           refusal written -> LINGER                      + linger: close
+LINGER     read, dropped   the client's EOF -> closed                     + linger: close
+=========  ==============  =============================================  ======================================
 
 Rules this file keeps:
 
@@ -39,6 +39,9 @@ Rules this file keeps:
 - Limits are enforced at accept: above ``max_connections`` the worker stops accepting (new
   connections wait in the kernel's backlog); a client address already holding
   ``max_connections_per_client`` connections of this process has the new one closed at once.
+- A process with work in hand leaves new connections to an idle one (``_admit``): kept-alive
+  connections stay with the process that accepted them, so whoever wins the accept race would
+  otherwise keep a burst of them and one core would do the work of two.
 - Refusals the loop makes (408, 413, 431, 400) are SOAP 1.2 Sender faults, like every other
   refusal esx makes; the connection then closes after a short linger (RFC 9112 section 9.6).
 - SIGTERM: stop accepting; close IDLE connections and those that have not sent a byte; give a
@@ -58,6 +61,7 @@ import selectors
 import socket
 import ssl
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from enum import Enum
@@ -73,7 +77,9 @@ from esx.serving import Limits
 from esx.serving.framing import Framed, Refused, RequestFramer
 
 READ_SIZE = 64 * 1024
-ACCEPT_BATCH = 16  # accepts per wake-up: a burst is taken quickly, and the other workers get their share
+# Spreading connections over the worker processes: see BufferedRequestWorker._admit.
+BALANCE_WAIT = 0.01  # a busy process takes a waiting connection only after this long
+FRESH_WINDOW = 0.1  # a new connection counts as work this long while its first request is coming in
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 EMFILE_PAUSE = 0.5  # out of file descriptors: stop accepting this long
 STOP_GRACE = 2.0  # on SIGTERM, a request still being received has this long to arrive whole
@@ -157,6 +163,9 @@ class BufferedRequestWorker(base.Worker):
         self.done: queue.SimpleQueue = queue.SimpleQueue()  # (conn, keep_alive) from the app threads
         self.accepting = False
         self.accept_paused_until = 0.0
+        self.inflight = 0  # requests handed to the pool and not yet answered
+        self.fresh: deque[tuple[float, Conn]] = deque()  # connections accepted within FRESH_WINDOW
+        self.next_busy_accept = 0.0
         self.ssl_context: ssl.SSLContext | None = None
         self._notified = 0.0
         self._refusals_logged = 0.0
@@ -186,10 +195,11 @@ class BufferedRequestWorker(base.Worker):
             listener.setblocking(False)
         self.selector.register(self.PIPE[0], selectors.EVENT_READ, self._on_signal)
         self.selector.register(self.wake_r, selectors.EVENT_READ, self._on_done)
+        self.log.info("Serving (esx.serving): %d application threads, header_timeout %gs, body_timeout %gs, "
+                      "max_connections %d, per client %d", self.limits.threads, self.limits.header_timeout,
+                      self.limits.body_timeout, self.limits.max_connections, self.limits.max_connections_per_client)
         while self.alive:
-            self._set_accepting(len(self.conns) < self.limits.max_connections
-                                and time.monotonic() >= self.accept_paused_until)
-            self._tick(1.0)
+            self._tick(self._admit(time.monotonic()))
             if not self.is_parent_alive():
                 break
         self._shutdown()
@@ -248,6 +258,39 @@ class BufferedRequestWorker(base.Worker):
 
     # -- accepting --------------------------------------------------------------------------------
 
+    def _admit(self, now: float) -> float:
+        """Decide whether this process accepts now; the longest the loop may sleep before asking again.
+
+        An idle process (no request in the pool, no connection accepted within FRESH_WINDOW still
+        sending its first request) accepts as soon as a connection waits. A busy one leaves it to
+        an idle process and takes one waiting connection itself only every BALANCE_WAIT, for when
+        every process is busy. That is how sync workers share out connections (a busy one is not
+        in accept()), at the price of at most BALANCE_WAIT for a connection that finds all busy.
+        Slow clients count only for FRESH_WINDOW, so holding connections open cannot stop a process
+        from accepting.
+        """
+        if len(self.conns) >= self.limits.max_connections:
+            self._set_accepting(False)
+            return 1.0  # a connection that closes ends the loop's sleep anyway
+        if now < self.accept_paused_until:
+            self._set_accepting(False)
+            return self.accept_paused_until - now
+        if self.cfg.workers <= 1 or self._load(now) == 0:
+            self._set_accepting(True)
+            return 1.0
+        self._set_accepting(False)
+        if now >= self.next_busy_accept:
+            self.next_busy_accept = now + BALANCE_WAIT
+            for listener in self.sockets:
+                self._accept(listener)
+        return self.next_busy_accept - now
+
+    def _load(self, now: float) -> int:
+        while self.fresh and self.fresh[0][0] <= now:
+            self.fresh.popleft()
+        arriving = sum(1 for _, conn in self.fresh if conn.state in (State.HANDSHAKE, State.HEAD, State.BODY))
+        return self.inflight + arriving
+
     def _set_accepting(self, accepting: bool) -> None:
         if accepting == self.accepting:
             return
@@ -259,9 +302,8 @@ class BufferedRequestWorker(base.Worker):
         self.accepting = accepting
 
     def _accept(self, listener) -> None:
-        for _ in range(ACCEPT_BATCH):
-            if len(self.conns) >= self.limits.max_connections:
-                return
+        """Accept one connection (the next waits for _admit's verdict on this one)."""
+        while True:
             try:
                 client, addr = listener.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
@@ -280,22 +322,25 @@ class BufferedRequestWorker(base.Worker):
                 client.close()
                 self._log_refusal("connection from %s closed: it holds %d connections of this worker "
                                   "(max_connections_per_client)", conn.ip, held)
-                continue
-            self.per_client[conn.ip] = held + 1
-            self.conns.add(conn)
-            self._set_deadline(conn, time.monotonic() + self.limits.header_timeout)
-            if self.ssl_context is None:
-                self._want(conn, selectors.EVENT_READ)
-                continue
-            try:
-                conn.sock = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False,
-                                                         suppress_ragged_eofs=True)
-            except OSError as exc:
-                self.log.debug("TLS wrap failed for %s: %s", conn.ip, exc)
-                self._close(conn)
-                continue
-            conn.state = State.HANDSHAKE
-            self._handshake(conn)
+                continue  # refused at once: it does not count as this process's work
+            break
+        now = time.monotonic()
+        self.per_client[conn.ip] = held + 1
+        self.conns.add(conn)
+        self.fresh.append((now + FRESH_WINDOW, conn))
+        self._set_deadline(conn, now + self.limits.header_timeout)
+        if self.ssl_context is None:
+            self._read(conn)  # the request often arrives with the connection
+            return
+        try:
+            conn.sock = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False,
+                                                     suppress_ragged_eofs=True)
+        except OSError as exc:
+            self.log.debug("TLS wrap failed for %s: %s", conn.ip, exc)
+            self._close(conn)
+            return
+        conn.state = State.HANDSHAKE
+        self._handshake(conn)
 
     # -- the loop's side of a connection ----------------------------------------------------------
 
@@ -383,6 +428,7 @@ class BufferedRequestWorker(base.Worker):
         conn.deadline = math.inf
         self._want(conn, 0)
         conn.sock.settimeout(self.limits.write_timeout)  # the thread's socket is blocking, bounded
+        self.inflight += 1
         self.pool.submit(self._serve, conn, raw, framed)
 
     def _on_done(self) -> None:
@@ -395,6 +441,7 @@ class BufferedRequestWorker(base.Worker):
                 conn, keep_alive = self.done.get_nowait()
             except queue.Empty:
                 return
+            self.inflight -= 1
             if conn.state is not State.APP:
                 continue  # closed meanwhile (shutdown)
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -106,20 +107,16 @@ def start(data_dir: Path, serving: dict, *, auth: str = "entity-id") -> Served:
          "--role", "smsr", "--workers", str(WORKERS), "--no-background"],
         stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True)
     served = Served(data_dir, doc, f"{scheme}://127.0.0.1:{port}", port, proc)
-    session = served.session()
     deadline = time.monotonic() + 30
-    while True:
+    # Up when every worker process runs its loop (each logs one "Serving (esx.serving)" line).
+    while log.read_text().count("Serving (esx.serving)") < WORKERS:
         if proc.poll() is not None:
             raise RuntimeError(f"esx serve exited: {log.read_text()[-2000:]}")
-        try:
-            if session.get(f"{served.url}/smsr/es4?wsdl", timeout=1).status_code == 200:
-                return served
-        except requests.RequestException:
-            pass
         if time.monotonic() > deadline:
             served.stop()
             raise RuntimeError(f"esx serve did not come up: {log.read_text()[-2000:]}")
         time.sleep(0.1)
+    return served
 
 
 @pytest.fixture(scope="module")
@@ -148,9 +145,9 @@ def assert_get_eis_succeeds(served: Served) -> None:
     assert (reply.status, reply.code) == ("EXECUTED_SUCCESS", (None, None))
 
 
-def raw_exchange(served: Served, data: bytes, *, source: str = "127.0.0.1") -> bytes:
+def raw_exchange(served: Served, data: bytes) -> bytes:
     """Send raw bytes on a fresh connection; return all the server answers until it closes."""
-    with socket.create_connection(("127.0.0.1", served.port), timeout=PATIENCE, source_address=(source, 0)) as s:
+    with socket.create_connection(("127.0.0.1", served.port), timeout=PATIENCE) as s:
         s.sendall(data)
         return read_until_closed(s, PATIENCE)
 
@@ -261,6 +258,54 @@ def _closed_without_answer(s: socket.socket) -> bool:
         return True
     finally:
         s.setblocking(True)
+
+
+# -- connections are spread over the worker processes ---------------------------------------------
+
+
+def test_a_burst_of_kept_alive_connections_is_spread_over_the_workers(patient):
+    request = patient.get_eis_request()
+    socks = [socket.create_connection(("127.0.0.1", patient.port), timeout=PATIENCE) for _ in range(8)]
+    try:
+        for s in socks:  # one request each, kept alive: every connection now belongs to one process
+            s.sendall(head(len(request), close=False) + request)
+        for s in socks:
+            assert _read_response(s).startswith(b"HTTP/1.1 200 ")
+        held = connections_per_worker(patient.proc.pid, {s.getsockname()[1] for s in socks})
+        # Before: one process took all 8 (the first to wake accepted the whole burst). How evenly
+        # they spread depends on which process the kernel lets run first; never all on one.
+        assert sum(held.values()) == 8 and min(held.values()) >= 1, held
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _read_response(s: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head_, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head_.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += s.recv(65536)
+    return data
+
+
+def connections_per_worker(master: int, client_ports: set[int]) -> dict[int, int]:
+    """How many of these client ports each worker process of ``master`` holds a connection from
+    (/proc: the worker's socket inodes, matched against /proc/net/tcp)."""
+    workers = [int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+    inodes: dict[int, int] = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote_port = int(fields[2].split(":")[1], 16)
+        if fields[3] == "01" and remote_port in client_ports:  # ESTABLISHED
+            inodes[int(fields[9])] = remote_port
+    held = {}
+    for pid in workers:
+        links = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir() if fd.name.isdigit()}
+        held[pid] = sum(1 for inode in inodes if f"socket:[{inode}]" in links)
+    return held
 
 
 # -- request framing: sizes, chunked bodies, keep-alive -------------------------------------------
