@@ -759,7 +759,10 @@ def main() -> int:
 
         # 5. bare spyne echo
         if not args.no_echo:
-            run_echo(args, tmp, servers, bodies, body_dir, results)
+            results["echo_runs"] = [run_echo(args, model, tmp, servers, bodies, body_dir, results) for model in models]
+            # the headline ratio: esx and the echo under the same serving model
+            results["echo"] = next(r for r in results["echo_runs"] if r["serving"] == results["esx"]["serving"])
+            results["ratio"] = ratios(results["esx"], results["echo"])
 
         # 6. in-process
         if not args.no_profile:
@@ -774,8 +777,7 @@ def main() -> int:
             log("RESULTS_JSON " + json.dumps(results))
         # A sync worker holding idle connections is expected to fail its run: that is the finding.
         expected_clean = [r for r in results["runs"] if r["serving"] == "esx" or r["idle"] == 0]
-        if "echo" in results:
-            expected_clean.append(results["echo"])
+        expected_clean += results.get("echo_runs", [])
         bad = sum(r["errors"] + r["bad_responses"] for r in expected_clean)
         return 1 if bad else 0
     finally:
@@ -789,30 +791,38 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_echo(args, tmp: Path, servers: list, bodies: list[bytes], body_dir: Path, results: dict) -> None:
-    """The bare spyne echo under gunicorn sync workers: the framework floor."""
+ECHO_WORKER_CLASSES = {"sync": "sync", "esx": "esx.serving.worker.BufferedRequestWorker"}
+
+
+def run_echo(args, model: str, tmp: Path, servers: list, bodies: list[bytes], body_dir: Path, results: dict) -> dict:
+    """The bare spyne echo under gunicorn, with the worker class of a serving model: the framework
+    floor. Under the two models, its difference is what the serving model itself costs."""
     echo_port = free_port()
     echo_url = f"http://127.0.0.1:{echo_port}/"
-    echo = Server("spyne echo", [sys.executable, "-m", "gunicorn", "--chdir", str(BENCH), "-w", str(args.workers),
-                                 "-k", "sync", "-b", f"127.0.0.1:{echo_port}", "--timeout", "120",
-                                 "--access-logfile", "-", "--error-logfile", "-", "--log-level", "info",
-                                 "--name", "spyne-echo", "spyne_echo:application"],
-                  tmp / "echo.log", f"{echo_url}?wsdl")
+    echo = Server(f"spyne echo ({model})",
+                  [sys.executable, "-m", "gunicorn", "--chdir", str(BENCH), "-w", str(args.workers),
+                   "-k", ECHO_WORKER_CLASSES[model], "-b", f"127.0.0.1:{echo_port}", "--timeout", "120",
+                   "--access-logfile", "-", "--error-logfile", "-", "--log-level", "info",
+                   "--name", "spyne-echo", "spyne_echo:application"],
+                  tmp / f"echo-{model}.log", f"{echo_url}?wsdl", cwd=REPO)
     servers.append(echo)
     echo.wait_ready()
     echo_size = check_echo(echo_url, bodies[0])
     results["request"]["echo_response_bytes"] = echo_size
-    log(f"spyne echo (gunicorn -w {args.workers} -k sync) on 127.0.0.1:{echo_port}; check: HTTP 200, "
-        f"{echo_size} byte response")
-    results["echo"] = measure(echo, echo_url, body_dir, bodies, "ES4-GetEISRequest", args)
-    log(fmt_run("bare spyne echo", results["echo"]))
+    log(f"spyne echo (gunicorn -w {args.workers} -k {ECHO_WORKER_CLASSES[model]}) on 127.0.0.1:{echo_port}; "
+        f"check: HTTP 200, {echo_size} byte response")
+    run = measure(echo, echo_url, body_dir, bodies, "ES4-GetEISRequest", args)
+    run.update(serving=model, idle=0)
+    log(fmt_run(f"bare spyne echo ({model})", run))
     echo.stop()
     lines, statuses = gunicorn_access_lines(echo.log_path)
-    results["echo"]["access_log"] = {"post_lines": lines, "by_status": statuses}
+    run["access_log"] = {"post_lines": lines, "by_status": statuses}
     log(f"  echo access log: {lines} POSTs by status {statuses}")
+    return run
 
-    e, f = results["esx"], results["echo"]
-    results["ratio"] = {
+
+def ratios(e: dict, f: dict) -> dict:
+    return {
         "rps_esx_over_echo": e["rps"] / f["rps"],
         "p50_esx_over_echo": e["p50_ms"] / f["p50_ms"],
         "p99_esx_over_echo": e["p99_ms"] / f["p99_ms"],
@@ -900,13 +910,14 @@ def summary(r: dict) -> None:
             f"{x['p99_ms']:>8.2f} {x['max_ms']:>8.1f} {x['requests']:>10} {x['errors']:>7} {x['bad_responses']:>4}  "
             f"{f'{cpu:.2f} ms' if cpu is not None else 'n/a':>14}  {x['held']['reopened_after_server_closed_them']:>9}")
     named = [(f"esx {x['serving']}, {x['idle']} held", x) for x in r["runs"]]
-    if "echo" in r:
-        f, q = r["echo"], r["ratio"]
-        log(fmt_run("bare spyne echo", f))
-        log(f"ratio esx/echo: throughput {q['rps_esx_over_echo']:.3f} (echo is {1 / q['rps_esx_over_echo']:.1f}x faster), "
-            f"p50 {q['p50_esx_over_echo']:.1f}x, p99 {q['p99_esx_over_echo']:.1f}x, "
-            f"server CPU/request {q['server_cpu_esx_over_echo'] or float('nan'):.1f}x")
-        named.append(("echo", f))
+    for f in r.get("echo_runs", []):
+        log(fmt_run(f"bare spyne echo ({f['serving']})", f))
+        named.append((f"echo {f['serving']}", f))
+    if "ratio" in r:
+        q = r["ratio"]
+        log(f"ratio esx/echo ({e['serving']}): throughput {q['rps_esx_over_echo']:.3f} "
+            f"(echo is {1 / q['rps_esx_over_echo']:.1f}x faster), p50 {q['p50_esx_over_echo']:.1f}x, "
+            f"p99 {q['p99_esx_over_echo']:.1f}x, server CPU/request {q['server_cpu_esx_over_echo'] or float('nan'):.1f}x")
     for name, x in named:
         log(f"CPU during the {name} run ({x['seconds']:.0f} s x {r['machine']['nproc']} CPUs = "
             f"{x['seconds'] * r['machine']['nproc']:.0f} CPU-s): server {x['server_cpu_s']:.1f}, "

@@ -43,7 +43,11 @@ class EsxGunicorn(BaseApplication):
         return make_wsgi(self.esx_config, self.role)
 
 
-def serving_limits(config: Config) -> Limits:
+def serving_limits(config: Config | None = None) -> Limits:
+    """The serving limits of an instance; without one, the defaults (``gunicorn -k
+    esx.serving.worker.BufferedRequestWorker`` on another WSGI application, as bench/ does)."""
+    if config is None:
+        config = Config(data_dir="", database_url="", public_url="", smsr_oid="", smdp_oid="")
     s = config.serving_setting
     return Limits(threads=int(s("threads")), header_timeout=float(s("header_timeout")),
                   body_timeout=float(s("body_timeout")), keepalive_timeout=float(s("keepalive_timeout")),

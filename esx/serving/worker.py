@@ -151,11 +151,12 @@ class DeadlineWriter:
 
 
 class BufferedRequestWorker(base.Worker):
-    """gunicorn worker class (``worker_class``); reads its :class:`Limits` from ``app.serving_limits``."""
+    """gunicorn worker class (``worker_class``); its :class:`Limits` come from ``app.serving_limits``
+    (``esx.gunicorn_app``), else the defaults."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.limits: Limits = self.app.serving_limits
+        self.limits: Limits = getattr(self.app, "serving_limits", None) or _default_limits()
         self.conns: set[Conn] = set()
         self.per_client: dict[str, int] = {}
         self.timers: list[tuple[float, int, Conn]] = []
@@ -461,9 +462,12 @@ class BufferedRequestWorker(base.Worker):
                 self._set_deadline(conn, now + self.limits.keepalive_timeout)
             if conn.buf and self._frame(conn):
                 continue  # a whole pipelined request was already here
-            # Read now rather than wait for the selector: with TLS, bytes of the next request may
-            # already sit decrypted inside the SSL object, where the selector cannot see them.
-            self._read(conn)
+            if isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending():
+                # Bytes of the next request already decrypted inside the SSL object, where the
+                # selector cannot see them: read them now.
+                self._read(conn)
+            else:
+                self._want(conn, selectors.EVENT_READ)
 
     def _refuse(self, conn: Conn, status: int, reason: str) -> None:
         self._log_refusal("refused a request from %s: %d %s", conn.ip, status, reason)
@@ -664,6 +668,12 @@ class BufferedRequestWorker(base.Worker):
                 self.cfg.post_request(self, req, environ, resp)
             except Exception:
                 self.log.exception("Exception in post_request hook")
+
+
+def _default_limits() -> Limits:
+    from esx.gunicorn_app import serving_limits
+
+    return serving_limits()
 
 
 def refusal(status: int, reason: str) -> bytes:

@@ -357,6 +357,21 @@ def test_pipelined_requests_are_answered_in_order(patient):
     assert answer.count(b"HTTP/1.1 200 ") == 2 and answer.count(b"EXECUTED_SUCCESS") == 2
 
 
+def test_pipelined_requests_over_mtls_are_answered_in_order(patient_tls):
+    # Both requests travel in one TLS record: the second is already decrypted and buffered in the
+    # server when the first is answered, and nothing more will make the socket readable.
+    import ssl
+
+    pki, request = patient_tls.pki, patient_tls.get_eis_request()
+    context = ssl.create_default_context(cafile=str(pki.tls_ca_path))
+    context.load_cert_chain(*map(str, pki.tls_client(patient_tls.doc["mno_id"])))
+    with socket.create_connection(("127.0.0.1", patient_tls.port), timeout=PATIENCE) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            s.sendall(head(len(request), close=False) + request + head(len(request)) + request)
+            answer = read_until_closed(s, PATIENCE)
+    assert answer.count(b"HTTP/1.1 200 ") == 2 and answer.count(b"EXECUTED_SUCCESS") == 2
+
+
 def test_kept_alive_connection_is_closed_when_idle(strict):
     request = strict.get_eis_request()
     with socket.create_connection(("127.0.0.1", strict.port), timeout=PATIENCE) as s:
