@@ -28,7 +28,7 @@ class EsxGunicorn(BaseApplication):
         self.esx_config = config
         self.role = role
         self.options = options
-        self.serving_limits = serving_limits(config)  # read by the worker (pre-fork, inherited)
+        self.serving_limits = serving_limits(config, role)  # read by the worker (pre-fork, inherited)
         super().__init__()
 
     def load_config(self) -> None:
@@ -43,17 +43,35 @@ class EsxGunicorn(BaseApplication):
         return make_wsgi(self.esx_config, self.role)
 
 
-def serving_limits(config: Config | None = None) -> Limits:
-    """The serving limits of an instance; without one, the defaults (``gunicorn -k
-    esx.serving.worker.BufferedRequestWorker`` on another WSGI application, as bench/ does)."""
+def serving_limits(config: Config | None = None, role: str = "smsr") -> Limits:
+    """The serving limits of an instance serving ``role``; without an instance, the defaults
+    (``gunicorn -k esx.serving.worker.BufferedRequestWorker`` on another WSGI application, as bench/
+    does with its echo)."""
     if config is None:
         config = Config(data_dir="", database_url="", public_url="", smsr_oid="", smdp_oid="")
     s = config.serving_setting
-    return Limits(threads=int(s("threads")), header_timeout=float(s("header_timeout")),
+    return Limits(threads=app_threads(s("threads"), role), header_timeout=float(s("header_timeout")),
                   body_timeout=float(s("body_timeout")), keepalive_timeout=float(s("keepalive_timeout")),
                   write_timeout=float(s("write_timeout")), max_header_bytes=int(s("max_header_bytes")),
                   max_body_bytes=config.max_body_bytes, max_connections=int(s("max_connections")),
                   max_connections_per_client=int(s("max_connections_per_client")))
+
+
+def app_threads(setting, role: str) -> int:
+    """Application threads per process. "auto": one for the SM-SR alone, four when the process
+    serves the SM-DP.
+
+    The SM-SR's requests are CPU and SQLite work. SQLite calls release the GIL, so with several
+    threads every statement becomes a thread switch: measured with 4 threads, 16 voluntary context
+    switches per GetEIS against 6 with one, 10-40 % more CPU per request and a p99 two to three times
+    longer (BENCHMARKS.md, "Serving model"). The SM-DP's ES2 requests wait on the SM-SR over HTTP,
+    which may be this very server (``--role all``) on a kept-alive connection that belongs to the
+    waiting process: with one thread that request would queue behind its own caller until the
+    relay's timeout; four make that need four relays at once in one process.
+    """
+    if setting == "auto":
+        return 1 if role == "smsr" else 4
+    return int(setting)
 
 
 def run(config: Config, *, role: str, bind: str, workers: int) -> None:

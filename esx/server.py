@@ -59,7 +59,7 @@ SMDP_DEFAULTS = {
 # Config.serving keys: how `esx serve` bounds slow and idle clients (esx.serving; README "Serving model").
 SERVING_DEFAULTS = {
     "worker": "esx",  # "esx": esx.serving's worker; "sync": gunicorn sync workers, only behind a buffering proxy
-    "threads": 4,  # application threads per worker process (the GIL serialises the CPU work)
+    "threads": "auto",  # application threads per worker process: "auto" = 1 for --role smsr, 4 otherwise
     "header_timeout": 10.0,  # seconds from accept (or a kept-alive request's first byte) to the end of the head
     "body_timeout": 30.0,  # seconds from the end of the head to the end of the body
     "keepalive_timeout": 15.0,  # an idle kept-alive connection is closed after this; 0 = close after each response

@@ -180,8 +180,7 @@ class BufferedRequestWorker(base.Worker):
         for fd in (self.wake_r, self.wake_w):
             util.set_non_blocking(fd)
             util.close_on_exec(fd)
-        # Threads: the GIL runs one at a time, so more threads add no throughput to CPU-bound
-        # requests; a few keep the process busy while one waits on the database or a peer.
+        # How many: esx.gunicorn_app.app_threads says why.
         self.pool = ThreadPoolExecutor(self.limits.threads, thread_name_prefix="esx-app")
         if self.cfg.is_ssl:
             self.ssl_context = gunicorn_sock.ssl_context(self.cfg)  # once, not per connection
