@@ -3,9 +3,9 @@
 The default worker is ``esx.serving.worker.BufferedRequestWorker``: an event loop per process
 reads every request whole, under deadlines and size caps, and hands it to a few application
 threads, so slow or idle clients cannot starve the others (README "Serving model"). The
-``serving.worker`` setting ``"sync"`` brings back gunicorn's sync workers, which are a little
-faster per request (python-stack.md section 6) but wait on every client without a deadline: only
-for a deployment behind a proxy that buffers whole requests and bounds client time itself.
+``serving.worker`` setting ``"sync"`` brings back gunicorn's sync workers (python-stack.md section
+6), which wait on every client without a deadline: only for a deployment behind a proxy that
+buffers whole requests and bounds client time itself.
 
 In ``mtls`` mode gunicorn's settings carry the dev PKI's server certificate and require a client
 certificate signed by the TLS CA; the worker does the handshake and ``esx.server.peer_certificate``
@@ -62,9 +62,9 @@ def app_threads(setting, role: str) -> int:
     serves the SM-DP.
 
     The SM-SR's requests are CPU and SQLite work. SQLite calls release the GIL, so with several
-    threads every statement becomes a thread switch: measured with 4 threads, 16 voluntary context
-    switches per GetEIS against 6 with one, 10-40 % more CPU per request and a p99 two to three times
-    longer (BENCHMARKS.md, "Serving model"). The SM-DP's ES2 requests wait on the SM-SR over HTTP,
+    threads every statement becomes a thread switch: measured with 4 threads, 16-18 voluntary
+    context switches per GetEIS against 6 with one, and next to the sync workers 23-53 % more CPU
+    per request and 2.5-3.4 times the p99 (BENCHMARKS.md, "serving model"). The SM-DP's ES2 requests wait on the SM-SR over HTTP,
     which may be this very server (``--role all``) on a kept-alive connection that belongs to the
     waiting process: with one thread that request would queue behind its own caller until the
     relay's timeout; four make that need four relays at once in one process.

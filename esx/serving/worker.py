@@ -103,7 +103,7 @@ class Conn:
     """One client connection and what the loop knows of it."""
 
     __slots__ = ("sock", "addr", "ip", "server", "state", "buf", "framer", "deadline", "armed", "events",
-                 "out", "drained", "sent_continue")
+                 "out", "drained")
 
     def __init__(self, sock: socket.socket, addr, server, limits: Limits) -> None:
         self.sock = sock
@@ -118,7 +118,6 @@ class Conn:
         self.events = 0  # what it is registered for in the selector (0: not registered)
         self.out = b""  # an error response the loop still has to write
         self.drained = 0  # bytes read and dropped while lingering
-        self.sent_continue = False
 
 
 class DeadlineWriter:
@@ -413,8 +412,8 @@ class BufferedRequestWorker(base.Worker):
         """Ask for the body (RFC 9110 section 10.1.1). Best effort: a client that hears nothing sends
         it anyway after a while, and the body deadline holds either way."""
         try:
-            if conn.sock.send(CONTINUE) == len(CONTINUE):
-                conn.sent_continue = True
+            if conn.sock.send(CONTINUE) != len(CONTINUE):
+                self._close(conn)  # half an interim response would corrupt the answer; never seen
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             pass
         except OSError:
