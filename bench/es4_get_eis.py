@@ -11,16 +11,22 @@ What it does (bounded, loopback only, everything it starts it stops):
 2. Bulk-inserts the rest of the registry (eUICCs 3..N) directly with SQLAlchemy core, in batches:
    each new eUICC is a copy of demo eUICC 1 (same EumSignedInfo/EumSignature bytes with the EID
    replaced where it occurs: the Eid element and inside the ECASD certificate; same ECASD and
-   ISD-R rows; one Enabled profile of the demo MNO) with its own EID, ICCID, IMSI and MSISDN. Signing and verifying 100k EIS over ES1 would take minutes; the
+   ISD-R rows; its profiles, as many as demo eUICC 1 has) with its own EID and, per profile, its own ICCID, IMSI and MSISDN. Signing and verifying 100k EIS over ES1 would take minutes; the
    bulk rows are therefore *not* signature-valid (GetEIS does not verify on read, so the served
    work is the same). The load time is printed.
-3. Serves the SM-SR with ``esx serve --role smsr --workers 2`` (gunicorn sync workers).
+3. Serves the SM-SR with ``esx serve --role smsr --workers 2``, once per serving model named in
+   ``--serving`` (``esx``: esx.serving's worker, the default; ``sync``: gunicorn sync workers, as
+   before issue 9), selected through the ``serving.worker`` setting of the instance.
 4. Builds the exact request envelopes a zeep client sends for ES4-GetEIS (``create_message`` on
    the official GSMA ES4_SMSR.wsdl, or on the WSDL esx serves when the official set is absent),
    wsa:From EntityId = the demo MNO, for ``--bodies`` random EIDs of the registry; checks every one
    answers EXECUTED_SUCCESS with its EID, then drives the endpoint with ``wrk`` (a Lua script
    rotates among the bodies and checks every response: HTTP 200 and EXECUTED_SUCCESS). Without
    wrk, a multi-process Python client does the same (less precise: it competes for the CPU).
+   Each model is measured once per count in ``--idle`` (default 0 and 100): that many idle and
+   slow connections (``tests/e2e/slow_clients.py``: silent, half a request line, half a head,
+   part of a body, one byte every half second; from 10 loopback addresses) are held open for the
+   whole run, and any the server cuts off is opened again at once, as an attacker would.
 5. Does the same against a bare spyne 2.14 SOAP 1.2 echo (bench/spyne_echo.py) under gunicorn
    with the same settings, fed the same bodies: the framework floor.
 6. Unless ``--no-profile``: measures both WSGI applications in-process (no HTTP, one process),
@@ -29,6 +35,9 @@ What it does (bounded, loopback only, everything it starts it stops):
 
 Prints requests/s, p50, p99 and errors for both, the ratio esx/echo, the server CPU time per
 request, and a JSON document (``--json FILE`` to also write it). Timings live here, not in tests.
+
+``--smoke`` runs all of it in a few seconds (2 eUICCs, 1 s per run, the Python client, the esx
+model with 0 and 10 held connections, no echo, no profile), so that tests/bench can run it.
 """
 from __future__ import annotations
 
@@ -88,7 +97,7 @@ def bulk_load(database_url: str, total: int, batch: int = 5000) -> dict:
                 sa.select(sd_t).where(sd_t.c.eid == template).order_by(sd_t.c.id)).mappings()]
             profiles = [dict(r) for r in c.execute(
                 sa.select(pr_t).where(pr_t.c.eid == template).order_by(pr_t.c.id)).mappings()]
-        assert len(domains) == 2 and len(profiles) == 1, (domains, profiles)
+        assert len(domains) == 2 and profiles, (domains, profiles)
         for row in domains + profiles:
             row.pop("id")
         # The EID appears in EumSignedInfo twice (Eid, and inside the ECASD certificate) and in the
@@ -108,8 +117,9 @@ def bulk_load(database_url: str, total: int, batch: int = 5000) -> dict:
                 sds.extend({**d, "eid": eid, "keysets": json.loads(keysets_json[i].replace(template, eid))}
                            if template in keysets_json[i] else {**d, "eid": eid}
                            for i, d in enumerate(domains))
-                prs.append({**profiles[0], "eid": eid, "iccid": demo_iccid(n),
-                            "imsi": f"00101{n:010d}", "msisdn": f"4479{n:08d}"})
+                prs.extend({**profile, "eid": eid, "iccid": demo_iccid(n, slot),
+                            "imsi": f"00101{n:08d}{slot:02d}", "msisdn": f"4479{n:08d}{slot:02d}"}
+                           for slot, profile in enumerate(profiles))
             with db.engine.begin() as c:
                 c.execute(eu_t.insert(), euiccs)
                 c.execute(sd_t.insert(), sds)
@@ -566,9 +576,45 @@ def machine() -> dict:
 
 
 def fmt_run(name: str, r: dict) -> str:
+    cpu = r["server_cpu_ms_per_request"]
     return (f"{name:<22} {r['rps']:>9.1f} req/s   p50 {r['p50_ms']:>7.2f} ms   p99 {r['p99_ms']:>7.2f} ms   "
             f"requests {r['requests']:>6}   errors {r['errors']}   bad {r['bad_responses']}   "
-            f"server CPU {r['server_cpu_ms_per_request']:.2f} ms/req")
+            f"server CPU {f'{cpu:.2f} ms/req' if cpu is not None else 'n/a'}")
+
+
+# -- idle and slow connections held during a run ------------------------------------------------
+
+IDLE_SOURCES = tuple(f"127.0.0.{n}" for n in range(10, 20))  # 10 client addresses, under the per-client limit
+
+
+class HeldConnections:
+    """``n`` idle and slow connections held open for a run; re-opened when the server cuts them off."""
+
+    def __init__(self, port: int, n: int) -> None:
+        import threading
+
+        sys.path.insert(0, str(REPO))
+        from tests.e2e.slow_clients import HTTP_KINDS, SlowClients
+
+        self.n = n
+        self.slow = SlowClients("127.0.0.1", port, sources=IDLE_SOURCES)
+        self.replaced = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._keep, name="held-connections", daemon=True)
+        if n:
+            self.slow.open(n, HTTP_KINDS)
+            self._thread.start()
+
+    def _keep(self) -> None:
+        while not self._stop.wait(0.5):
+            self.replaced += self.slow.replenish()
+
+    def close(self) -> dict:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self.slow.close()
+        return {"held": self.n, "reopened_after_server_closed_them": self.replaced}
 
 
 def main() -> int:
@@ -590,7 +636,23 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--serving", default="esx,sync",
+                    help="serving models to measure, comma-separated: esx (esx.serving), sync (gunicorn sync)")
+    ap.add_argument("--idle", default="0,100",
+                    help="idle/slow connections held during a run, comma-separated counts (default 0,100)")
+    ap.add_argument("--serving-threads", type=int, default=None,
+                    help="application threads per worker of the esx model (serving.threads; default: esx's)")
+    ap.add_argument("--no-echo", action="store_true", help="skip the bare spyne echo")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a few seconds: 2 eUICCs, 1 s runs, Python client, esx with 0 and 10 held, no echo/profile")
     args = ap.parse_args()
+    if args.smoke:
+        args.euiccs, args.duration, args.warmup, args.bodies, args.connections = 2, 1.0, 0.0, 2, 2
+        args.loadgen, args.serving, args.idle, args.no_echo, args.no_profile = "python", "esx", "0,10", True, True
+    models = [m.strip() for m in args.serving.split(",") if m.strip()]
+    idles = [int(n) for n in args.idle.split(",")]
+    if not models or any(m not in ("esx", "sync") for m in models):
+        ap.error("--serving takes esx and/or sync")
     if args.euiccs < 2:
         ap.error("--euiccs must be at least 2")
     if args.loadgen == "auto":
@@ -640,73 +702,67 @@ def main() -> int:
             results["sqlite_bytes"] = db_file.stat().st_size + sum(
                 p.stat().st_size for p in data_dir.glob("esx.sqlite3-*"))
 
-        # 3. esx serve
+        # 3./4. per serving model: esx serve, the request bodies (checked), one run per idle count
         esx_url = f"http://127.0.0.1:{port}/smsr/es4"
-        esx = Server("esx serve", [sys.executable, "-m", "esx.cli", "serve", "--data-dir", str(data_dir),
-                                   "--bind", f"127.0.0.1:{port}", "--role", "smsr", "--workers", str(args.workers)],
-                     tmp / "esx-serve.log", f"{esx_url}?wsdl")
-        servers.append(esx)
-        esx.wait_ready()
-        log(f"esx serve --role smsr --workers {args.workers} on 127.0.0.1:{port} (pids {esx.pids()})")
-
-        # 4. request bodies
         rng = random.Random(args.seed)
         numbers = [1, *rng.sample(range(2, args.euiccs + 1), min(args.bodies, args.euiccs) - 1)]
         eids = [demo_eid(n) for n in numbers]
-        wsdl = str(OFFICIAL_ES4_WSDL) if OFFICIAL_ES4_WSDL.is_file() else f"{esx_url}?wsdl"
-        bodies = build_bodies(wsdl, esx_url, doc["mno_id"], eids)
         body_dir = tmp / "bodies"
-        body_dir.mkdir()
-        for i, b in enumerate(bodies):
-            (body_dir / f"body_{i:03d}.xml").write_bytes(b)
-        resp_sizes = [check_get_eis(esx_url, b, e) for b, e in zip(bodies, eids)]
-        results["request"] = {"wsdl": wsdl, "bodies": len(bodies), "eids": numbers,
-                              "request_bytes": len(bodies[0]), "esx_response_bytes": resp_sizes[0],
-                              "content_type": CONTENT_TYPE}
-        log(f"{len(bodies)} zeep-built envelopes from {Path(wsdl).name if OFFICIAL_ES4_WSDL.is_file() else wsdl} "
-            f"({len(bodies[0])} bytes each), EIDs sampled from 1..{args.euiccs}; each checked: "
-            f"HTTP 200, EXECUTED_SUCCESS, its EID ({resp_sizes[0]} byte response)")
-
-        log(f"measuring esx: {args.loadgen}, {args.connections} connections, {args.warmup:g} s warm-up + "
-            f"{args.duration:g} s ...")
-        results["esx"] = measure(esx, esx_url, body_dir, bodies, "EXECUTED_SUCCESS", args)
-        log(fmt_run("esx ES4-GetEIS", results["esx"]))
-        esx.stop()
-        lines, statuses = gunicorn_access_lines(esx.log_path)
-        results["esx"]["access_log"] = {"post_lines": lines, "by_status": statuses}
-        results["esx"]["audit"] = audit_counts(config.database_url)
-        log(f"  esx access log: {lines} POSTs by status {statuses}; call_audit ES4-GetEIS rows by status "
-            f"{results['esx']['audit']}")
+        bodies: list[bytes] = []
+        results["runs"] = []
+        for model in models:
+            config.serving = {**config.serving, "worker": model}
+            if args.serving_threads:
+                config.serving["threads"] = args.serving_threads
+            config.save()
+            esx = Server(f"esx serve ({model})", [sys.executable, "-m", "esx.cli", "serve", "--data-dir", str(data_dir),
+                                                  "--bind", f"127.0.0.1:{port}", "--role", "smsr", "--no-background",
+                                                  "--workers", str(args.workers)],
+                         tmp / f"esx-serve-{model}.log", f"{esx_url}?wsdl")
+            servers.append(esx)
+            esx.wait_ready()
+            log(f"esx serve --role smsr --workers {args.workers}, serving.worker={model}, on 127.0.0.1:{port} "
+                f"(pids {esx.pids()})")
+            if not bodies:
+                wsdl = str(OFFICIAL_ES4_WSDL) if OFFICIAL_ES4_WSDL.is_file() else f"{esx_url}?wsdl"
+                bodies = build_bodies(wsdl, esx_url, doc["mno_id"], eids)
+                body_dir.mkdir()
+                for i, b in enumerate(bodies):
+                    (body_dir / f"body_{i:03d}.xml").write_bytes(b)
+                results["request"] = {"wsdl": wsdl, "bodies": len(bodies), "eids": numbers,
+                                      "request_bytes": len(bodies[0]), "content_type": CONTENT_TYPE}
+                log(f"{len(bodies)} zeep-built envelopes from "
+                    f"{Path(wsdl).name if OFFICIAL_ES4_WSDL.is_file() else wsdl} ({len(bodies[0])} bytes each), "
+                    f"EIDs sampled from 1..{args.euiccs}")
+            resp_sizes = [check_get_eis(esx_url, b, e) for b, e in zip(bodies, eids)]
+            results["request"]["esx_response_bytes"] = resp_sizes[0]
+            log(f"each envelope checked: HTTP 200, EXECUTED_SUCCESS, its EID ({resp_sizes[0]} byte response)")
+            for idle in idles:
+                log(f"measuring esx ({model}, {idle} idle/slow connections held): {args.loadgen}, "
+                    f"{args.connections} connections, {args.warmup:g} s warm-up + {args.duration:g} s ...")
+                held = HeldConnections(port, idle)
+                try:
+                    run = measure(esx, esx_url, body_dir, bodies, "EXECUTED_SUCCESS", args)
+                finally:
+                    run["held"] = held.close()
+                run.update(serving=model, idle=idle)
+                results["runs"].append(run)
+                log(fmt_run(f"esx {model}, {idle} held", run) + f"   re-opened {run['held']['reopened_after_server_closed_them']}")
+            esx.stop()
+            lines, statuses = gunicorn_access_lines(esx.log_path)
+            results.setdefault("access_log", {})[model] = {"post_lines": lines, "by_status": statuses}
+            log(f"  esx access log ({model}): {lines} POSTs by status {statuses}")
+        results["audit"] = audit_counts(config.database_url)
+        log(f"call_audit ES4-GetEIS rows by status {results['audit']}")
+        # the headline run: the default model, nothing held
+        results["esx"] = next((r for r in results["runs"] if r["idle"] == 0), results["runs"][0])
 
         # 5. bare spyne echo
-        echo_port = free_port()
-        echo_url = f"http://127.0.0.1:{echo_port}/"
-        echo = Server("spyne echo", [sys.executable, "-m", "gunicorn", "--chdir", str(BENCH), "-w", str(args.workers),
-                                     "-k", "sync", "-b", f"127.0.0.1:{echo_port}", "--timeout", "120",
-                                     "--access-logfile", "-", "--error-logfile", "-", "--log-level", "info",
-                                     "--name", "spyne-echo", "spyne_echo:application"],
-                      tmp / "echo.log", f"{echo_url}?wsdl")
-        servers.append(echo)
-        echo.wait_ready()
-        echo_size = check_echo(echo_url, bodies[0])
-        results["request"]["echo_response_bytes"] = echo_size
-        log(f"spyne echo (gunicorn -w {args.workers} -k sync) on 127.0.0.1:{echo_port}; check: HTTP 200, "
-            f"{echo_size} byte response")
-        results["echo"] = measure(echo, echo_url, body_dir, bodies, "ES4-GetEISRequest", args)
-        log(fmt_run("bare spyne echo", results["echo"]))
-        echo.stop()
-        lines, statuses = gunicorn_access_lines(echo.log_path)
-        results["echo"]["access_log"] = {"post_lines": lines, "by_status": statuses}
-        log(f"  echo access log: {lines} POSTs by status {statuses}")
-
-        e, f = results["esx"], results["echo"]
-        results["ratio"] = {
-            "rps_esx_over_echo": e["rps"] / f["rps"],
-            "p50_esx_over_echo": e["p50_ms"] / f["p50_ms"],
-            "p99_esx_over_echo": e["p99_ms"] / f["p99_ms"],
-            "server_cpu_esx_over_echo": (e["server_cpu_ms_per_request"] / f["server_cpu_ms_per_request"]
-                                         if e["server_cpu_ms_per_request"] and f["server_cpu_ms_per_request"] else None),
-        }
+        if not args.no_echo:
+            results["echo_runs"] = [run_echo(args, model, tmp, servers, bodies, body_dir, results) for model in models]
+            # the headline ratio: esx and the echo under the same serving model
+            results["echo"] = next(r for r in results["echo_runs"] if r["serving"] == results["esx"]["serving"])
+            results["ratio"] = ratios(results["esx"], results["echo"])
 
         # 6. in-process
         if not args.no_profile:
@@ -719,7 +775,10 @@ def main() -> int:
             log(f"results written to {args.json}")
         else:
             log("RESULTS_JSON " + json.dumps(results))
-        bad = e["errors"] + e["bad_responses"] + f["errors"] + f["bad_responses"]
+        # A sync worker holding idle connections is expected to fail its run: that is the finding.
+        expected_clean = [r for r in results["runs"] if r["serving"] == "esx" or r["idle"] == 0]
+        expected_clean += results.get("echo_runs", [])
+        bad = sum(r["errors"] + r["bad_responses"] for r in expected_clean)
         return 1 if bad else 0
     finally:
         for s in servers:
@@ -730,6 +789,46 @@ def main() -> int:
             log(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+ECHO_WORKER_CLASSES = {"sync": "sync", "esx": "esx.serving.worker.BufferedRequestWorker"}
+
+
+def run_echo(args, model: str, tmp: Path, servers: list, bodies: list[bytes], body_dir: Path, results: dict) -> dict:
+    """The bare spyne echo under gunicorn, with the worker class of a serving model: the framework
+    floor. Under the two models, its difference is what the serving model itself costs."""
+    echo_port = free_port()
+    echo_url = f"http://127.0.0.1:{echo_port}/"
+    echo = Server(f"spyne echo ({model})",
+                  [sys.executable, "-m", "gunicorn", "--chdir", str(BENCH), "-w", str(args.workers),
+                   "-k", ECHO_WORKER_CLASSES[model], "-b", f"127.0.0.1:{echo_port}", "--timeout", "120",
+                   "--access-logfile", "-", "--error-logfile", "-", "--log-level", "info",
+                   "--name", "spyne-echo", "spyne_echo:application"],
+                  tmp / f"echo-{model}.log", f"{echo_url}?wsdl", cwd=REPO)
+    servers.append(echo)
+    echo.wait_ready()
+    echo_size = check_echo(echo_url, bodies[0])
+    results["request"]["echo_response_bytes"] = echo_size
+    log(f"spyne echo (gunicorn -w {args.workers} -k {ECHO_WORKER_CLASSES[model]}) on 127.0.0.1:{echo_port}; "
+        f"check: HTTP 200, {echo_size} byte response")
+    run = measure(echo, echo_url, body_dir, bodies, "ES4-GetEISRequest", args)
+    run.update(serving=model, idle=0)
+    log(fmt_run(f"bare spyne echo ({model})", run))
+    echo.stop()
+    lines, statuses = gunicorn_access_lines(echo.log_path)
+    run["access_log"] = {"post_lines": lines, "by_status": statuses}
+    log(f"  echo access log: {lines} POSTs by status {statuses}")
+    return run
+
+
+def ratios(e: dict, f: dict) -> dict:
+    return {
+        "rps_esx_over_echo": e["rps"] / f["rps"],
+        "p50_esx_over_echo": e["p50_ms"] / f["p50_ms"],
+        "p99_esx_over_echo": e["p99_ms"] / f["p99_ms"],
+        "server_cpu_esx_over_echo": (e["server_cpu_ms_per_request"] / f["server_cpu_ms_per_request"]
+                                     if e["server_cpu_ms_per_request"] and f["server_cpu_ms_per_request"] else None),
+    }
 
 
 def create_pg_database(server_url: str) -> str:
@@ -798,17 +897,28 @@ def in_process(config, bodies: list[bytes]) -> dict:
 
 
 def summary(r: dict) -> None:
-    e, f, q = r["esx"], r["echo"], r["ratio"]
+    e = r["esx"]
     log("")
     log("=" * 100)
     log(f"ES4-GetEIS over HTTP, registry of {r['args']['euiccs']} eUICCs on {r['database']}, {e['tool']}, "
-        f"{r['args']['workers']} gunicorn sync workers")
-    log(fmt_run("esx ES4-GetEIS", e))
-    log(fmt_run("bare spyne echo", f))
-    log(f"ratio esx/echo: throughput {q['rps_esx_over_echo']:.3f} (echo is {1 / q['rps_esx_over_echo']:.1f}x faster), "
-        f"p50 {q['p50_esx_over_echo']:.1f}x, p99 {q['p99_esx_over_echo']:.1f}x, "
-        f"server CPU/request {q['server_cpu_esx_over_echo']:.1f}x")
-    for name, x in (("esx", e), ("echo", f)):
+        f"{r['args']['workers']} gunicorn workers")
+    log("serving model          held    req/s      p50      p90      p99      max   requests  errors  bad  "
+        "server CPU/req  re-opened")
+    for x in r["runs"]:
+        cpu = x["server_cpu_ms_per_request"]
+        log(f"{x['serving']:<20} {x['idle']:>6} {x['rps']:>8.1f} {x['p50_ms']:>8.2f} {x['p90_ms']:>8.2f} "
+            f"{x['p99_ms']:>8.2f} {x['max_ms']:>8.1f} {x['requests']:>10} {x['errors']:>7} {x['bad_responses']:>4}  "
+            f"{f'{cpu:.2f} ms' if cpu is not None else 'n/a':>14}  {x['held']['reopened_after_server_closed_them']:>9}")
+    named = [(f"esx {x['serving']}, {x['idle']} held", x) for x in r["runs"]]
+    for f in r.get("echo_runs", []):
+        log(fmt_run(f"bare spyne echo ({f['serving']})", f))
+        named.append((f"echo {f['serving']}", f))
+    if "ratio" in r:
+        q = r["ratio"]
+        log(f"ratio esx/echo ({e['serving']}): throughput {q['rps_esx_over_echo']:.3f} "
+            f"(echo is {1 / q['rps_esx_over_echo']:.1f}x faster), p50 {q['p50_esx_over_echo']:.1f}x, "
+            f"p99 {q['p99_esx_over_echo']:.1f}x, server CPU/request {q['server_cpu_esx_over_echo'] or float('nan'):.1f}x")
+    for name, x in named:
         log(f"CPU during the {name} run ({x['seconds']:.0f} s x {r['machine']['nproc']} CPUs = "
             f"{x['seconds'] * r['machine']['nproc']:.0f} CPU-s): server {x['server_cpu_s']:.1f}, "
             f"load generator {x['loadgen_cpu_s']:.1f}, everything else {x['other_cpu_s']:.1f} "

@@ -66,6 +66,20 @@ SMDP_DEFAULTS = {
 }
 
 
+# Config.serving keys: how `esx serve` bounds slow and idle clients (esx.serving; README "Serving model").
+SERVING_DEFAULTS = {
+    "worker": "esx",  # "esx": esx.serving's worker; "sync": gunicorn sync workers, only behind a buffering proxy
+    "threads": "auto",  # application threads per worker process: "auto" = 1 for --role smsr, 4 otherwise
+    "header_timeout": 10.0,  # seconds from accept (or a kept-alive request's first byte) to the end of the head
+    "body_timeout": 30.0,  # seconds from the end of the head to the end of the body
+    "keepalive_timeout": 15.0,  # an idle kept-alive connection is closed after this; 0 = close after each response
+    "write_timeout": 30.0,  # seconds to write one response
+    "max_header_bytes": 32768,  # request line + headers; more is 431
+    "max_connections": 256,  # per worker process; above it the worker stops accepting
+    "max_connections_per_client": 32,  # per worker process and client IP address; the excess is closed at once
+}
+
+
 @dataclass
 class Config:
     data_dir: str
@@ -85,6 +99,8 @@ class Config:
     ota: dict = field(default_factory=dict)
     # The SM-DP's downloads; see SMDP_DEFAULTS.
     smdp: dict = field(default_factory=dict)
+    # How `esx serve` holds connections; see SERVING_DEFAULTS.
+    serving: dict = field(default_factory=dict)
     # Where peers reach a role served on its own (``esx serve --role smdp`` on another port or host);
     # a role not named here is at public_url.
     role_urls: dict = field(default_factory=dict)
@@ -104,6 +120,9 @@ class Config:
                         callback_grace=float(self.smdp_setting("callback_grace")),
                         retry=float(self.smdp_setting("retry")),
                         lease=float(self.ota_setting("lease")))
+
+    def serving_setting(self, key: str):
+        return self.serving.get(key, SERVING_DEFAULTS[key])
 
     def ota_setting(self, key: str):
         return self.ota.get(key, OTA_DEFAULTS[key])
