@@ -447,7 +447,7 @@ class GsmaWsgiApplication(WsgiApplication):
             return super().__call__(environ, start_response, wsgi_url)
         except Exception:  # last resort: a Receiver fault, never an HTML 500 page
             log.exception("unhandled error serving %s", environ.get("PATH_INFO"))
-            body = _fault_bytes("env:Receiver", "internal error")
+            body = fault_bytes("env:Receiver", "internal error")
             start_response("500 Internal Server Error", [("Content-Type", SOAP12_CONTENT_TYPE), ("Content-Length", str(len(body)))])
             return [body]
 
@@ -482,7 +482,7 @@ def _request_base_url(environ) -> str:
     return f"{scheme}://{host}{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}"
 
 
-def _fault_bytes(code: str, reason: str) -> bytes:
+def fault_bytes(code: str, reason: str) -> bytes:
     env = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"env": SOAP12})
     fault = etree.SubElement(etree.SubElement(env, f"{{{SOAP12}}}Body"), f"{{{SOAP12}}}Fault")
     etree.SubElement(etree.SubElement(fault, f"{{{SOAP12}}}Code"), f"{{{SOAP12}}}Value").text = code

@@ -677,9 +677,9 @@ def _default_limits() -> Limits:
 def refusal(status: int, reason: str) -> bytes:
     """A complete HTTP response refusing a request: a SOAP 1.2 Sender fault, then the connection closes."""
     from esx.binding.ns import SOAP12_CONTENT_TYPE
-    from esx.binding.soap import _fault_bytes  # the one home of a bare SOAP 1.2 fault
+    from esx.binding.soap import fault_bytes  # the one home of a bare SOAP 1.2 fault
 
-    body = _fault_bytes("env:Sender", reason)
+    body = fault_bytes("env:Sender", reason)
     head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
             f"Content-Type: {SOAP12_CONTENT_TYPE}\r\n"
             f"Content-Length: {len(body)}\r\n"

@@ -76,6 +76,17 @@ def database_url(request, tmp_path_factory):
         yield from _postgres_database()
 
 
+@pytest.fixture(scope="module")
+def own_database(database_url):
+    """A database of its own on the backend under test, for a module that makes its own instance: the session's
+    PostgreSQL database belongs to the session's instance, which another ``esx init`` would register the same demo
+    eUICCs into under another PKI."""
+    if database_url is None:
+        yield None  # SQLite: in the instance's own data directory
+    else:
+        yield from _postgres_database()
+
+
 @dataclass
 class Instance:
     data_dir: Path

@@ -16,12 +16,12 @@ from .conftest import free_port, serve
 
 
 @pytest.fixture(scope="module")
-def colocated(database_url, tmp_path_factory):
+def colocated(own_database, tmp_path_factory):
     from esx.demo import init_instance
 
     data_dir = tmp_path_factory.mktemp("colocated")
     port = free_port()
-    doc = init_instance(data_dir, demo=2, database_url=database_url, public_url=f"http://127.0.0.1:{port}")
+    doc = init_instance(data_dir, demo=2, database_url=own_database, public_url=f"http://127.0.0.1:{port}")
     proc = serve(data_dir, "all", port, data_dir / "serve.log")
     yield doc, f"http://127.0.0.1:{port}", data_dir
     proc.terminate()

@@ -21,21 +21,11 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from .conftest import _postgres_database, background, start_instance, stop_instance
+from .conftest import background, start_instance, stop_instance
 from .test_download import callback, card, eis_states, order
 
 DOWNLOADS = 20
 DROP_RATE, DROP_SEED = "0.1", "7"
-
-
-@pytest.fixture(scope="module")
-def own_database(database_url):
-    """A database of its own on the backend under test: the session's PostgreSQL database belongs to the
-    session's instance, which ``esx init`` here would re-initialise under another PKI."""
-    if database_url is None:
-        yield None  # SQLite: in the instance's own data directory
-    else:
-        yield from _postgres_database()
 
 
 @pytest.fixture(scope="module")

@@ -104,7 +104,8 @@ def start(data_dir: Path, serving: dict, *, auth: str = "entity-id") -> Served:
     log = data_dir / "serve.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "esx.cli", "serve", "--data-dir", str(data_dir), "--bind", f"127.0.0.1:{port}",
-         "--role", "smsr", "--workers", str(WORKERS), "--no-background"],
+         "--role", "smsr", "--workers", str(WORKERS), "--no-background",
+         *(["--allow-test-credentials"] if auth == "mtls" else [])],  # the development PKI: a lab
         stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True)
     served = Served(data_dir, doc, f"{scheme}://127.0.0.1:{port}", port, proc)
     deadline = time.monotonic() + 30
