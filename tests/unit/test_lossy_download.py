@@ -8,41 +8,18 @@ The same over real processes and a lossy loopback SMSC: tests/e2e/test_lossy_net
 """
 from __future__ import annotations
 
-import shutil
 
 import pytest
 from sqlalchemy import select
 
-from esx.demo import init_instance
 from euicc_sim.network import Losses
 from ota import es8
-from smdp_core.download import Settings
 from smdp_core.models import StockProfile
 from smsr_core.ops_models import Operation
-from smsr_core.platform import Timing
 
 from .download_harness import SmdpHarness, at
-from .ota_harness import OtaHarness
-from .test_downloads import EID1, available, card, download, es2_callback, result
-
-TIMING = Timing(por_timeout=30.0, default_validity=600.0, lease=5.0)
-
-
-@pytest.fixture(scope="module")
-def demo_instance(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("lossy-download-instance")
-    init_instance(data_dir, demo=2)
-    return data_dir
-
-
-@pytest.fixture
-def dp(demo_instance, tmp_path):
-    data_dir = tmp_path / "instance"
-    shutil.copytree(demo_instance, data_dir)
-    h = OtaHarness(data_dir, TIMING)
-    yield SmdpHarness(h, Settings(segment_size=512, segments_per_send=3, callback_grace=30.0))
-    h.close()
-
+# The download tests' instance and harness (fixtures demo_instance, dp) and helpers.
+from .test_downloads import TIMING, EID1, available, card, demo_instance, download, dp, es2_callback, result  # noqa: F401,F811
 
 def run_until(dp: SmdpHarness, done, start: float = 0.0, step: float = 10.0, rounds: int = 200) -> float:
     """Worker rounds every ``step`` seconds from ``start`` until ``done()``; the time reached."""
