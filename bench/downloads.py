@@ -46,7 +46,7 @@ def crypto_bound(seconds: float = 3.0) -> dict:
 
     from keys import ecka, scp03t
     from keys.pki import DevPki
-    from smdp_core import saip
+    from ota import saip
 
     tmp = Path(tempfile.mkdtemp(prefix="esx-bench-crypto-"))
     pki = DevPki.generate(tmp / "pki", smdp_oid="1.3.6.1.4.1.99999.1.2", smsr_oid="1.3.6.1.4.1.99999.1.1",

@@ -83,8 +83,8 @@ def bulk_load(database_url: str, total: int, batch: int = 5000) -> dict:
     """Insert eUICCs 3..total as copies of demo eUICC 1 (see the module doc); return stats."""
     import sqlalchemy as sa
 
-    from esx.db import Database
     from esx.demo import demo_eid, demo_iccid
+    from persistence.db import Database
     from smsr_core.models import Euicc, ProfileRow, SecurityDomainRow
 
     eu_t, sd_t, pr_t = Euicc.__table__, SecurityDomainRow.__table__, ProfileRow.__table__
@@ -861,7 +861,7 @@ def audit_counts(database_url: str) -> dict:
     import sqlalchemy as sa
 
     from esx.audit import CallRecord
-    from esx.db import Database
+    from persistence.db import Database
 
     db = Database(database_url)
     try:

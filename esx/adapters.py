@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from lxml import etree
 
-from esx import codes
 from esx.binding.ns import GSMA
 from esx.binding.soap import Inbound
-from esx.codes import FunctionFailed
 from esx.eis_xml import render_eis
-from smsr_core.eis import Eis
-from smsr_core.registry import Caller
+from sgp02 import codes
+from sgp02.codes import FunctionFailed
+from sgp02.eis import Eis
+from sgp02.roles import Caller
 
 
 def caller_of(inbound: Inbound) -> Caller:

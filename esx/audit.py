@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from sqlalchemy import DateTime, Integer, String, Text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from esx.db import Base
+from persistence.db import Base
 
 
 class CallRecord(Base):

@@ -211,8 +211,8 @@ def entity_add(data_dir: Path, role: str, oid: str, name: str, endpoint: str | N
     """Create or update one entity."""
     import re
 
-    from esx.db import Database
-    from esx.entities import set_mno_smdps, smdps_of, upsert_entity
+    from persistence.db import Database
+    from persistence.entities import set_mno_smdps, smdps_of, upsert_entity
 
     for value, hint in [(oid, "--oid"), *((s, "--smdp") for s in smdps)]:
         if not re.fullmatch(r"([0-9]+\.)*[0-9]+", value):
@@ -249,8 +249,8 @@ def outbox() -> None:
 @click.option("--limit", default=100, show_default=True)
 def outbox_show(data_dir: Path, limit: int) -> None:
     """Print what is not delivered yet, oldest first (JSON lines): to whom, how often tried, why it failed."""
-    from esx.db import Database
     from esx.outbox import pending
+    from persistence.db import Database
 
     db = Database(load_config(data_dir).database_url)
     try:
@@ -270,8 +270,8 @@ def outbox_show(data_dir: Path, limit: int) -> None:
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 def outbox_retry(ids: tuple[int, ...], data_dir: Path) -> None:
     """Send undelivered messages again at the workers' next round (the IDs given, or all of them)."""
-    from esx.db import Database
     from esx.outbox import retry_now
+    from persistence.db import Database
 
     db = Database(load_config(data_dir).database_url)
     try:
@@ -295,9 +295,9 @@ def eis_show(eid: str, data_dir: Path) -> None:
     from lxml import etree
 
     from esx.adapters import eis_element
-    from esx.codes import FunctionFailed
     from esx.server import EsxRuntime
-    from smsr_core.registry import Caller
+    from sgp02.codes import FunctionFailed
+    from sgp02.roles import Caller
 
     runtime = EsxRuntime(load_config(data_dir))
     try:
@@ -314,8 +314,8 @@ def smdp() -> None:
 
 def _warehouse(data_dir: Path):
     """The instance's configuration, database and warehouse (the secrets key is the data directory's)."""
-    from esx.db import Database
     from keys.secretbox import SecretBox
+    from persistence.db import Database
     from smdp_core.warehouse import Warehouse
 
     config = load_config(data_dir)
@@ -323,7 +323,7 @@ def _warehouse(data_dir: Path):
 
 
 def _require_mno(s, oid: str) -> None:
-    from esx.entities import Entity, Role
+    from persistence.entities import Entity, Role
 
     entity = s.get(Entity, oid)
     if entity is None or entity.role != Role.MNO.value:

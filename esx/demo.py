@@ -18,12 +18,12 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from lxml import etree
 
 from esx.binding.ns import GSMA
-from esx.db import Database, migrate, sqlite_url
 from esx.eis_xml import render_eis_for_signing
-from esx.entities import Role, set_mno_smdps, smdps_of, upsert_entity
 from esx.server import Config
-from smsr_core import eis as v
-from smsr_core.eis import luhn_digit
+from persistence.db import Database, migrate, sqlite_url
+from persistence.entities import Role, set_mno_smdps, smdps_of, upsert_entity
+from sgp02 import eis as v
+from sgp02.identifiers import luhn_digit
 from smsr_core.platform import isd_p_aid  # the SM-SR's ISD-P AID series (its CreateISDP allocates from it)
 
 # Demo OIDs under an arc reserved for documentation-style examples (not a real registration).
@@ -78,9 +78,9 @@ def add_demo_stock(db: Database, data_dir: Path, count: int) -> list[dict]:
     """The demo MNO's profile type with ``count`` profiles in stock (only the missing ones are added)."""
     from sqlalchemy import select
 
-    from smdp_core.models import StockProfile
-    from smdp_core.saip import demo_template
     from keys.secretbox import SecretBox
+    from ota.saip import demo_template
+    from smdp_core.models import StockProfile
     from smdp_core.warehouse import Warehouse
 
     warehouse = Warehouse(SecretBox.from_data_dir(data_dir))

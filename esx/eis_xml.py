@@ -1,4 +1,4 @@
-"""EISType and its parts, XML <-> ``smsr_core.eis`` values (element order from sgp02-wire.md 5.1).
+"""EISType and its parts, XML <-> ``sgp02.eis`` values (element order from sgp02-wire.md 5.1).
 
 Used by every interface that carries an EIS (ES1 RegisterEIS, GetEIS on ES2/ES3/ES4) and by the
 SM-DP's ES3 client. Input has already passed schema validation when it reaches ``parse_*``.
@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from lxml import etree
 
 from esx.binding.ns import GSMA
-from smsr_core import eis as v
+from sgp02 import eis as v
 
 _P = "{" + GSMA + "}"
 

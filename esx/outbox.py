@@ -26,12 +26,13 @@ from sqlalchemy.orm import Session
 from esx.binding import contract, wsa
 from esx.binding.ns import GSMA, SOAP12, SOAP12_CONTENT_TYPE, WSA
 from esx.binding.soap import gsma_element, response_element
-from esx.codes import FunctionFailed, Status
 from esx.eis_xml import render_eis, xml_datetime
-from esx.entities import get_entity
-from smsr_core import eis as v
+from persistence.entities import get_entity
+from persistence.outbox import OutboxMessage
+from sgp02 import eis as v
+from sgp02.codes import FunctionFailed, Status
 from smsr_core.models import ProfileRow
-from smsr_core.ops_models import Operation, OutboxMessage
+from smsr_core.ops_models import Operation
 
 log = logging.getLogger(__name__)
 

@@ -16,15 +16,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from esx import codes
 from esx.audit import record_call
 from esx.binding import wsa
 from esx.binding.client import GsmaClient
 from esx.binding.soap import Inbound, Interface, Runtime, build_application
 from esx.binding.xmlparse import DEFAULT_MAX_BODY_BYTES
-from esx.codes import FunctionFailed, Status
-from esx.db import Database
-from esx.entities import Entity, entity_by_certificate, get_entity, mnos_served_by
+from persistence.db import Database
+from persistence.entities import Entity, entity_by_certificate, get_entity, mnos_served_by
+from sgp02 import codes
+from sgp02.codes import FunctionFailed, Status
 
 CONFIG_FILE = "esx.json"
 INPROCESS = "http://esx.inprocess"  # the base URL of calls this instance serves to itself (EsxRuntime._inprocess_session)
@@ -145,7 +145,7 @@ class Config:
         return DEV_SMPP_PASSWORD
 
     def smpp(self):
-        from ota.smpp import SmppConfig
+        from esx.smpp import SmppConfig
 
         return SmppConfig(host=self.ota_setting("smsc_host"), port=int(self.ota_setting("smsc_port")),
                           system_id=self.ota_setting("system_id"), password=self.smpp_password,
@@ -231,10 +231,9 @@ class EsxRuntime(Runtime):
 
     def __init__(self, config: Config, db: Database | None = None) -> None:
         from keys.pki import DevPki
+        from keys.secretbox import SecretBox
         from smdp_core.relay import SmdpRelay
         from smsr_core.registry import EisRegistry
-
-        from keys.secretbox import SecretBox
 
         self.config = config
         self.db = db or Database(config.database_url)
@@ -317,7 +316,7 @@ class EsxRuntime(Runtime):
                     raise FunctionFailed(codes.CALLER_UNKNOWN,
                                          f"unknown requester {claimed!r} (wsa:From EntityId)" if claimed
                                          else "wsa:From carries no EntityId", subject_identifier=claimed)
-            # An SM-DP acts for the MNOs that named it (esx.entities.MnoSmdp; smsr_core.registry.may_manage).
+            # An SM-DP acts for the MNOs that named it (persistence.entities.MnoSmdp; smsr_core.registry.may_manage).
             served = mnos_served_by(s, entity.oid) if entity.role == "smdp" else frozenset()
             s.expunge(entity)
             entity.served_mnos = served

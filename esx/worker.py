@@ -4,7 +4,7 @@
 SM-DP's (:class:`SmdpWorker`): it runs the due steps of downloads and relayed ES2 functions
 (smdp_core.download) and delivers the SM-DP's outbox rows. Both may share one database.
 
-A worker holds one SMPP transceiver bind (``ota.smpp.Esme``) and runs two loops:
+A worker holds one SMPP transceiver bind (``esx.smpp.Esme``) and runs two loops:
 
 - the operation loop (``SmsrWorker.tick``): expire what ran out of time, handle SMS from the
   inbox (PoRs and card notifications), start queued operations, send due commands;
@@ -23,11 +23,12 @@ import signal
 import threading
 from datetime import datetime, timezone
 
-from esx.db import Database
 from esx.outbox import deliver_due
 from esx.server import Config, EsxRuntime
+from esx.smpp import Esme, SmppError
 from ota import sms
-from ota.smpp import Esme, ShortMessage, SmppError
+from ota.smpp import ShortMessage
+from persistence.db import Database
 from smsr_core.ops_models import SmsInbox
 from smsr_core.sms_link import OutboundSms
 

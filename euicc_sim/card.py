@@ -91,12 +91,29 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from keys.pki import load_private_key
 from keys.scp03 import StaticKeys
-
 from ota import es5
 from ota.es5 import (
-    DISABLED, ENABLED, LIFECYCLE_NAMES, NOTIF_FALLBACK, NOTIF_FIRST_ATTACH, NOTIF_PROFILE_CHANGE_OK,
-    NOTIF_PROFILE_CHANGE_ROLLED_BACK, NOTIFICATION_TYPE_NAMES, PERSONALIZED, SELECTABLE, SW_CLA, SW_CONDITIONS,
-    SW_INS, SW_MEMORY, SW_NOT_FOUND, SW_OK, SW_POL1, SW_UNKNOWN, SW_WRONG_DATA, SW_WRONG_LENGTH, SW_WRONG_P1P2,
+    DISABLED,
+    ENABLED,
+    LIFECYCLE_NAMES,
+    NOTIF_FALLBACK,
+    NOTIF_FIRST_ATTACH,
+    NOTIF_PROFILE_CHANGE_OK,
+    NOTIF_PROFILE_CHANGE_ROLLED_BACK,
+    NOTIFICATION_TYPE_NAMES,
+    PERSONALIZED,
+    SELECTABLE,
+    SW_CLA,
+    SW_CONDITIONS,
+    SW_INS,
+    SW_MEMORY,
+    SW_NOT_FOUND,
+    SW_OK,
+    SW_POL1,
+    SW_UNKNOWN,
+    SW_WRONG_DATA,
+    SW_WRONG_LENGTH,
+    SW_WRONG_P1P2,
     Apdu,
 )
 
@@ -175,7 +192,7 @@ class PendingKeyAgreement:
 
 @dataclass
 class Download:
-    """A profile package being received over SCP03t: the reader's state (``smdp_core.saip.PackageReader.state()``,
+    """A profile package being received over SCP03t: the reader's state (``ota.saip.PackageReader.state()``,
     JSON owned by that module), the complete PEs accepted so far and their bytes (hex)."""
 
     reader: dict

@@ -80,12 +80,26 @@ from keys.chain import verify_gp_cert_by_ci
 from keys.errors import CertificateError
 from keys.gp_cert import curve_for_ref, curve_ref_for
 from keys.tlv import encode_tlv
-from ota import es8, remote
+from ota import es8, remote, saip
 from ota.es5 import (
-    DISABLED, INS_INSTALL, INS_STORE_DATA, PERSONALIZED, SELECTABLE, SW_CLA, SW_CONDITIONS, SW_INS, SW_NOT_FOUND,
-    SW_OK, SW_SECURITY, SW_UNKNOWN, SW_WRONG_DATA, SW_WRONG_LENGTH, SW_WRONG_P1P2, Apdu, with_sw,
+    DISABLED,
+    INS_INSTALL,
+    INS_STORE_DATA,
+    PERSONALIZED,
+    SELECTABLE,
+    SW_CLA,
+    SW_CONDITIONS,
+    SW_INS,
+    SW_NOT_FOUND,
+    SW_OK,
+    SW_SECURITY,
+    SW_UNKNOWN,
+    SW_WRONG_DATA,
+    SW_WRONG_LENGTH,
+    SW_WRONG_P1P2,
+    Apdu,
+    with_sw,
 )
-from smdp_core import saip
 
 from .card import Card, Download, IsdP, IsdpKeyset, PendingKeyAgreement, Pol1
 
@@ -356,7 +370,7 @@ def _receive(download: Download, plaintext: bytes, quota: int) -> _Refusal | sai
 def _pe_identification(index: int) -> int:
     """The ``identification`` reported for the PE at 0-based position ``index`` in the package (CHOICE: the
     position itself, header = 0; it equals PEHeader.identification in packages that number their PEs from 1 after
-    the header, as smdp_core.saip.demo_template and the TS.48 profiles do)."""
+    the header, as ota.saip.demo_template and the TS.48 profiles do)."""
     return index
 
 

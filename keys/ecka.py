@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 
+from keys.dgi import encode_dgi, parse_dgi
 from keys.errors import CertificateError, TlvError
 from keys.gp_cert import (
     TAG_CERTIFICATE,
@@ -56,7 +57,6 @@ from keys.gp_cert import (
 )
 from keys.scp03 import StaticKeys, cmac
 from keys.tlv import encode_tlv, iter_tlvs
-from ota.es5 import encode_dgi, parse_dgi
 
 __all__ = [
     "DGI_CERTIFICATE",
@@ -327,7 +327,7 @@ def signed_data(dgi_3a02_body_without_signature: bytes, challenge: bytes) -> byt
     """The bytes SK.DP.ECDSA signs in STORE DATA #2.
 
     [verify] ``'3A02' L || 'A6'… || '7F49'… || '0085' L RC`` where ``'3A02' L`` is the DGI header written over the
-    body without the signature (DGI length rule of :func:`ota.es5.encode_dgi`), and RC carries the two-byte tag
+    body without the signature (DGI length rule of :func:`keys.dgi.encode_dgi`), and RC carries the two-byte tag
     '0085' that njiwa and the TSM utility both write (crypto-ota.md §1.1 step 3). njiwa's own command wraps only the
     CRT in the DGI, so for the same CRT and ePK our bytes differ from njiwa's only in that length.
     """

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from keys.dgi import encode_dgi, parse_dgi
 from keys.errors import TlvError
 from keys.tlv import encode_tlv, find_tlv, iter_tlvs
 
@@ -42,7 +43,7 @@ __all__ = [
     "DGI_ENABLE_PROFILE", "DGI_DISABLE_PROFILE", "DGI_SET_FALLBACK", "DGI_SMSR_ADDRESSING",
     "DGI_NOTIFICATION_CONFIRMATION", "TAG_EXTENDED_CARD_RESOURCES",
     # APDU framing
-    "Apdu", "split_response", "with_sw", "encode_dgi", "parse_dgi",
+    "Apdu", "split_response", "with_sw",
     # command builders (SM-SR side)
     "create_isdp", "isdp_install_parameters", "enable_profile", "disable_profile", "set_fallback_attribute",
     "update_smsr_addressing", "smsr_addressing_value", "notification_confirmation", "delete_isdp",
@@ -182,33 +183,6 @@ def split_response(rapdu: bytes) -> tuple[bytes, int]:
 def with_sw(data: bytes, sw: int) -> bytes:
     """A response APDU: ``data`` followed by the status word."""
     return bytes(data) + sw.to_bytes(2, "big")
-
-
-def encode_dgi(dgi: int, value: bytes) -> bytes:
-    """DGI (2 bytes) + length + value, with the GP DGI length rule: 1 byte for 0..254, else 'FF' + 2 bytes."""
-    if not 0 <= dgi <= 0xFFFF:
-        raise ValueError(f"DGI {dgi:#x} is not two bytes")
-    if len(value) > 0xFFFF:
-        raise ValueError("DGI value too long")
-    length = bytes([len(value)]) if len(value) < 0xFF else b"\xFF" + len(value).to_bytes(2, "big")
-    return dgi.to_bytes(2, "big") + length + bytes(value)
-
-
-def parse_dgi(data: bytes) -> tuple[int, bytes]:
-    """The one DGI that makes up ``data``; :class:`ValueError` on truncation or trailing bytes."""
-    data = bytes(data)
-    if len(data) < 3:
-        raise ValueError("DGI truncated")
-    dgi = int.from_bytes(data[:2], "big")
-    if data[2] == 0xFF:
-        if len(data) < 5:
-            raise ValueError("DGI length truncated")
-        length, start = int.from_bytes(data[3:5], "big"), 5
-    else:
-        length, start = data[2], 3
-    if len(data) != start + length:
-        raise ValueError(f"DGI {dgi:04X} announces {length} bytes, {len(data) - start} present")
-    return dgi, data[start:]
 
 
 def _check_aid(aid: bytes) -> bytes:

@@ -5,7 +5,7 @@ Theory of operation
 The SM-DP builds ES8 commands with this module and reads the card's answers with it; the SM-SR only checks the
 framing (:func:`split_send_data`) and relays; the simulated eUICC (``euicc_sim.es8``) parses the commands with it.
 Nothing here keeps state, does I/O or any cryptography: key agreement lives in ``keys.ecka``, SCP03t in
-``keys.scp03t``, the profile package in ``smdp_core.saip``.
+``keys.scp03t``, the profile package in ``ota.saip``.
 
 The wire protocol (fixed by the project; sgp02-wire §6.3-6.4 and crypto-ota §1-2 for the contents)::
 
@@ -42,10 +42,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from keys.dgi import parse_dgi
 from keys.ecka import DGI_CERTIFICATE, DGI_KEY_AGREEMENT, dgi_3a01
 from keys.tlv import encode_tlv
 from ota import remote
-from ota.es5 import CLA_GP, INS_INSTALL, INS_STORE_DATA, Apdu, parse_dgi
+from ota.es5 import CLA_GP, INS_INSTALL, INS_STORE_DATA, Apdu
 
 __all__ = [
     "TAG_C_APDU", "TAG_R_APDU", "TAG_INITIALIZE_UPDATE", "TAG_EXTERNAL_AUTHENTICATE", "TAG_PROFILE_SEGMENT",

@@ -54,19 +54,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from esx import codes
-from esx.codes import FunctionFailed, PeerUnreachable, Status, StatusCode
-from esx.db import Database, add_once
 from keys import ecka, scp03t
 from keys.chain import verify_ecasd_chain
 from keys.errors import CertificateError
 from keys.scp03 import StaticKeys
 from keys.secretbox import SecretBox
 from keys.tlv import encode_tlv
-from ota import es8
-from smsr_core.eis import Eis, SubscriptionAddress
+from ota import es8, saip
+from persistence.db import Database, add_once
+from sgp02 import codes
+from sgp02.codes import FunctionFailed, PeerUnreachable, Status, StatusCode
+from sgp02.eis import Eis, SubscriptionAddress
 
-from . import saip
 from .op_models import SmdpOperation
 from .warehouse import Reserved, Warehouse
 

@@ -1,7 +1,7 @@
 """Tables of the SM-DP's profile warehouse: profile types, import batches and the stock of profiles.
 
 - ``profile_type``: the ``ProfileType`` an MNO names in ES2-DownloadProfile, with its profile
-  template (the DER of a TCA SAIP package, personalised per profile by ``smdp_core.saip``). Names
+  template (the DER of a TCA SAIP package, personalised per profile by ``ota.saip``). Names
   are unique per SM-DP; each type belongs to one MNO, and an MNO may only use its own.
 - ``profile_batch``: one import of personalisation data (``esx smdp import-profiles``).
 - ``stock_profile``: one profile the SM-DP can download, keyed by its ICCID: the public values
@@ -18,7 +18,7 @@ from datetime import datetime
 from sqlalchemy import DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from esx.db import Base
+from persistence.db import Base
 
 
 class ProfileType(Base):

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Boolean, DateTime, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from esx.db import Base
+from persistence.db import Base
 
 
 class SmdpOperation(Base):

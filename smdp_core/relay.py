@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Callable, Protocol
 
-from esx import codes
-from esx.codes import FunctionFailed
-from smsr_core.eis import Caller, Eis, Pol2Rule, ProfileInfo, SubscriptionAddress, eis_seen_by
+from sgp02 import codes
+from sgp02.codes import FunctionFailed
+from sgp02.eis import Eis, Pol2Rule, ProfileInfo, SubscriptionAddress, eis_seen_by
+from sgp02.roles import Caller
 
 
 class SmsrGateway(Protocol):
@@ -36,7 +37,7 @@ class SmdpRelay:
         return gateway
 
     def get_eis(self, mno_id: str, smsr_id: str, eid: str) -> Eis:
-        """The EIS as the MNO may see it (the SM-SR's rule, smsr_core.eis.eis_seen_by): its own profiles and audit
+        """The EIS as the MNO may see it (the SM-SR's rule, sgp02.eis.eis_seen_by): its own profiles and audit
         records only. An MNO with no profile on the eUICC still gets the EIS: it needs it before ordering a download."""
         return eis_seen_by(self._gateway(smsr_id).get_eis(eid), Caller(mno_id, "mno"))
 

@@ -27,7 +27,7 @@ Rules this module keeps:
   conditional UPDATE until one moves.
 - Nothing here commits: the caller's session is the unit of work, so a reservation and the download
   transaction that holds it are committed together.
-- ES2 errors are :class:`esx.codes.FunctionFailed` with the SGP.02 codes; operator errors (bad
+- ES2 errors are :class:`sgp02.codes.FunctionFailed` with the SGP.02 codes; operator errors (bad
   batch files, wrong types) are ``ValueError`` with a message fit for a terminal.
 """
 from __future__ import annotations
@@ -43,11 +43,10 @@ from typing import Callable, Iterable, Iterator
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from esx import codes
-from esx.codes import FunctionFailed
-
 from keys.secretbox import SecretBox
-from smsr_core.eis import luhn_digit
+from sgp02 import codes
+from sgp02.codes import FunctionFailed
+from sgp02.identifiers import luhn_digit
 
 from .models import ProfileBatch, ProfileType, StockProfile
 
@@ -278,7 +277,7 @@ class Warehouse:
                 iccid: str | None) -> Reserved:
         """Reserve a profile for ES2-DownloadProfile: the ``iccid`` asked for, else any of ``profile_type``.
 
-        Codes (esx.codes, sgp02-wire.md 4.4 for ES2.DownloadProfile):
+        Codes (sgp02.codes, sgp02-wire.md 4.4 for ES2.DownloadProfile):
         neither given 1.6/2.3; type unknown 8.2.5/3.9, of another MNO 8.2.5/1.2, no profile of the
         type available 8.2.5/3.7; ICCID unknown 8.2.1/3.9, of another MNO 8.2.1/1.2, not of the type
         also given 8.2.1/2.1, not available 8.2.1/3.3.

@@ -27,10 +27,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from esx.db import Base
 from keys.secretbox import SecretBox
-
-from . import eis as v
+from persistence.db import Base
+from sgp02 import eis as v
 
 
 def _utc(dt: datetime | None) -> datetime | None:

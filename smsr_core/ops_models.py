@@ -1,10 +1,8 @@
-"""Tables of the SM-SR's asynchronous machinery: operations, the outbox, the SMS inbox, OTA state.
+"""Tables of the SM-SR's asynchronous machinery: operations, the SMS inbox, OTA state (the outbox is persistence.outbox).
 
 - ``operation``: every accepted asynchronous request (and every automatic one, e.g. the audit
   queued after an unanswered command), persisted before the ``202 Accepted`` leaves. Its life is
   described in ``smsr_core.platform``.
-- ``outbox``: callbacks and notifications owed to other entities, written in the same
-  transaction as the state change that owes them and delivered from here, with retries.
 - ``sms_inbox``: every SMS the SMSC delivered to us (proofs of receipt, card notifications),
   stored before the ``deliver_sm_resp`` is sent, so an acknowledged SMS is never lost.
 - ``euicc_ota``: per eUICC, the SM-SR's SCP80 counter, the last card notification sequence
@@ -18,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from esx.db import Base
+from persistence.db import Base
 
 
 class Operation(Base):
@@ -53,28 +51,6 @@ class Operation(Base):
     result_message: Mapped[str | None] = mapped_column(Text)
     euicc_response: Mapped[str | None] = mapped_column(Text)  # hex of the last R-APDUs
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-
-class OutboxMessage(Base):
-    __tablename__ = "outbox"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    kind: Mapped[str] = mapped_column(String(16))  # "callback" | "notification"
-    wsdl: Mapped[str] = mapped_column(String(64))  # the receiver's WSDL, e.g. "ES4Mno.wsdl"
-    operation: Mapped[str] = mapped_column(String(64))  # its operation, e.g. "ES4-EnableProfileCallback"
-    sender_role: Mapped[str] = mapped_column(String(8))
-    target_oid: Mapped[str] = mapped_column(String(64), index=True)
-    address: Mapped[str | None] = mapped_column(String(1000))  # wsa:ReplyTo, else the entity's endpoint
-    message_id: Mapped[str] = mapped_column(String(400))
-    relates_to: Mapped[str | None] = mapped_column(String(400))
-    body: Mapped[bytes] = mapped_column(LargeBinary)
-    operation_id: Mapped[int | None] = mapped_column(Integer, index=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
-    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 class SmsInbox(Base):

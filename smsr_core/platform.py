@@ -73,16 +73,18 @@ from typing import Protocol
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from esx import codes
-from esx.codes import FunctionFailed, Status
-from esx.db import Database, add_once
 from keys.secretbox import SecretBox
 from ota import es5, es8
+from persistence.db import Database, add_once
+from sgp02 import codes
+from sgp02 import eis as v
+from sgp02.codes import FunctionFailed, Status
+from sgp02.eis import eis_seen_by
+from sgp02.roles import Caller, may_manage
 
-from . import eis as v
 from .models import EisAuditRecord, Euicc, ProfileRow, eis_value
 from .ops_models import EuiccOta, Operation, SmsInbox
-from .registry import Caller, eis_seen_by, load_euicc, may_manage, profile_for_caller
+from .registry import load_euicc, profile_for_caller
 from .sms_link import CardMessage, OutboundSms, SmsLink, Unreachable, concatenation_reference
 
 log = logging.getLogger(__name__)

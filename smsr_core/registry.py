@@ -5,7 +5,7 @@ Rules kept here (no SOAP, no HTTP):
   with that EUM's registered certificate; the ECASD certificate chains CI -> EUM -> ECASD and is
   in date; the EIS names this SM-SR; the EID and every ICCID are new.
 - Who may see and act on a profile (:func:`may_manage`): its MNO (ES4); an SM-DP (ES3) when it installed the
-  profile, or when the profile's MNO has named that SM-DP as one acting for it (esx.entities.MnoSmdp:
+  profile, or when the profile's MNO has named that SM-DP as one acting for it (persistence.entities.MnoSmdp:
   v3's ES3 messages do not say for which MNO an SM-DP acts, so the MNO says it once; a profile loaded at
   manufacturing is no SM-DP's until its MNO names one); the SM-SR itself for its automatic operations.
 - Who sees what of an EIS (:func:`eis_seen_by`): never the ISD-R's key values; only the profiles the caller
@@ -25,17 +25,18 @@ from lxml import etree
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from esx import codes
-from esx.codes import FunctionFailed
-from esx.db import Database
 from keys.chain import verify_ecasd_chain
 from keys.errors import CertificateError, SignatureError
 from keys.secretbox import SecretBox
 from keys.test_credentials import is_public_test_key
 from keys.xmldsig import verify_eis_signature
+from persistence.db import Database
+from sgp02 import codes
+from sgp02 import eis as v
+from sgp02.codes import FunctionFailed
+from sgp02.eis import eis_seen_by
+from sgp02.roles import Caller, may_manage
 
-from . import eis as v
-from .eis import Caller, eis_seen_by, may_manage  # noqa: F401 - the registry's rules, kept with the EIS values
 from .models import Euicc, ProfileRow, apply_profile, eis_value, euicc_row, profile_value
 
 POL2_ACTIONS = ("ENABLE", "DISABLE", "DELETE")

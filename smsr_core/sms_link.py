@@ -30,8 +30,8 @@ from sqlalchemy.orm import Session
 from keys import scp80
 from keys.secretbox import SecretBox
 from ota import es5, remote, sms
+from sgp02 import eis as v
 
-from . import eis as v
 from .models import Euicc, ProfileRow, domain_value
 
 

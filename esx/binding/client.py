@@ -2,7 +2,7 @@
 
 zeep builds and sends the request; the reply is read back through the same hardened parser and
 schema as incoming requests, and its FunctionExecutionStatus becomes a value or a
-:class:`~esx.codes.FunctionFailed` carrying the peer's own Subject/Reason.
+:class:`~sgp02.codes.FunctionFailed` carrying the peer's own Subject/Reason.
 
 A failure's message may travel on to whoever asked us (an MNO's ES2 call relayed over ES3): it names the
 peer by its OID, never its address; the address goes to our log.
@@ -17,12 +17,12 @@ from lxml import etree
 from zeep import Client, Plugin, Settings
 from zeep.transports import Transport
 
-from esx import codes
-from esx.codes import FunctionFailed, PeerUnreachable
+from sgp02 import codes
+from sgp02.codes import FunctionFailed, PeerUnreachable
 
 from . import contract, wsa
-from .soap import read_execution_status
 from .ns import GSMA, SOAP12, SOAP12_CONTENT_TYPE
+from .soap import read_execution_status
 from .xmlparse import XmlRejected, parse_xml
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from lxml import etree
 
-from esx import codes
+from sgp02 import codes
+
 from .ns import GSMA, WSA
 
 WSDL_DIR = Path(__file__).resolve().parents[2] / "wsdl"

@@ -16,7 +16,7 @@ spyne stays replaceable (python-stack.md section 4):
    header block and the body element against our own XSD (``wsdl/xsd``), and hands the handler an
    :class:`Inbound` value.
 4. The generated spyne method calls :func:`dispatch`, which authorises the caller, runs the
-   interface's handler, maps a :class:`~esx.codes.FunctionFailed` to a FAILED
+   interface's handler, maps a :class:`~sgp02.codes.FunctionFailed` to a FAILED
    ``FunctionExecutionStatus`` and appends the call to the audit trail.
 5. ``serialize`` writes the response envelope: WS-A headers (From, To, MessageID, Action of the
    WSDL output, RelatesTo = the request's MessageID) and the ``...Response`` body element, which
@@ -39,8 +39,8 @@ from spyne import AnyXml, Application, Fault, ServiceBase, rpc
 from spyne.protocol.soap import Soap12
 from spyne.server.wsgi import WsgiApplication
 
-from esx import codes
-from esx.codes import FunctionFailed, Status, StatusCode
+from sgp02 import codes
+from sgp02.codes import FunctionFailed, Status, StatusCode
 
 from . import contract, wsa
 from .contract import Operation, ServiceContract
@@ -70,7 +70,7 @@ class Inbound:
     received_at: datetime
     environ: dict
     violation: contract.SchemaViolation | None = None
-    caller: Any = None  # esx.entities.Entity once authorised
+    caller: Any = None  # persistence.entities.Entity once authorised
 
     def text(self, local: str) -> str | None:
         el = self.body.find(_P + local)

@@ -18,7 +18,6 @@ import requests
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
-
 LOCAL_CALLER = "esx.local_caller"
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from esx.adapters import eis_element, flag, required
 from esx.binding.soap import Inbound, Interface, Reply
-from esx.codes import FunctionFailed
 from esx.eis_xml import parse_pol2, parse_subscription_address
+from sgp02.codes import FunctionFailed
 
 
 def _smsr_id(inbound: Inbound) -> str:

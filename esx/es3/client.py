@@ -1,11 +1,11 @@
 """The SM-DP's ES3 client of one SM-SR: ``smdp_core.relay.SmsrGateway`` over SOAP."""
 from __future__ import annotations
 
-from esx import codes
 from esx.binding.client import GsmaClient
-from esx.codes import FunctionFailed
 from esx.eis_xml import parse_eis
-from smsr_core.eis import Eis, Pol2Rule, SubscriptionAddress
+from sgp02 import codes
+from sgp02.codes import FunctionFailed
+from sgp02.eis import Eis, Pol2Rule, SubscriptionAddress
 
 
 class Es3SmsrGateway:

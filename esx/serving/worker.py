@@ -67,9 +67,8 @@ from datetime import datetime
 from enum import Enum
 from http import HTTPStatus
 
-from gunicorn import http
+from gunicorn import http, util
 from gunicorn import sock as gunicorn_sock
-from gunicorn import util
 from gunicorn.http import wsgi
 from gunicorn.workers import base
 

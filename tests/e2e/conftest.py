@@ -16,9 +16,9 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests

@@ -6,9 +6,18 @@ from datetime import date, datetime, timezone
 from lxml import etree
 from zeep import xsd
 
-from esx.demo import EUM_OID, build_eis, demo_eid, demo_iccid, isd_p_aid, isd_r_domain, register_request, signed_eis_element
+from esx.demo import (
+    EUM_OID,
+    build_eis,
+    demo_eid,
+    demo_iccid,
+    isd_p_aid,
+    isd_r_domain,
+    register_request,
+    signed_eis_element,
+)
 from keys.pki import DevPki, private_key_pem
-from smsr_core import eis as v
+from sgp02 import eis as v
 
 from .clients import CLIENT_KINDS
 

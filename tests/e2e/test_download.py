@@ -139,7 +139,7 @@ def test_refused_downloads_answer_failed_with_the_precise_code(instance, params,
 
 def test_empty_stock_is_unavailable(instance, tmp_path):
     template = tmp_path / "t.der"
-    from smdp_core import saip
+    from ota import saip
 
     template.write_bytes(saip.demo_template())
     instance.esx("smdp", "add-profile-type", "--data-dir", str(instance.data_dir), "--name", "esx-empty",

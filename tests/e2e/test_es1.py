@@ -98,7 +98,7 @@ def test_register_eis_naming_another_smsr(instance):
 
 def test_register_with_invalidpol2(instance):
     n = next(_next)
-    from smsr_core.eis import Pol2Rule
+    from sgp02.eis import Pol2Rule
 
     eis = eis_for(instance, n, (profile(n, instance.mno, pol2=(Pol2Rule("PROFILE", "DELETE", "Auto-Delete"),)),))
     assert register(instance, eis).code == ("8.2.3", "2.1")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from esx.binding.ns import GSMA
 
 from .clients import CLIENT_KINDS
-from .helpers import pol2, OTHER_MNO, ensure_mixed_euicc
+from .helpers import OTHER_MNO, ensure_mixed_euicc, pol2
 
 NS = {"rps": GSMA}
 
@@ -80,7 +80,7 @@ def test_es3_messages_the_smdp_sends_are_valid_against_the_official_xsd(instance
 
     from esx.binding.client import GsmaClient
     from esx.es3.client import Es3SmsrGateway
-    from smsr_core.eis import Pol2Rule, SubscriptionAddress
+    from sgp02.eis import Pol2Rule, SubscriptionAddress
 
     from .conftest import official_schema
 

@@ -8,7 +8,7 @@ from esx.binding.ns import GSMA
 from keys.xmldsig import verify_eis_signature
 
 from .clients import CLIENT_KINDS
-from .helpers import pol2, OTHER_MNO, ensure_mixed_euicc, ensure_other_mno_euicc
+from .helpers import OTHER_MNO, ensure_mixed_euicc, ensure_other_mno_euicc, pol2
 
 NS = {"rps": GSMA}
 

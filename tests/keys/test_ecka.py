@@ -7,6 +7,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from keys.dgi import parse_dgi
 from keys.ecka import (
     DerivedKeys,
     EckaError,
@@ -34,7 +35,6 @@ from keys.ecka import (
 from keys.gp_cert import SIGNATURE_VERIFICATION, build_gp_certificate
 from keys.scp03 import StaticKeys
 from keys.tlv import encode_tlv, parse_tlvs
-from ota.es5 import parse_dgi
 from tests.keys import reference as ref
 from tests.keys import vectors as v
 

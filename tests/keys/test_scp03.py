@@ -17,7 +17,6 @@ from keys.scp03 import (
     session_keys,
     unpad80,
 )
-
 from tests.keys import reference as ref
 from tests.keys import vectors as v
 

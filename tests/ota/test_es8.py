@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from keys.dgi import encode_dgi
 from ota import es8
-from ota.es5 import Apdu, encode_dgi
+from ota.es5 import Apdu
 
 h = bytes.fromhex
 
