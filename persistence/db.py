@@ -86,25 +86,3 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-
-def add_once(s: Session, row):
-    """Add ``row``, a new asynchronous request, unless it replays one already made: same requester and the
-    same MessageID or FunctionCallIdentifier (its model has those three columns). Returns ``(the row in force,
-    True when it is ``row``)``; the new row is flushed, so it has its id."""
-    from sqlalchemy import or_, select
-
-    model = type(row)
-    conds = []
-    if row.message_id:
-        conds.append(model.message_id == row.message_id)
-    if row.function_call_id:
-        conds.append(model.function_call_id == row.function_call_id)
-    if conds:
-        existing = s.scalars(select(model).where(model.requester_id == row.requester_id, or_(*conds))).first()
-        if existing is not None:
-            return existing, False
-    s.add(row)
-    s.flush()
-    return row, True

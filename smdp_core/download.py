@@ -61,7 +61,8 @@ from keys.scp03 import StaticKeys
 from keys.secretbox import SecretBox
 from keys.tlv import encode_tlv
 from ota import es8, saip
-from persistence.db import Database, add_once
+from persistence.db import Database
+from persistence.engine import accept_once
 from sgp02 import codes
 from sgp02.codes import FunctionFailed, PeerUnreachable, Status, StatusCode
 from sgp02.eis import Eis, SubscriptionAddress
@@ -184,7 +185,7 @@ class Downloads:
         # The SM-SR is asked before any transaction is open: it may share this database (SQLite's writer lock).
         checked, verdict = self._relay_access(req) if req.function in RELAYED else (False, None)
         with self.db.session() as s:
-            op, new = add_once(s, self._new_row(req))
+            op, new = accept_once(s, self._new_row(req))
             if not new:
                 if req.message_id and op.message_id != req.message_id:
                     self._answer_other_message(s, req, codes.call_id_reused(req.function_call_id, op.message_id))
@@ -206,7 +207,7 @@ class Downloads:
     def reject(self, req: Es2Request, failure: FunctionFailed) -> None:
         """An accepted request that fails before it could be queued: recorded, answered by callback."""
         with self.db.session() as s:
-            op, new = add_once(s, self._new_row(req))
+            op, new = accept_once(s, self._new_row(req))
             if new:
                 self._finish(s, op, failure.status, failure, now=req.received_at)
             elif req.message_id and op.message_id != req.message_id:

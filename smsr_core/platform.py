@@ -75,7 +75,8 @@ from sqlalchemy.orm import Session
 
 from keys.secretbox import SecretBox
 from ota import es5, es8
-from persistence.db import Database, add_once
+from persistence.db import Database
+from persistence.engine import accept_once
 from sgp02 import codes
 from sgp02 import eis as v
 from sgp02.codes import FunctionFailed, Status
@@ -247,7 +248,7 @@ class Platform:
         for), and nothing runs twice.
         """
         with self.db.session() as s:
-            op, new = add_once(s, self._new_row(req))
+            op, new = accept_once(s, self._new_row(req))
             if new:
                 try:
                     self._check_access(s, op)
@@ -260,7 +261,7 @@ class Platform:
     def reject(self, req: AsyncRequest, failure: FunctionFailed) -> None:
         """An accepted request that fails before it could be queued: recorded, answered by callback."""
         with self.db.session() as s:
-            op, new = add_once(s, self._new_row(req))
+            op, new = accept_once(s, self._new_row(req))
             if new:
                 self._finish(s, op, failure.status, failure, now=req.received_at)
             elif req.message_id and op.message_id != req.message_id:

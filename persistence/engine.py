@@ -1,0 +1,275 @@
+"""The one persisted step engine: every multi-step flow of esx is a step table run by it.
+
+Theory of operation
+-------------------
+A *flow* is a step table (:class:`Flow`): for each step, what runs when the step is due and which step follows on
+success. The table is the program: a flow's module shows its table first, then the functions the table names. Two
+flows run on the engine today: the SM-SR's card operations (smsr_core.platform) and the SM-DP's downloads and
+relayed functions (smdp_core.download); SM-SR change and owner campaigns are more tables, not more engines.
+
+Every flow keeps its operations in one table whose rows carry the engine's columns (:class:`EngineRow`): who asked
+(requester, MessageID, FunctionCallIdentifier, ReplyTo), when it was accepted and when it expires, where it stands
+(state, step, next attempt, lease), and how it ended (status, Subject/Reason, message). The life of a row:
+
+==========================  =========================================  =======================================
+row                         event                                      engine function
+==========================  =========================================  =======================================
+(none)                      a request arrives                          :func:`accept_once`: a new row, or the
+                                                                       one the requester's MessageID or
+                                                                       FunctionCallIdentifier already made
+not done, due, no lease     a worker looks for work                    :func:`due` lists it, :func:`lease`
+                                                                       takes it (one worker only), the flow
+                                                                       runs the step the table names
+leased                      the step sent something and waits          :func:`wait`: next attempt = deadline,
+                                                                       lease released
+leased                      the peer was away                          :func:`wait` until a retry time
+waiting                     the answer came                            the flow handles it in the
+                                                                       transaction that stores it
+not done                    ``expires_at`` passed                      :func:`expired` lists it
+any                         the flow ends it                           :func:`record_result`, in the same
+                                                                       transaction as the domain event
+==========================  =========================================  =======================================
+
+The rules the engine keeps:
+
+- *Accept once.* A replay (the same requester and MessageID, or the same FunctionCallIdentifier) finds the row in
+  force and runs nothing again (the unique constraints make a race between two workers fail, not duplicate).
+- *One worker per attempt.* A row is run only under a lease taken with a conditional UPDATE, so several workers
+  on one PostgreSQL never run the same attempt; a worker killed mid-step leaves a lease that simply runs out.
+- *No transaction across the wire.* A step that calls a peer commits what it needs first (e.g. the MessageID of
+  the request it sends), calls, then records the outcome in a new transaction; a peer may share the database
+  (SQLite's writer lock).
+- *The state change and what it owes commit together.* Finishing a row and the domain event it owes (a callback,
+  a notification) are one transaction (persistence.outbox).
+- *Nothing is lost, nothing stops the others.* A step that raises is logged and its row waits for its lease to run
+  out; a row that stays broken ends by expiry, so every requester gets an answer.
+- *Prompt.* After a transaction that makes work due at once (a request accepted, an answer stored), a flow calls
+  its :class:`Doorbell`, so a worker runs the next step now instead of at its next poll. Polling stays the safety
+  net: a lost ring costs one poll interval, never an operation.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import DateTime, Integer, String, Text, or_, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from sgp02.codes import FunctionFailed, Status
+
+log = logging.getLogger(__name__)
+
+ACTIVE, DONE = "active", "done"
+
+
+class EngineRow:
+    """The columns every operation table of the engine has (mixed into each flow's mapped table)."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    requester_id: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str | None] = mapped_column(String(400))
+    function_call_id: Mapped[str | None] = mapped_column(String(400))
+    reply_to: Mapped[str | None] = mapped_column(String(1000))
+    accepted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(String(12), index=True)
+    step: Mapped[str | None] = mapped_column(String(24))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    result_status: Mapped[str | None] = mapped_column(String(24))
+    result_subject: Mapped[str | None] = mapped_column(String(16))
+    result_reason: Mapped[str | None] = mapped_column(String(16))
+    result_message: Mapped[str | None] = mapped_column(Text)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+Row = TypeVar("Row", bound=EngineRow)
+
+
+# -- the step table ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One row of a step table: ``run`` is the flow's method that runs when the step is due; ``answer`` the one that
+    handles what the step waits for (None: the step waits for nothing); ``then`` the step that follows on success
+    (None: the flow ends); ``does`` what the step exchanges, as the table's reader needs it."""
+
+    name: str
+    does: str
+    run: str
+    answer: str | None = None
+    then: str | None = None
+
+
+class Flow:
+    """A step table. ``Flow.bind(obj)`` gives the callables the table names on ``obj`` (the flow's implementation):
+    a step whose method is missing is a defect found when the flow is built, not when a row reaches it."""
+
+    def __init__(self, name: str, steps: Iterable[Step]) -> None:
+        self.name = name
+        self.steps = {s.name: s for s in steps}
+        for s in self.steps.values():
+            if s.then is not None and s.then not in self.steps:
+                raise ValueError(f"flow {name}: step {s.name} goes to unknown step {s.then}")
+
+    def __getitem__(self, step: str) -> Step:
+        return self.steps[step]
+
+    def __contains__(self, step: str) -> bool:
+        return step in self.steps
+
+    def check(self, impl: object) -> None:
+        """Every method the table names exists on ``impl``."""
+        for s in self.steps.values():
+            for method in (s.run, s.answer):
+                if method is not None and not callable(getattr(impl, method, None)):
+                    raise TypeError(f"flow {self.name}: step {s.name} names {method}, which "
+                                    f"{type(impl).__name__} does not have")
+
+    def runner(self, impl: object, step: str) -> Callable[..., Any]:
+        return getattr(impl, self.steps[step].run)
+
+    def answerer(self, impl: object, step: str) -> Callable[..., Any] | None:
+        method = self.steps[step].answer
+        return getattr(impl, method) if method else None
+
+    def table(self) -> str:
+        """The table as text (``esx`` prints it; tests compare it with the module's documentation)."""
+        width = max(len(s.name) for s in self.steps.values())
+        lines = [f"{s.name:<{width}}  {s.does}  ->  {s.then or 'done'}" for s in self.steps.values()]
+        return "\n".join(lines)
+
+
+# -- accepting ---------------------------------------------------------------------------------------------------
+
+
+def accept_once(s: Session, row: Row) -> tuple[Row, bool]:
+    """Add ``row``, a new asynchronous request, unless it replays one already made: same requester and the same
+    MessageID or FunctionCallIdentifier. Returns ``(the row in force, True when it is row)``; a new row is flushed,
+    so it has its id."""
+    model = type(row)
+    conds = []
+    if row.message_id:
+        conds.append(model.message_id == row.message_id)
+    if row.function_call_id:
+        conds.append(model.function_call_id == row.function_call_id)
+    if conds:
+        existing = s.scalars(select(model).where(model.requester_id == row.requester_id, or_(*conds))).first()
+        if existing is not None:
+            return existing, False
+    s.add(row)
+    s.flush()
+    return row, True
+
+
+def reuses_call_id(row: EngineRow, message_id: str | None) -> bool:
+    """A request that found ``row`` in force under another MessageID: its FunctionCallIdentifier names another
+    request's call (the flow answers it 1.6/3.3, sgp02.codes.call_id_reused)."""
+    return bool(message_id) and row.message_id != message_id
+
+
+def validity_until(received_at: datetime, requested: float | None, default: float, maximum: float) -> datetime:
+    """When a request accepted at ``received_at`` expires: its ValidityPeriod (seconds), else ``default``, never
+    more than ``maximum``."""
+    seconds = default if requested is None else float(requested)
+    return received_at + timedelta(seconds=min(seconds, maximum))
+
+
+# -- leasing -----------------------------------------------------------------------------------------------------
+
+
+def _free(model: type[EngineRow], now: datetime):
+    return or_(model.lease_until.is_(None), model.lease_until < now)
+
+
+def due(s: Session, model: type[Row], now: datetime, *conditions, when=None, limit: int | None = None) -> list[int]:
+    """Ids of the rows of ``model`` that are due and not leased (oldest first). ``when`` is the column that says
+    when a row is due (default ``next_attempt_at``); ``conditions`` narrow the flow's own states."""
+    when = model.next_attempt_at if when is None else when
+    query = select(model.id).where(when <= now, _free(model, now), *conditions).order_by(model.id)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(s.scalars(query))
+
+
+def lease(s: Session, model: type[Row], row_id: int, now: datetime, seconds: float, *conditions, when=None) -> bool:
+    """Take the lease of a due row for ``seconds``; False when another worker holds it or it is no longer due (the
+    same conditions as :func:`due`, checked again in the UPDATE: between the two, another worker may have run
+    and released it)."""
+    when = model.next_attempt_at if when is None else when
+    return s.execute(update(model).where(model.id == row_id, when <= now, _free(model, now), *conditions)
+                     .values(lease_until=now + timedelta(seconds=seconds))).rowcount == 1
+
+
+def wait(row: EngineRow, until: datetime | None) -> None:
+    """The row waits: for an answer until its deadline, or for a retry time (None: until something wakes it)."""
+    row.next_attempt_at = until
+    row.lease_until = None
+
+
+def expired(s: Session, model: type[Row], now: datetime, *conditions) -> list[int]:
+    """Ids of the rows not done whose validity period is over."""
+    return list(s.scalars(select(model.id).where(model.state != DONE, model.expires_at <= now, *conditions)
+                          .order_by(model.id)))
+
+
+def run_leased(ids: Iterable[int], take: Callable[[int], bool], run: Callable[[int], Any],
+               defect: Callable[[int], None] | None = None, what: str = "operation") -> int:
+    """Run each row whose lease ``take`` gets; a step that raises is logged and handed to ``defect`` (or simply
+    waits for its lease to run out): one broken row never stops the others. Returns how many ran."""
+    ran = 0
+    for row_id in ids:
+        if not take(row_id):
+            continue
+        try:
+            run(row_id)
+        except Exception:
+            log.exception("%s %s: step failed", what, row_id)
+            if defect is not None:
+                try:
+                    defect(row_id)
+                except Exception:
+                    log.exception("%s %s: could not be ended after a defect", what, row_id)
+            continue
+        ran += 1
+    return ran
+
+
+# -- finishing ---------------------------------------------------------------------------------------------------
+
+
+def record_result(row: EngineRow, status: Status, failure: FunctionFailed | None, now: datetime) -> None:
+    """The row is done: its outcome is recorded (the flow emits the domain event it owes in the same session)."""
+    row.state, row.step, row.done_at, row.lease_until = DONE, None, now, None
+    row.next_attempt_at = None
+    row.result_status = status.value
+    if failure is not None:
+        row.result_subject, row.result_reason = failure.code.subject, failure.code.reason
+        row.result_message = failure.message
+
+
+def utc(dt: datetime | None) -> datetime | None:
+    """SQLite gives back naive datetimes: they are UTC."""
+    if dt is None:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+# -- waking workers ----------------------------------------------------------------------------------------------
+
+
+class Doorbell(Protocol):
+    """Tells the workers of a flow that a row is due now (esx.doorbell rings a local socket). Best effort: a ring
+    may be lost, polling is the safety net."""
+
+    def ring(self) -> None: ...
+
+
+class Silent:
+    """No doorbell: workers find the work at their next poll."""
+
+    def ring(self) -> None:
+        return None
