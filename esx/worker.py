@@ -22,7 +22,9 @@ import logging
 import signal
 import threading
 from datetime import datetime, timezone
+from pathlib import Path
 
+from esx.doorbell import SMDP_OUTBOX, SMDP_STEPS, SMSR_OPERATIONS, SMSR_OUTBOX, Bell, Doorbell
 from esx.outbox import deliver_due
 from esx.server import Config, EsxRuntime
 from esx.smpp import Esme, SmppError
@@ -52,19 +54,24 @@ class _Worker:
         self.http = self.runtime.client_session(self.role)
         self.stop_event = threading.Event()
 
-    def _loop(self, step) -> None:
-        while not self.stop_event.is_set():
-            try:
-                step()
-            except Exception:  # keep going: the next tick retries from the database
-                log.exception("worker step failed")
-            self.stop_event.wait(self.poll)
+    def _loop(self, step, bell: Bell) -> None:
+        """Run ``step``, then sleep until the poll interval ends or the loop's doorbell rings (esx.doorbell)."""
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    step()
+                except Exception:  # keep going: the next tick retries from the database
+                    log.exception("worker step failed")
+                bell.wait(self.poll)
+        finally:
+            bell.close()
 
-    def _run_loops(self, tick, deliver) -> None:
-        delivery = threading.Thread(target=self._loop, args=(deliver,), name="outbox", daemon=True)
+    def _run_loops(self, tick, deliver, loops: tuple[str, str]) -> None:
+        steps, outbox = (Bell(Path(self.config.data_dir), loop) for loop in loops)
+        delivery = threading.Thread(target=self._loop, args=(deliver, outbox), name="outbox", daemon=True)
         delivery.start()
         try:
-            self._loop(tick)
+            self._loop(tick, steps)
         finally:
             self.stop_event.set()
             delivery.join(timeout=15)
@@ -77,6 +84,7 @@ class SmsrWorker(_Worker):
         super().__init__(config, db)
         self.platform = self.runtime.platform
         self.esme = Esme(config.smpp(), on_deliver=self.on_deliver)
+        self.inbox_bell = Doorbell(Path(config.data_dir), SMSR_OPERATIONS)
 
     # -- SMS in ------------------------------------------------------------------------------
 
@@ -89,6 +97,7 @@ class SmsrWorker(_Worker):
             s.add(SmsInbox(received_at=utcnow(), source_addr=message.source_addr.lstrip("+"),
                            destination_addr=message.destination_addr, user_data=message.short_message,
                            concat_ref=ref))
+        self.inbox_bell.ring()  # an SMS in: the operation loop reads it now, not at its next poll
 
     # -- SMS out -----------------------------------------------------------------------------
 
@@ -127,7 +136,7 @@ class SmsrWorker(_Worker):
     def run(self) -> None:
         self.esme.start()
         try:
-            self._run_loops(self.tick, self.deliver)
+            self._run_loops(self.tick, self.deliver, (SMSR_OPERATIONS, SMSR_OUTBOX))
         finally:
             self.esme.stop()
             self.db.dispose()
@@ -151,7 +160,7 @@ class SmdpWorker(_Worker):
 
     def run(self) -> None:
         try:
-            self._run_loops(self.tick, self.deliver)
+            self._run_loops(self.tick, self.deliver, (SMDP_STEPS, SMDP_OUTBOX))
         finally:
             self.db.dispose()
 

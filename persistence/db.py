@@ -7,6 +7,8 @@ database to the head revision and is what ``esx init`` and the tests call.
 """
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -22,6 +24,8 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -63,6 +67,18 @@ def migrate(url: str) -> None:
     command.upgrade(cfg, "head")
 
 
+_AFTER_COMMIT = "esx.after_commit"
+
+
+def after_commit(s: Session, hook: Callable[[], None]) -> None:
+    """Run ``hook`` once the unit of work ``s`` (a :meth:`Database.session`) has committed; never when it rolls
+    back. For what must follow the commit and must not be part of it, e.g. ringing a worker's doorbell: a worker
+    woken before the commit would not see the work yet."""
+    hooks = s.info.setdefault(_AFTER_COMMIT, [])
+    if hook not in hooks:
+        hooks.append(hook)
+
+
 class Database:
     """An engine and its session factory."""
 
@@ -83,6 +99,11 @@ class Database:
             raise
         finally:
             session.close()
+        for hook in session.info.pop(_AFTER_COMMIT, ()):
+            try:
+                hook()
+            except Exception:  # a hook is best effort (a doorbell): the commit stands
+                log.exception("after-commit hook failed")
 
     def dispose(self) -> None:
         self.engine.dispose()
