@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spyne import const as spyne_const
+
 from esx.audit import record_call
 from esx.binding import wsa
 from esx.binding.client import GsmaClient
@@ -445,6 +447,10 @@ class Router:
 
 
 def make_wsgi(config: Config, role: str = "all", runtime: EsxRuntime | None = None) -> Router:
+    # spyne runs a full gc.collect() at the end of a request at most once a second (spyne.const.MIN_GC_INTERVAL), to
+    # return the file descriptors of uploaded files promptly. esx takes no file uploads, and that collection cost
+    # 33-40 ms of CPU per second in each serving process (BENCHMARKS.md, issue 10): Python's own collector is enough.
+    spyne_const.MIN_GC_INTERVAL = float("inf")
     runtime = runtime or EsxRuntime(config)
     return Router({
         path: build_application(interface, runtime, max_body=config.max_body_bytes)
