@@ -126,13 +126,14 @@ class SmsLink:
         """A PoR or a card notification from SMS parts in arrival order (ValueError when not readable).
 
         Parts may come more than once (a PoR sent again for a retransmission): the newest copy of each
-        sequence number counts. ValueError "incomplete" while a sequence number is missing."""
+        sequence number counts. :class:`ota.sms.IncompleteMessage` (a ValueError) while a sequence number is
+        missing."""
         parsed = [sms.parse_user_data(ud) for ud in user_data]
         total = parsed[-1].total  # a part of another total is left from an older message under this reference
         newest = {p.seq: p for p in parsed if p.total == total}
         parts = [newest[seq] for seq in sorted(newest)]
         if len(parts) < total:
-            raise ValueError("incomplete concatenated SMS")
+            raise sms.IncompleteMessage(f"incomplete concatenated SMS: {len(parts)} of {total} parts")
         iei, packet = sms.reassemble(parts)
         keyset = self.keyset(euicc)
         if iei == sms.RPI:

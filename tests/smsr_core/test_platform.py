@@ -13,12 +13,13 @@ import shutil
 
 import pytest
 
-from esx.demo import MNO_OID, SMDP_OID, SMSR_OID, demo_eid, demo_iccid, init_instance, isd_p_aid
+from esx.demo import MNO_OID, SMDP_OID, SMSR_OID, demo_eid, demo_iccid, init_instance
 from euicc_sim.card import IsdP, Pol1
 from euicc_sim.network import card_keyset
 from keys import scp80
 from ota import es5, remote, sms
 from sgp02 import eis as v
+from sgp02.identifiers import isd_p_aid
 from sgp02.roles import Caller
 from smsr_core.platform import AsyncRequest, Function, Timing
 
