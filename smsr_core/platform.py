@@ -21,7 +21,7 @@ from enum import Enum
 from typing import Protocol
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from keys.scp80 import PorStatus
 from keys.secretbox import SecretBox
@@ -250,13 +250,17 @@ class Platform:
         """
         queued = False
         with self.db.session() as s:
-            op, new = engine.accept_once(s, self._new_row(req))
+            row, refusal = self._new_row(req), None
+            try:  # on the row before it is added: what the check adds to params is in its INSERT
+                self._check_access(s, row, load_euicc(s, row.eid))
+            except FunctionFailed as failure:
+                refusal = failure
+            op, new = engine.accept_once(s, row)
             if new:
-                try:
-                    self._check_access(s, op, load_euicc(s, op.eid))
+                if refusal is not None:
+                    self._finish(s, op, refusal.status, refusal, now=req.received_at)
+                else:
                     queued = True
-                except FunctionFailed as failure:
-                    self._finish(s, op, failure.status, failure, now=req.received_at)
             elif engine.reuses_call_id(op, req.message_id):
                 self._answer_other_message(s, req, codes.call_id_reused(req.function_call_id, op.message_id))
             op_id = op.id
@@ -383,6 +387,8 @@ class Platform:
                                 Operation.step.in_(steps), Operation.expires_at > now):
                 return None
             op = s.get(Operation, op_id)
+            # What the steps read, in one statement, and held here: the session keeps only weak references.
+            euicc = self._euicc(s, op.eid)  # noqa: F841
             while True:
                 step = op.step
                 outbound = CARD_OPERATION.runner(self, step)(s, op, now)
@@ -745,6 +751,12 @@ class Platform:
         if message.por is not None:
             return self._on_por(s, euicc, message, now), None
         return self._on_card_notification(s, euicc, message, source, now)
+
+    @staticmethod
+    def _euicc(s: Session, eid: str) -> Euicc | None:
+        """The eUICC with its profiles and security domains (one statement)."""
+        return s.scalars(select(Euicc).where(Euicc.eid == eid)
+                         .options(joinedload(Euicc.profiles), joinedload(Euicc.domains))).unique().first()
 
     def _active_op(self, s: Session, eid: str) -> Operation | None:
         ota = self._ota(s, eid)
