@@ -23,8 +23,14 @@ from esx.server import Config
 from persistence.db import Database, migrate, sqlite_url
 from persistence.entities import Role, set_mno_smdps, smdps_of, upsert_entity
 from sgp02 import eis as v
-from sgp02.identifiers import luhn_digit
-from smsr_core.platform import isd_p_aid  # the SM-SR's ISD-P AID series (its CreateISDP allocates from it)
+from sgp02.identifiers import (  # the Annex H AID series; the SM-SR's CreateISDP allocates ISD-Ps from it too
+    ECASD_AID,
+    ISD_P_LOADFILE_AID,
+    ISD_P_MODULE_AID,
+    ISD_R_AID,
+    isd_p_aid,
+    luhn_digit,
+)
 
 # Demo OIDs under an arc reserved for documentation-style examples (not a real registration).
 SMSR_OID = "1.3.6.1.4.1.99999.1.1"
@@ -32,11 +38,7 @@ SMDP_OID = "1.3.6.1.4.1.99999.1.2"
 MNO_OID = "1.3.6.1.4.1.99999.2.1"
 EUM_OID = "1.3.6.1.4.1.99999.3.1"
 
-# SGP.02 Annex H style AIDs and TARs for the ISD-R, the ECASD and the ISD-P package.
-ISD_R_AID = "A0000005591010FFFFFFFF8900000100"
-ECASD_AID = "A0000005591010FFFFFFFF8900000200"
-ISD_P_LOADFILE_AID = "A0000005591010FFFFFFFF8900000D00"
-ISD_P_MODULE_AID = "A0000005591010FFFFFFFF8900000E00"
+# TARs of the ISD-R and the ECASD (the AIDs are sgp02.identifiers').
 ISD_R_TAR = "000001"
 ECASD_TAR = "000002"
 

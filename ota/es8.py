@@ -83,7 +83,7 @@ def isdp_tar(aid: bytes) -> bytes:
     """The TAR that addresses an ISD-P over SCP80: bytes 13..15 (1-based) of its AID.
 
     CHOICE (ours, after the SGP.02 Annex H AID layout ``A0000005591010FFFFFFFF89 <3-byte instance> 00``, where the
-    ISD-R ``...89 000001 00`` has TAR '000001' the same way; see esx.demo.isd_p_aid). SGP.02 does not reach an
+    ISD-R ``...89 000001 00`` has TAR '000001' the same way; see sgp02.identifiers.isd_p_aid). SGP.02 does not reach an
     ISD-P by TAR at all (the ISD-R forwards), so this is the one place the convention lives.
     """
     aid = bytes(aid)

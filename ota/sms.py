@@ -141,8 +141,13 @@ def parse_user_data(ud: bytes, udhi: bool = True) -> UserDataPart:
     return UserDataPart(iei, ref, total, seq, ud[1 + udhl :])
 
 
+class IncompleteMessage(ValueError):
+    """A concatenated SMS of which some parts have not arrived (yet): not an error of what did arrive."""
+
+
 def reassemble(parts: list[UserDataPart]) -> tuple[int | None, bytes]:
-    """``(iei of the first part, payloads joined in seq order)``; ValueError when parts are missing or mixed."""
+    """``(iei of the first part, payloads joined in seq order)``; :class:`IncompleteMessage` when parts are
+    missing, ValueError when they are mixed."""
     if not parts:
         raise ValueError("no parts")
     refs = {(p.ref, p.total) for p in parts}
@@ -154,7 +159,7 @@ def reassemble(parts: list[UserDataPart]) -> tuple[int | None, bytes]:
         raise ValueError("duplicate part")
     missing = set(range(1, total + 1)) - set(by_seq)
     if missing:
-        raise ValueError(f"missing parts {sorted(missing)} of {total}")
+        raise IncompleteMessage(f"missing parts {sorted(missing)} of {total}")
     return by_seq[1].iei, b"".join(by_seq[i].payload for i in range(1, total + 1))
 
 

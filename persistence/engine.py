@@ -185,6 +185,12 @@ def _free(model: type[EngineRow], now: datetime):
     return or_(model.lease_until.is_(None), model.lease_until < now)
 
 
+def free(model: type, now: datetime):
+    """The condition "no lease in force at ``now``" on ``model.lease_until``: for tables that are leased row by row
+    without being flows (e.g. the SM-SR's SMS inbox), the same rule as :func:`due` and :func:`lease`."""
+    return _free(model, now)
+
+
 def due(s: Session, model: type[Row], now: datetime, *conditions, when=None, limit: int | None = None) -> list[int]:
     """Ids of the rows of ``model`` that are due and not leased (oldest first). ``when`` is the column that says
     when a row is due (default ``next_attempt_at``); ``conditions`` narrow the flow's own states."""

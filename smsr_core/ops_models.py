@@ -2,7 +2,7 @@
 
 - ``operation``: every accepted asynchronous request (and every automatic one, e.g. the audit
   queued after an unanswered command), persisted before the ``202 Accepted`` leaves. Its life is
-  described in ``smsr_core.platform``.
+  described by ``smsr_core.platform.CARD_OPERATION``.
 - ``sms_inbox``: every SMS the SMSC delivered to us (proofs of receipt, card notifications),
   stored before the ``deliver_sm_resp`` is sent, so an acknowledged SMS is never lost.
 - ``euicc_ota``: per eUICC, the SM-SR's SCP80 counter, the last card notification sequence
@@ -17,40 +17,29 @@ from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, LargeBinary
 from sqlalchemy.orm import Mapped, mapped_column
 
 from persistence.db import Base
+from persistence.engine import EngineRow
 
 
-class Operation(Base):
+class Operation(EngineRow, Base):
+    """A card operation: the step engine's columns (persistence.engine.EngineRow: requester, MessageID, state, step,
+    lease, result...) and the SM-SR's own. ``state`` is queued / held / active / done and ``step`` the row of
+    smsr_core.platform.CARD_OPERATION it stands on."""
+
     __tablename__ = "operation"
     __table_args__ = (
         UniqueConstraint("requester_id", "message_id", name="uq_operation_message_id"),
         UniqueConstraint("requester_id", "function_call_id", name="uq_operation_function_call_id"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     eid: Mapped[str] = mapped_column(String(64), index=True)
     function: Mapped[str] = mapped_column(String(48))  # platform.Function value, e.g. "EnableProfile"
     interface: Mapped[str] = mapped_column(String(8))  # "ES3" | "ES4" | "SMSR" (automatic)
-    requester_id: Mapped[str] = mapped_column(String(64))
-    message_id: Mapped[str | None] = mapped_column(String(400))
-    function_call_id: Mapped[str | None] = mapped_column(String(400))
-    reply_to: Mapped[str | None] = mapped_column(String(1000))
     params: Mapped[dict] = mapped_column(JSON)
-    accepted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    # queued -> active -> done (platform.py); step is the sub-state while active
-    state: Mapped[str] = mapped_column(String(12), index=True)
-    step: Mapped[str | None] = mapped_column(String(24))
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     counter: Mapped[int | None] = mapped_column(BigInteger)  # SCP80 counter of the last command sent
     sent_any: Mapped[bool] = mapped_column(Boolean, default=False)
-    result_status: Mapped[str | None] = mapped_column(String(24))
-    result_subject: Mapped[str | None] = mapped_column(String(16))
-    result_reason: Mapped[str | None] = mapped_column(String(16))
-    result_message: Mapped[str | None] = mapped_column(Text)
     euicc_response: Mapped[str | None] = mapped_column(Text)  # hex of the last R-APDUs
-    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class SmsInbox(Base):

@@ -2,93 +2,112 @@
 
 Theory of operation
 -------------------
-An asynchronous request (ES4/ES3 EnableProfile, DisableProfile, DeleteProfile/DeleteISDP,
-AuditEIS, SetFallBackAttribute, ...) becomes an :class:`~smsr_core.ops_models.Operation` row
-before the requester gets its ``202 Accepted`` (:meth:`Platform.accept`). A replayed MessageID or
-FunctionCallIdentifier from the same requester finds the existing row and is not executed again.
-
-Workers (``esx.worker``) drive the rows through this table; every transition is one database
-transaction, and every callback or notification it owes is added to the outbox (through the
-:class:`MessageSink`) in that same transaction:
-
-====================  ==================================  ==========================================
-state / step          event                               next
-====================  ==================================  ==========================================
-queued                the eUICC has no operation active   active/send (rules pass) or done (refused)
-active/send           a worker leases it, sends the SMS   active/await_por (next attempt = PoR wait)
-active/await_por      PoR with the R-APDUs                done, or active/await_notification
-active/await_por      no PoR before the next attempt      the same packet sent again (retransmission)
-active/await_por      PoR 02/03 to a first transmission   active/send (a new packet, new SCP80 counter)
-active/await_por      PoR 02/03 to a retransmission       done FAILED 1.6/5.4 (+ dirty + audit)
-active/await_notif.   card notification for the change    done (EIS updated, notifications queued)
-any but done          validity period over                done EXPIRED 1.6/5.3 (+ dirty + audit
-                                                          when something was sent)
-====================  ==================================  ==========================================
-
-Only one operation per eUICC is active at a time: ``euicc_ota.active_operation_id`` is claimed
-with a conditional UPDATE, so several workers on one PostgreSQL cannot start two. Leases
-(``lease_until``) keep two workers from sending the same attempt; a worker killed mid-step
-leaves a lease that simply runs out.
-
-The EIS follows the card, never leads it: profile states change only when the card has
-answered (PoR status words, default notifications, GET STATUS during an audit).
-
-Lost SMS. A command is one SCP80 packet with its own counter (``operation.counter``), built the
-first time it is due. With no PoR within ``por_timeout`` the *identical* packet is sent again
-(same counter, same concatenation reference, same bytes: ``sms_link`` rebuilds it from the counter),
-never a new one: an ES8 command relayed by SendData must not run twice (a second STORE DATA
-3A02 or SCP03t segment breaks the key agreement or the C-MAC chain), and a retransmission lets
-the card complete a concatenated packet from the parts of several transmissions. The card
-answers a packet it already executed with the PoR it sent then (``euicc_sim.network``); a card
-that answers counter-low ('02', TS 102 225) to a retransmission leaves the outcome unknown: the
-operation fails 1.6/5.4 ("delivered with no response"), the EIS is marked dirty and audited, as at
-expiry. Only a first transmission answered '02'/'03' is known not to have run: a new packet then.
-Retransmissions run until the validity period ends (then EXPIRED 1.6/5.3); ``params`` counts them
-(``retransmissions``). Commands go to the enabled profile's MSISDN only (``sms_link``). A lost
-notification or confirmation is mended by the card, which sends the notification until a
-confirmation reaches it; a confirmation whose PoR held operations wait for (POL2 Auto-Delete) is
-itself sent again, the identical packet, until that PoR comes.
-
-Nothing stored stops a worker: an operation whose SMS cannot be built or submitted (no usable
-MSISDN, keys missing, a value the SMPP layer cannot encode) fails 1.2/4.2 on its own and frees its
-eUICC; an inbox SMS that cannot be handled is retried after its lease and dropped after
-:data:`INBOX_GIVE_UP` seconds.
-
-Access is decided when a request is accepted (:meth:`Platform._check_access`: the EID and ICCID
-exist, the requester may act on the profile, registry.may_manage): a refusal is answered by its callback
-at once, never queued behind the eUICC's other operations. Rules checked again before any command leaves
-(sgp02-wire.md 5.3-5.4, 4.4): access as above, then POL2 allows the action (8.2.3/3.8; enabling B also disables the
-profile enabled before it, whose POL2 must allow DISABLE), the fall-back profile is never
-deleted or disabled, the enabled profile is never deleted. The card enforces POL1 and answers
-69E1 (8.2.2/3.8) or 6985 (8.1/3.8).
+An asynchronous request (ES4/ES3 EnableProfile, DisableProfile, DeleteProfile/DeleteISDP, AuditEIS,
+SetFallBackAttribute, CreateISDP, SendData) becomes an :class:`~smsr_core.ops_models.Operation` row before the
+requester gets its ``202 Accepted`` (:meth:`Platform.accept`; persistence.engine.accept_once: a replayed MessageID or
+FunctionCallIdentifier finds the row in force and runs nothing again). The one step engine (persistence.engine)
+runs the row through :data:`CARD_OPERATION`, the step table below; ``operation.step`` names the step it stands on,
+``operation.state`` says queued / held / active / done. Workers (``esx.worker``) call :meth:`Platform.due_sends`
+(the due steps), :meth:`Platform.process_inbox` (the answers: PoRs and card notifications, each handled by the
+``answer`` of the step its operation waits in) and :meth:`Platform.expire`. Every step is one transaction, and the
+callback or notification it owes is added to the outbox (the :class:`MessageSink`) in that same transaction.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Protocol
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, joinedload
 
+from keys.scp80 import PorStatus
 from keys.secretbox import SecretBox
-from ota import es5, es8
+from ota import es5, es8, sms
+from persistence import engine
 from persistence.db import Database
-from persistence.engine import accept_once
+from persistence.engine import Doorbell, Flow, Silent, Step, utc
 from sgp02 import codes
 from sgp02 import eis as v
 from sgp02.codes import FunctionFailed, Status
 from sgp02.eis import eis_seen_by
+from sgp02.identifiers import allocate_isd_p_aid
 from sgp02.roles import Caller, may_manage
 
-from .models import EisAuditRecord, Euicc, ProfileRow, eis_value
+from . import isdp
+from .models import EisAuditRecord, Euicc, ProfileRow, eis_value, profile_value
 from .ops_models import EuiccOta, Operation, SmsInbox
 from .registry import load_euicc, profile_for_caller
 from .sms_link import CardMessage, OutboundSms, SmsLink, Unreachable, concatenation_reference
 
 log = logging.getLogger(__name__)
+
+QUEUED, HELD, ACTIVE, DONE = "queued", "held", "active", engine.DONE
+SEND, AWAIT_POR, AWAIT_NOTIFICATION = "send", "await_por", "await_notification"
+
+CARD_OPERATION = Flow("SM-SR card operation", [
+    Step("queued", "waits for its eUICC: one operation in flight per eUICC (euicc_ota.active_operation_id, "
+         "claimed by a conditional UPDATE); the others queue in order, and the one that ends wakes them. Then the "
+         "rules (smsr_core.isdp.check): refused -> done", run="start", then="send"),
+    Step("send", "the ES5 script (SendData: its ES8 commands) in an SCP80 command packet with a new counter, as "
+         "SMS to the enabled profile's MSISDN; SMSC away: again after send_retry", run="send_command",
+         answer="on_por", then="await_por"),
+    Step("await_por", "no PoR within por_timeout: the identical packet again (same counter, same bytes). PoR "
+         "9000: done (smsr_core.isdp changes the EIS) or, Enable/Disable, await_notification; 02/03 to a first "
+         "transmission: send (a new packet); 02/03 to a retransmission: done FAILED 1.6/5.4, dirty, audit. "
+         "Enable/Disable: the card's notification ends it here too (its PoR was lost)",
+         run="send_command", answer="on_por", then="await_notification"),
+    Step("await_notification", "Enable/Disable: the card's default notification (02 enabled, 05 fall-back, 03 "
+         "rolled back), which the SM-SR confirms with 3A08, ends it; nothing is sent meanwhile",
+         run="keep_waiting", answer="on_notification"),
+    Step("held", "an automatic DeleteProfile (POL2 Auto-Delete) waits for the PoR of the notification "
+         "confirmation, which lists what the card deleted itself (POL1): then queued, or done when the card "
+         "deleted it; no PoR within por_timeout: the identical confirmation again", run="confirm_again",
+         answer="on_confirmation_por", then="queued"),
+])
+__doc__ += """
+.. code-block:: text
+
+""" + "\n".join("    " + line for line in CARD_OPERATION.table().splitlines()) + """
+
+Any step but done: the validity period ends -> done EXPIRED 1.6/5.3 (+ dirty + audit when something was sent).
+
+Only one operation per eUICC is active at a time: ``euicc_ota.active_operation_id`` is claimed with a conditional
+UPDATE, so several workers on one PostgreSQL cannot start two; an operation that ends frees its eUICC and makes the
+eUICC's queued operations due. Leases (persistence.engine.lease) keep two workers from running the same attempt; a
+worker killed mid-step leaves a lease that simply runs out. A transaction that makes work due at once (a request
+accepted, an answer that ends an operation or moves it on) rings the :class:`~persistence.engine.Doorbell`.
+
+The EIS follows the card, never leads it: profile states change only when the card has answered (PoR status words,
+default notifications, GET STATUS during an audit), through smsr_core.isdp's lifecycle table, in one place
+(:meth:`Platform._apply`).
+
+Lost SMS. A command is one SCP80 packet with its own counter (``operation.counter``), built the first time it is
+due. With no PoR within ``por_timeout`` the *identical* packet is sent again (same counter, same concatenation
+reference, same bytes: ``sms_link`` rebuilds it from the counter), never a new one: an ES8 command relayed by
+SendData must not run twice (a second STORE DATA 3A02 or SCP03t segment breaks the key agreement or the C-MAC
+chain), and a retransmission lets the card complete a concatenated packet from the parts of several transmissions.
+The card answers a packet it already executed with the PoR it sent then (``euicc_sim.network``); a card that answers
+counter-low ('02', TS 102 225) to a retransmission leaves the outcome unknown: the operation fails 1.6/5.4
+("delivered with no response"), the EIS is marked dirty and audited, as at expiry. Only a first transmission
+answered '02'/'03' is known not to have run: a new packet then. Retransmissions run until the validity period ends
+(then EXPIRED 1.6/5.3); ``params`` counts them (``retransmissions``). Commands go to the enabled profile's MSISDN
+only (``sms_link``). A lost notification or confirmation is mended by the card, which sends the notification until
+a confirmation reaches it; a confirmation whose PoR held operations wait for (POL2 Auto-Delete) is itself sent
+again, the identical packet, until that PoR comes.
+
+Nothing stored stops a worker: an operation whose SMS cannot be built or submitted (no usable MSISDN, keys missing,
+a value the SMPP layer cannot encode) fails 1.2/4.2 on its own and frees its eUICC; an inbox SMS that cannot be
+handled is retried after its lease and dropped after :data:`INBOX_GIVE_UP` seconds.
+
+Access is decided when a request is accepted (:meth:`Platform._check_access`: the EID and ICCID exist, the
+requester may act on the profile, sgp02.roles.may_manage): a refusal is answered by its callback at once, never
+queued behind the eUICC's other operations. Rules checked again before any command leaves (sgp02-wire.md 5.3-5.4,
+4.4): access as above, then smsr_core.isdp.check (POL2, the fall-back profile never deleted or disabled, the
+enabled profile never deleted). The card enforces POL1 and answers 69E1 (8.2.2/3.8) or 6985 (8.1/3.8).
+"""
 
 
 class Function(str, Enum):
@@ -116,9 +135,9 @@ OPERATION_TYPE = {
 }
 NOTIFICATION_OPERATION_TYPE = "0B00"
 
-QUEUED, ACTIVE, DONE = "queued", "active", "done"
-HELD = "held"  # an automatic operation waiting for the PoR of a notification confirmation
-SEND, AWAIT_POR, AWAIT_NOTIFICATION = "send", "await_por", "await_notification"
+# PoR status codes (TS 102 225 §5.2) that say the counter was out of order: the card ran nothing of that packet.
+COUNTER_REFUSED = (PorStatus.CNTR_LOW, PorStatus.CNTR_HIGH)
+MAX_COUNTER_RETRIES = 10  # a packet refused for its counter goes again in a new one at most this often
 
 # Parts of a concatenated SMS from the card wait this long for their siblings (a PoR sent again for a
 # retransmission completes them), and an SMS whose handling keeps failing is retried until this age.
@@ -157,31 +176,6 @@ class MessageSink(Protocol):
     def profile_notification(self, s: Session, change: str, eid: str, profile: ProfileRow, when: datetime) -> None: ...
 
 
-def _utc(dt: datetime | None) -> datetime | None:
-    if dt is None:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-
-
-# ISD-P AIDs the SM-SR allocates at CreateISDP (SGP.02 Annex H layout: RID A000000559, PIX 1010FFFFFFFF89,
-# a 3-byte instance number, '00'). The instance number also gives the TAR (ota.es8.isdp_tar).
-ISD_P_AID_PREFIX = "A0000005591010FFFFFFFF89"
-
-
-def isd_p_aid(index: int) -> str:
-    """The AID of ISD-P number ``index`` (0, 1, ...): instance number 0x10 + index."""
-    return f"{ISD_P_AID_PREFIX}{0x10 + index:06X}00"
-
-
-def allocate_isd_p_aid(used: list[str]) -> str:
-    """The first ISD-P AID of the series not in ``used``."""
-    taken = {aid.upper() for aid in used}
-    index = 0
-    while isd_p_aid(index) in taken:
-        index += 1
-    return isd_p_aid(index)
-
-
 def sw_failure(sw: int, what: str) -> FunctionFailed:
     """A card status word as the Subject/Reason the requester gets (issue 3 rule 4)."""
     if sw == es5.SW_MEMORY:
@@ -204,37 +198,44 @@ def _requester(op: Operation) -> Caller:
     return Caller(op.requester_id, op.params.get("requester_role", "smsr"), frozenset(op.params.get("requester_mnos", ())))
 
 
-def _pol2_forbids(row: ProfileRow, action: str) -> bool:
-    return any(r[1] == action and r[2] == "Not-Allowed" for r in row.pol2)
-
-
-def _pol2_auto_delete(row: ProfileRow) -> bool:
-    return any(r[1] == "DISABLE" and r[2] == "Auto-Delete" for r in row.pol2)
+def _profile(euicc: Euicc, iccid: str | None) -> ProfileRow | None:
+    if not iccid:
+        return None
+    iccid = iccid.upper()
+    return next((p for p in euicc.profiles if p.iccid == iccid), None)
 
 
 class Platform:
     def __init__(self, db: Database, smsr_id: str, sink: MessageSink, box: SecretBox,
-                 timing: Timing | None = None) -> None:
+                 timing: Timing | None = None, doorbell: Doorbell | None = None) -> None:
         self.db = db
         self.smsr_id = smsr_id
         self.sink = sink
         self.timing = timing or Timing()
         self.link = SmsLink(box)
+        self.doorbell: Doorbell = doorbell or Silent()
+        self._wake = False  # a transaction of this pass freed an eUICC or made a step due now: ring after it
+        CARD_OPERATION.check(self)
+
+    def _ring(self) -> None:
+        try:
+            self.doorbell.ring()
+        except Exception:  # best effort: polling is the safety net
+            log.exception("the doorbell could not ring")
 
     # -- accepting ---------------------------------------------------------------------------
 
     def _new_row(self, req: AsyncRequest) -> Operation:
-        validity = self.timing.default_validity if req.validity_period is None else req.validity_period
-        validity = min(float(validity), self.timing.max_validity)
         params = {**req.params, "requester_role": req.requester.role}
-        if req.requester.mnos:  # an SM-DP's standing as it was at acceptance (registry.may_manage)
+        if req.requester.mnos:  # an SM-DP's standing as it was at acceptance (sgp02.roles.may_manage)
             params["requester_mnos"] = sorted(req.requester.mnos)
         return Operation(
             eid=req.eid.upper(), function=req.function.value, interface=req.interface,
             requester_id=req.requester.oid, message_id=req.message_id, function_call_id=req.function_call_id,
-            reply_to=req.reply_to, params=params,
-            accepted_at=req.received_at, expires_at=req.received_at + timedelta(seconds=validity),
-            state=QUEUED, attempts=0, sent_any=False,
+            reply_to=req.reply_to, params=params, accepted_at=req.received_at,
+            expires_at=engine.validity_until(req.received_at, req.validity_period, self.timing.default_validity,
+                                             self.timing.max_validity),
+            state=QUEUED, step=QUEUED, next_attempt_at=req.received_at, attempts=0, sent_any=False,
         )
 
     def accept(self, req: AsyncRequest) -> tuple[int, bool]:
@@ -245,38 +246,50 @@ class Platform:
         (same requester and MessageID) is not queued again: its callback is the original's. The same
         FunctionCallIdentifier under a new MessageID is another message asking for a call already made: it is
         refused by a callback relating to the new MessageID (1.6/3.3, naming the MessageID whose outcome to wait
-        for), and nothing runs twice.
+        for), and nothing runs twice. A request queued rings the doorbell: it is due at once.
         """
+        queued = False
         with self.db.session() as s:
-            op, new = accept_once(s, self._new_row(req))
+            row, refusal = self._new_row(req), None
+            try:  # on the row before it is added: what the check adds to params is in its INSERT
+                self._check_access(s, row, load_euicc(s, row.eid))
+            except FunctionFailed as failure:
+                refusal = failure
+            op, new = engine.accept_once(s, row)
             if new:
-                try:
-                    self._check_access(s, op)
-                except FunctionFailed as failure:
-                    self._finish(s, op, failure.status, failure, now=req.received_at)
-            elif req.message_id and op.message_id != req.message_id:
+                if refusal is not None:
+                    self._finish(s, op, refusal.status, refusal, now=req.received_at)
+                else:
+                    queued = True
+            elif engine.reuses_call_id(op, req.message_id):
                 self._answer_other_message(s, req, codes.call_id_reused(req.function_call_id, op.message_id))
-            return op.id, new
+            op_id = op.id
+        if queued:
+            self._ring()
+        return op_id, new
 
     def reject(self, req: AsyncRequest, failure: FunctionFailed) -> None:
         """An accepted request that fails before it could be queued: recorded, answered by callback."""
         with self.db.session() as s:
-            op, new = accept_once(s, self._new_row(req))
+            op, new = engine.accept_once(s, self._new_row(req))
             if new:
                 self._finish(s, op, failure.status, failure, now=req.received_at)
-            elif req.message_id and op.message_id != req.message_id:
+            elif engine.reuses_call_id(op, req.message_id):
                 self._answer_other_message(s, req, failure)
 
     def _answer_other_message(self, s: Session, req: AsyncRequest, failure: FunctionFailed) -> None:
         """A callback for a request that has no row of its own (its FunctionCallIdentifier names another's)."""
         self.sink.callback(s, self._new_row(req), failure.status, failure, None, None)
 
-    def queue_internal(self, s: Session, eid: str, function: Function, now: datetime, **params) -> Operation:
-        """An operation the SM-SR decides itself (audit after a lost answer, POL2 Auto-Delete)."""
+    def queue_internal(self, s: Session, eid: str, function: Function, now: datetime, *, held: bool = False,
+                       **params) -> Operation:
+        """An operation the SM-SR decides itself (audit after a lost answer, POL2 Auto-Delete), queued (due now)
+        or held (due when its confirmation is to go again)."""
         op = Operation(eid=eid, function=function.value, interface="SMSR", requester_id=self.smsr_id,
                        params={**params, "requester_role": "smsr"}, accepted_at=now,
                        expires_at=now + timedelta(seconds=self.timing.default_validity),
-                       state=QUEUED, attempts=0, sent_any=False)
+                       state=HELD if held else QUEUED, step=HELD if held else QUEUED,
+                       next_attempt_at=None if held else now, attempts=0, sent_any=False)
         s.add(op)
         return op
 
@@ -297,15 +310,23 @@ class Platform:
         return row
 
     def _finish(self, s: Session, op: Operation, status: Status, failure: FunctionFailed | None, *,
-                now: datetime, eis: v.Eis | None = None) -> None:
-        op.state, op.step, op.done_at, op.lease_until, op.next_attempt_at = DONE, None, now, None, None
-        op.result_status = status.value
-        if failure is not None:
-            op.result_subject, op.result_reason, op.result_message = failure.code.subject, failure.code.reason, failure.message
-        s.execute(update(EuiccOta).where(EuiccOta.eid == op.eid, EuiccOta.active_operation_id == op.id)
-                  .values(active_operation_id=None))
-        if s.get(Euicc, op.eid) is not None:
-            profile = self._target(s, op)
+                now: datetime, eis: v.Eis | None = None, euicc: Euicc | None = None,
+                profile: ProfileRow | None = None) -> None:
+        """End ``op`` (persistence.engine.record_result) with what it owes: its eUICC freed and its queue woken, the
+        AuditTrail record, the callback. ``euicc`` / ``profile``: what the caller holds already (not read again)."""
+        was_active = op.state == ACTIVE
+        engine.record_result(op, status, failure, now)
+        if was_active:
+            freed = s.execute(update(EuiccOta).where(EuiccOta.eid == op.eid, EuiccOta.active_operation_id == op.id)
+                              .values(active_operation_id=None)).rowcount
+            if freed:  # the eUICC's next operation may start now
+                s.execute(update(Operation).where(Operation.eid == op.eid, Operation.state == QUEUED)
+                          .values(next_attempt_at=now))
+                self._wake = True
+        euicc = euicc if euicc is not None else s.get(Euicc, op.eid)
+        if euicc is not None:
+            if profile is None:
+                profile = _profile(euicc, op.params.get("iccid"))
             s.add(EisAuditRecord(
                 eid=op.eid, smsr_id=self.smsr_id, operation_date=now, operation_type=OPERATION_TYPE[Function(op.function)],
                 requester_id=op.requester_id, status=status.value,
@@ -316,58 +337,117 @@ class Platform:
         if op.interface != "SMSR":
             self.sink.callback(s, op, status, failure, eis, op.euicc_response)
 
-    def _target(self, s: Session, op: Operation) -> ProfileRow | None:
-        iccid = op.params.get("iccid")
-        if not iccid:
-            return None
-        return s.scalars(select(ProfileRow).where(ProfileRow.iccid == iccid.upper(), ProfileRow.eid == op.eid)).first()
+    def _apply(self, s: Session, euicc: Euicc, profile: ProfileRow, event: isdp.Event, now: datetime) -> None:
+        """The one place a profile's state changes: the ISD-P lifecycle's transition (smsr_core.isdp.LIFECYCLE),
+        and the notification it owes. A CREATED event adds ``profile`` to the eUICC."""
+        old = None if event is isdp.Event.CREATED else v.ProfileState(profile.state)
+        t = isdp.after(old, event)
+        if t.to is None:
+            if t.notification:
+                self.sink.profile_notification(s, t.notification, euicc.eid, profile, now)
+            euicc.profiles.remove(profile)
+            s.delete(profile)
+            return
+        profile.state = t.to.value
+        if old is None:
+            euicc.profiles.append(profile)
+        if t.notification:
+            self.sink.profile_notification(s, t.notification, euicc.eid, profile, now)
 
-    # -- starting ----------------------------------------------------------------------------
+    # -- the due steps (the engine's due/lease, dispatched through CARD_OPERATION) --------------------------------
+
+    def _due(self, s: Session, now: datetime, steps: tuple[str, ...]) -> list[int]:
+        return engine.due(s, Operation, now, Operation.state != DONE, Operation.step.in_(steps),
+                          Operation.expires_at > now)
+
+    def _run_due(self, now: datetime, steps: tuple[str, ...], chain: bool) -> list[OutboundSms]:
+        """Lease every due row at one of ``steps`` and run its step; with ``chain``, a step that leaves its row due
+        at once runs on in the same transaction (a started operation sends its first packet)."""
+        with self.db.session() as s:
+            ids = self._due(s, now, steps)
+        out: list[OutboundSms] = []
+        self._wake = False
+
+        def run(op_id: int) -> None:
+            sms_ = self._run_step(op_id, now, steps, chain)
+            if sms_ is not None:
+                out.append(sms_)
+
+        def defect(op_id: int) -> None:
+            self._cannot_send(op_id, now, "the SM-SR could not build the command for this eUICC")
+
+        engine.run_leased(ids, lambda op_id: True, run, defect)
+        if self._wake:
+            self._ring()
+        return out
+
+    def _run_step(self, op_id: int, now: datetime, steps: tuple[str, ...], chain: bool) -> OutboundSms | None:
+        with self.db.session() as s:
+            if not engine.lease(s, Operation, op_id, now, self.timing.lease, Operation.state != DONE,
+                                Operation.step.in_(steps), Operation.expires_at > now):
+                return None
+            op = s.get(Operation, op_id)
+            # What the steps read, in one statement, and held here: the session keeps only weak references.
+            euicc = self._euicc(s, op.eid)  # noqa: F841
+            while True:
+                step = op.step
+                outbound = CARD_OPERATION.runner(self, step)(s, op, now)
+                if outbound is not None or not chain or op.state == DONE or op.step == step:
+                    return outbound
+                if op.next_attempt_at is None or utc(op.next_attempt_at) > now:
+                    return None
 
     def start_ready(self, now: datetime) -> int:
-        """Activate the oldest queued operation of every eUICC that has none active."""
+        """Start the due queued operations (the rules, the eUICC claimed) without sending: how many started."""
         started = 0
         with self.db.session() as s:
-            candidates = s.execute(
-                select(Operation.eid, Operation.id).where(Operation.state == QUEUED).order_by(Operation.id)
-            ).all()
-        seen: set[str] = set()
-        for eid, op_id in candidates:
-            if eid in seen:
-                continue
-            seen.add(eid)
+            ids = self._due(s, now, (QUEUED,))
+        for op_id in ids:
             with self.db.session() as s:
-                if s.get(Euicc, eid) is None:  # nothing to serialise on: refuse at once
-                    op = s.get(Operation, op_id)
-                    self._finish(s, op, Status.FAILED, FunctionFailed(
-                        codes.EID_UNKNOWN, f"EID {eid} is not known to this SM-SR", subject_identifier=eid), now=now)
-                    continue
-                self._ota(s, eid)
-                claimed = s.execute(
-                    update(EuiccOta).where(EuiccOta.eid == eid, EuiccOta.active_operation_id.is_(None))
-                    .values(active_operation_id=op_id)
-                ).rowcount
-                if claimed != 1:
+                if not engine.lease(s, Operation, op_id, now, self.timing.lease, Operation.step == QUEUED):
                     continue
                 op = s.get(Operation, op_id)
-                if op is None or op.state != QUEUED:
-                    s.rollback()
-                    continue
-                try:
-                    self._check_rules(s, op)
-                except FunctionFailed as failure:
-                    self._finish(s, op, failure.status, failure, now=now)
-                    continue
-                op.state, op.step, op.next_attempt_at = ACTIVE, SEND, now
-                started += 1
+                self.start(s, op, now)
+                started += op.state == ACTIVE
         return started
 
-    def _check_access(self, s: Session, op: Operation) -> Euicc:
+    def due_sends(self, now: datetime) -> list[OutboundSms]:
+        """Run every due step: queued operations start and send their first packet in one transaction, due
+        commands go (new or again), held confirmations go again. The SMS to submit."""
+        return self._run_due(now, (QUEUED, SEND, AWAIT_POR, HELD), chain=True)
+
+    # -- step: queued ------------------------------------------------------------------------
+
+    def start(self, s: Session, op: Operation, now: datetime) -> None:
+        """The eUICC is free and no older operation of it waits: claim it, check the rules, step to send."""
+        euicc = s.get(Euicc, op.eid)
+        if euicc is None:  # nothing to serialise on: refuse at once
+            self._finish(s, op, Status.FAILED, FunctionFailed(
+                codes.EID_UNKNOWN, f"EID {op.eid} is not known to this SM-SR", subject_identifier=op.eid), now=now)
+            return
+        self._ota(s, op.eid)
+        older = s.scalars(select(Operation.id).where(Operation.eid == op.eid, Operation.state == QUEUED,
+                                                     Operation.id < op.id).limit(1)).first()
+        claimed = older is None and s.execute(
+            update(EuiccOta).where(EuiccOta.eid == op.eid, EuiccOta.active_operation_id.is_(None))
+            .values(active_operation_id=op.id)).rowcount == 1
+        if not claimed:  # the operation that frees the eUICC wakes it (_finish)
+            engine.wait(op, None)
+            return
+        try:
+            self._check_rules(s, op, euicc)
+        except FunctionFailed as failure:
+            op.state = ACTIVE  # it held the eUICC: _finish frees it
+            self._finish(s, op, failure.status, failure, now=now, euicc=euicc)
+            return
+        op.state, op.step = ACTIVE, SEND
+        engine.wait(op, now)
+
+    def _check_access(self, s: Session, op: Operation, euicc: Euicc) -> None:
         """Who may ask this of which eUICC and profile, and is the request well formed: decided when the request is
-        accepted, and again when it starts (the profile may have gone meanwhile). Returns the eUICC."""
+        accepted, and again when it starts (the profile may have gone meanwhile)."""
         caller = _requester(op)
         function = Function(op.function)
-        euicc = load_euicc(s, op.eid)
         if function is Function.AUDIT:
             self._check_audit(euicc, caller, op.params.get("iccids") or [])
         elif function is Function.CREATE_ISDP:
@@ -379,58 +459,25 @@ class Platform:
             if op.params.get("required_memory", 0) < 0:
                 raise FunctionFailed(codes.INVALID_PARAMETER, "RequiredMemory is negative")
         elif function is Function.SEND_DATA:
-            self._check_send_data(s, op, euicc, caller)
+            self._check_send_data(op, euicc, caller)
         else:
             row = profile_for_caller(s, caller, op.eid, op.params["iccid"])
-            op.params = {**op.params, "isd_p_aid": row.isd_p_aid}
-        return euicc
+            if op.params.get("isd_p_aid") != row.isd_p_aid:
+                op.params = {**op.params, "isd_p_aid": row.isd_p_aid}
 
-    def _check_rules(self, s: Session, op: Operation) -> None:
-        """Everything that must hold when the operation starts: access (:meth:`_check_access`), then the state rules."""
-        euicc = self._check_access(s, op)
-        caller = _requester(op)
+    def _check_rules(self, s: Session, op: Operation, euicc: Euicc) -> None:
+        """Everything that must hold when the operation starts: access (:meth:`_check_access`), then the ISD-P
+        rules (smsr_core.isdp.check)."""
+        self._check_access(s, op, euicc)
         function = Function(op.function)
         if function is Function.CREATE_ISDP:
             self._check_create_isdp(s, op, euicc)
             return
         if function in (Function.AUDIT, Function.SEND_DATA):
             return
-        row = self._target(s, op)
-        iccid = row.iccid
-        profiles = list(euicc.profiles)
-        enabled = next((p for p in profiles if p.state == v.ProfileState.ENABLED.value), None)
-        fallback = next((p for p in profiles if p.fallback_attribute), None)
-        if function is Function.ENABLE:
-            if row.state == v.ProfileState.ENABLED.value:
-                raise FunctionFailed(codes.EUICC_REFUSED, f"profile {iccid} is already enabled", subject_identifier=iccid)
-            if row.state != v.ProfileState.DISABLED.value:
-                raise FunctionFailed(codes.EUICC_REFUSED, f"profile {iccid} is {row.state}, not Disabled", subject_identifier=iccid)
-            if _pol2_forbids(row, "ENABLE"):
-                raise FunctionFailed(codes.POL2_REFUSED, f"POL2 of {iccid} forbids ENABLE", subject_identifier=iccid)
-            if enabled is not None and _pol2_forbids(enabled, "DISABLE"):
-                # Name the enabled profile only to a caller that may see it: it may be another MNO's.
-                shown = enabled.iccid if may_manage(caller, enabled) else None
-                what = f"the enabled profile {shown}" if shown else "the enabled profile"
-                raise FunctionFailed(codes.POL2_REFUSED, f"POL2 of {what} forbids DISABLE", subject_identifier=shown)
-        elif function is Function.DISABLE:
-            if row.state != v.ProfileState.ENABLED.value:
-                raise FunctionFailed(codes.EUICC_REFUSED, f"profile {iccid} is not enabled", subject_identifier=iccid)
-            if row.fallback_attribute or fallback is None:
-                raise FunctionFailed(codes.EUICC_REFUSED, f"profile {iccid} carries the fall-back attribute: the eUICC "
-                                     "would have no profile to fall back to", subject_identifier=iccid)
-            if _pol2_forbids(row, "DISABLE"):
-                raise FunctionFailed(codes.POL2_REFUSED, f"POL2 of {iccid} forbids DISABLE", subject_identifier=iccid)
-        elif function is Function.DELETE:
-            if row.fallback_attribute:
-                raise FunctionFailed(codes.EUICC_REFUSED, f"profile {iccid} carries the fall-back attribute and is never deleted",
-                                     subject_identifier=iccid)
-            if row.state == v.ProfileState.ENABLED.value:
-                raise FunctionFailed(codes.EUICC_REFUSED, f"profile {iccid} is enabled: disable it first", subject_identifier=iccid)
-            if _pol2_forbids(row, "DELETE"):
-                raise FunctionFailed(codes.POL2_REFUSED, f"POL2 of {iccid} forbids DELETE", subject_identifier=iccid)
-        elif function is Function.SET_FALLBACK:
-            if row.state == v.ProfileState.CREATED.value:
-                raise FunctionFailed(codes.EUICC_REFUSED, f"profile {iccid} is not installed yet", subject_identifier=iccid)
+        profiles = [profile_value(p) for p in euicc.profiles]
+        target = next(p for p in profiles if p.iccid == op.params["iccid"].upper())
+        isdp.check(op.function, target, profiles, _requester(op))
 
     def _check_create_isdp(self, s: Session, op: Operation, euicc: Euicc) -> None:
         iccid = op.params["iccid"]
@@ -441,7 +488,7 @@ class Platform:
                                  subject_identifier=iccid)
         op.params = {**op.params, "isd_p_aid": allocate_isd_p_aid([p.isd_p_aid for p in euicc.profiles])}
 
-    def _check_send_data(self, s: Session, op: Operation, euicc: Euicc, caller: Caller) -> None:
+    def _check_send_data(self, op: Operation, euicc: Euicc, caller: Caller) -> None:
         """The target ISD-P is one of this eUICC's, one the caller may act on, and Data is a sequence of ES8 commands.
 
         ISD-P AIDs repeat from one eUICC to the next (the same series on every card), so "known on another
@@ -458,7 +505,8 @@ class Platform:
             es8.split_send_data(bytes.fromhex(op.params["data"]))
         except ValueError as exc:
             raise FunctionFailed(codes.INVALID_PARAMETER, f"Data is not a sequence of ES8 commands: {exc}") from None
-        op.params = {**op.params, "iccid": row.iccid, "isd_p_aid": row.isd_p_aid}
+        if op.params.get("isd_p_aid") != row.isd_p_aid:
+            op.params = {**op.params, "iccid": row.iccid, "isd_p_aid": row.isd_p_aid}
 
     def _check_audit(self, euicc: Euicc, caller: Caller, iccids: list[str]) -> None:
         if caller.role == "smsr":
@@ -473,9 +521,9 @@ class Platform:
                 raise FunctionFailed(codes.PROFILES_NOT_OWNED, f"profile {iccid} is not one of {caller.oid}'s on this eUICC",
                                      subject_identifier=iccid)
 
-    # -- sending -----------------------------------------------------------------------------
+    # -- steps: send, await_por --------------------------------------------------------------
 
-    def _script(self, s: Session, op: Operation) -> tuple[list[bytes], bytes | None]:
+    def _script(self, euicc: Euicc, op: Operation) -> tuple[list[bytes], bytes | None]:
         """The command TLVs of the operation's script and the TAR they go to (None: the ISD-R's).
 
         ES5 functions are C-APDUs to the ISD-R ('22' TLVs); SendData's ES8 commands go as they came, to
@@ -488,7 +536,6 @@ class Platform:
         if function is Function.AUDIT:
             apdus = [es5.get_status_isdp(None), es5.get_data_resources()]
         elif function is Function.CREATE_ISDP:
-            euicc = s.get(Euicc, op.eid)
             apdus = [es5.create_isdp(bytes.fromhex(euicc.isd_p_loadfile_aid), bytes.fromhex(euicc.isd_p_module_aid),
                                      bytes.fromhex(op.params["isd_p_aid"]), int(op.params.get("required_memory", 0)))]
         else:
@@ -501,98 +548,68 @@ class Platform:
             }[function]()
         return [es8.command_tlv(a) for a in apdus], None
 
-    def due_sends(self, now: datetime) -> list[OutboundSms]:
-        """Lease every active operation whose command is due and build its SMS: the operation's packet,
-        new (a fresh counter) or the one already sent (a retransmission, the same bytes)."""
-        out: list[OutboundSms] = []
-        with self.db.session() as s:
-            ids = list(s.scalars(select(Operation.id).where(
-                Operation.state == ACTIVE, Operation.step.in_((SEND, AWAIT_POR)), Operation.next_attempt_at <= now,
-                Operation.expires_at > now, or_(Operation.lease_until.is_(None), Operation.lease_until < now))))
-        for op_id in ids:
-            try:
-                outbound = self._build_send(op_id, now)
-            except Exception:  # whatever is stored, one operation must not stop the others (module doc)
-                log.exception("operation %s: its SMS could not be built", op_id)
-                self._cannot_send(op_id, now, "the SM-SR could not build the command for this eUICC")
-                continue
-            if outbound is not None:
-                out.append(outbound)
-        return out + self._confirmations_again(now)
+    def send_command(self, s: Session, op: Operation, now: datetime) -> OutboundSms | None:
+        """The operation's packet, new (a fresh counter) or the one already sent (a retransmission, the same
+        bytes). The row waits for its PoR from here (:meth:`sent` records that the SMSC took it)."""
+        euicc = s.get(Euicc, op.eid)
+        try:
+            destination = self.link.destination(euicc)
+        except Unreachable as exc:
+            if op.sent_any:  # reachable before: what the earlier transmissions did is unknown
+                self._outcome_unknown(s, op, now)
+            self._finish(s, op, Status.FAILED, FunctionFailed(codes.INTERNAL_ERROR, str(exc)), now=now, euicc=euicc)
+            return None
+        retransmission = op.counter is not None
+        if not retransmission:
+            ota = self._ota(s, op.eid)
+            ota.counter += 1
+            ota.sms_ref = concatenation_reference(ota.counter)
+            op.counter = ota.counter
+        commands, tar = self._script(euicc, op)
+        segments = self.link.command_tlvs(euicc, op.counter, commands, tar=tar)
+        op.attempts += 1
+        params = dict(op.params)
+        params["transmissions"] = params.get("transmissions", 0) + 1 if retransmission else 1
+        params["retransmissions"] = params.get("retransmissions", 0) + retransmission
+        op.params = params
+        op.step = AWAIT_POR
+        engine.wait(op, now + timedelta(seconds=self.timing.por_timeout))
+        if retransmission:
+            log.info("operation %s: packet with counter %s sent again (retransmission %d)", op.id, op.counter,
+                     params["retransmissions"])
+        return OutboundSms(op.eid, destination, segments, op.id, op.attempts)
 
-    def _build_send(self, op_id: int, now: datetime) -> OutboundSms | None:
-        with self.db.session() as s:
-            # Check again that it is due: between the SELECT above and this UPDATE another worker
-            # may have leased, sent and released it (sent() clears the lease), and it must not be
-            # sent twice in one period.
-            leased = s.execute(
-                update(Operation).where(Operation.id == op_id, Operation.state == ACTIVE,
-                                        Operation.step.in_((SEND, AWAIT_POR)), Operation.next_attempt_at <= now,
-                                        or_(Operation.lease_until.is_(None), Operation.lease_until < now))
-                .values(lease_until=now + timedelta(seconds=self.timing.lease))
-            ).rowcount
-            if leased != 1:
-                return None
-            op = s.get(Operation, op_id)
-            euicc = s.get(Euicc, op.eid)
-            try:
-                destination = self.link.destination(euicc)
-            except Unreachable as exc:
-                if op.sent_any:  # reachable before: what the earlier transmissions did is unknown
-                    self._outcome_unknown(s, op, now)
-                self._finish(s, op, Status.FAILED, FunctionFailed(codes.INTERNAL_ERROR, str(exc)), now=now)
-                return None
-            retransmission = op.counter is not None
-            if not retransmission:
-                ota = self._ota(s, op.eid)
-                ota.counter += 1
-                ota.sms_ref = concatenation_reference(ota.counter)
-                op.counter = ota.counter
-            commands, tar = self._script(s, op)
-            segments = self.link.command_tlvs(euicc, op.counter, commands, tar=tar)
-            op.attempts += 1
-            params = dict(op.params)
-            params["transmissions"] = params.get("transmissions", 0) + 1 if retransmission else 1
-            params["retransmissions"] = params.get("retransmissions", 0) + retransmission
-            op.params = params
-            if retransmission:
-                log.info("operation %s: packet with counter %s sent again (retransmission %d)", op.id, op.counter,
-                         params["retransmissions"])
-            return OutboundSms(op.eid, destination, segments, op.id, op.attempts)
+    def keep_waiting(self, s: Session, op: Operation, now: datetime) -> None:
+        """await_notification: nothing to send; the row waits (it is never due: its notification ends it)."""
+        engine.wait(op, None)
 
-    def sent(self, sms: OutboundSms, now: datetime) -> None:
-        """The SMSC took the command: wait for its PoR."""
-        if sms.operation_id is None:
+    def sent(self, sms_: OutboundSms, now: datetime) -> None:
+        """The SMSC took the command: something reached the network (the row waits for its PoR already)."""
+        if sms_.operation_id is None:
             return
         with self.db.session() as s:
-            op = s.get(Operation, sms.operation_id)
-            if op is None or op.state != ACTIVE or op.attempts != sms.attempt:
-                return
-            op.sent_any = True
-            if op.step == SEND:
-                op.step = AWAIT_POR
-            op.next_attempt_at = now + timedelta(seconds=self.timing.por_timeout)
-            op.lease_until = None
+            s.execute(update(Operation).where(Operation.id == sms_.operation_id, Operation.state == ACTIVE,
+                                              Operation.attempts == sms_.attempt, Operation.sent_any.is_(False))
+                      .values(sent_any=True))
 
-    def send_failed(self, sms: OutboundSms, now: datetime, error: str) -> None:
+    def send_failed(self, sms_: OutboundSms, now: datetime, error: str) -> None:
         """The SMSC refused or is away: try the same step again a little later (the same packet: some of
         its parts may have reached the card)."""
-        if sms.operation_id is None:
+        if sms_.operation_id is None:
             return
-        log.warning("operation %s: SMS not submitted: %s", sms.operation_id, error)
+        log.warning("operation %s: SMS not submitted: %s", sms_.operation_id, error)
         with self.db.session() as s:
-            op = s.get(Operation, sms.operation_id)
-            if op is None or op.state != ACTIVE:
-                return
-            op.next_attempt_at = now + timedelta(seconds=self.timing.send_retry)
-            op.lease_until = None
+            s.execute(update(Operation).where(Operation.id == sms_.operation_id, Operation.state == ACTIVE,
+                                              Operation.attempts == sms_.attempt)
+                      .values(next_attempt_at=now + timedelta(seconds=self.timing.send_retry), lease_until=None))
 
-    def cannot_send(self, sms: OutboundSms, now: datetime) -> None:
+    def cannot_send(self, sms_: OutboundSms, now: datetime) -> None:
         """The SMS cannot be submitted at all, now or later (the SMPP layer refused the values): the
         operation fails and its eUICC is free; a notification confirmation is simply not sent (the card
         sends its notification again)."""
-        if sms.operation_id is not None:
-            self._cannot_send(sms.operation_id, now, "the SM-SR could not submit the SMS to this eUICC")
+        if sms_.operation_id is not None:
+            self._cannot_send(sms_.operation_id, now, "the SM-SR could not submit the SMS to this eUICC")
+            self._ring()
 
     def _cannot_send(self, op_id: int, now: datetime, message: str) -> None:
         """End an operation that cannot be sent: FAILED 1.2/4.2, eUICC freed; dirty + audit when an
@@ -615,11 +632,32 @@ class Platform:
         if s.get(Euicc, op.eid) is not None and not automatic_audit:
             self.queue_internal(s, op.eid, Function.AUDIT, now)
 
+    # -- step: held --------------------------------------------------------------------------
+
+    def confirm_again(self, s: Session, op: Operation, now: datetime) -> OutboundSms | None:
+        """The confirmation whose PoR this held operation waits for, sent again (the identical packet). The
+        eUICC's other held operations waiting for the same PoR wait with it: one packet for all."""
+        counter, seq = op.params.get("confirmation_counter"), op.params.get("confirmation_seq")
+        again = now + timedelta(seconds=self.timing.por_timeout)
+        if counter is None or seq is None:
+            engine.wait(op, None)
+            return None
+        s.execute(update(Operation).where(Operation.eid == op.eid, Operation.state == HELD, Operation.id != op.id)
+                  .values(next_attempt_at=again))
+        engine.wait(op, again)
+        euicc = s.get(Euicc, op.eid)
+        try:
+            return OutboundSms(op.eid, self.link.destination(euicc), self.link.command(
+                euicc, counter, [es5.notification_confirmation(seq)]), None, 0)
+        except Exception:  # e.g. no reachable profile now: the held operation expires in its time
+            log.exception("held operation %s: its confirmation could not be sent again", op.id)
+            return None
+
     # -- expiry ------------------------------------------------------------------------------
 
     def expire(self, now: datetime) -> int:
         with self.db.session() as s:
-            ids = list(s.scalars(select(Operation.id).where(Operation.state != DONE, Operation.expires_at <= now)))
+            ids = engine.expired(s, Operation, now)
         for op_id in ids:
             with self.db.session() as s:
                 op = s.get(Operation, op_id)
@@ -628,10 +666,7 @@ class Platform:
                 if op.sent_any:
                     # Sent but never answered: the card may have acted. Mark the EIS dirty and let an
                     # audit realign it with what the card reports.
-                    self._ota(s, op.eid).dirty = True
-                    automatic_audit = Function(op.function) is Function.AUDIT and op.interface == "SMSR"
-                    if s.get(Euicc, op.eid) is not None and not automatic_audit:
-                        self.queue_internal(s, op.eid, Function.AUDIT, now)
+                    self._outcome_unknown(s, op, now)
                 self._finish(s, op, Status.EXPIRED, FunctionFailed(
                     codes.EXPIRED_TTL, "the validity period ended before the eUICC completed the function",
                     status=Status.EXPIRED), now=now)
@@ -642,23 +677,27 @@ class Platform:
     def process_inbox(self, now: datetime) -> list[OutboundSms]:
         """Handle complete SMS from the inbox (PoRs, card notifications); returns confirmations to send."""
         out: list[OutboundSms] = []
+        self._wake = False
         with self.db.session() as s:
-            rows = s.scalars(select(SmsInbox).where(
-                SmsInbox.processed_at.is_(None),
-                or_(SmsInbox.lease_until.is_(None), SmsInbox.lease_until < now)).order_by(SmsInbox.id)).all()
-            groups: dict[tuple[str, int | None], list[int]] = {}
-            for r in rows:
-                key = (r.source_addr, r.concat_ref) if r.concat_ref is not None else (r.source_addr, -r.id)
-                groups.setdefault(key, []).append(r.id)
-        for ids in groups.values():
+            rows = s.execute(select(SmsInbox.id, SmsInbox.source_addr, SmsInbox.concat_ref, SmsInbox.received_at,
+                                    SmsInbox.user_data).where(
+                SmsInbox.processed_at.is_(None), engine.free(SmsInbox, now)).order_by(SmsInbox.id)).all()
+        groups: dict[tuple[str, int], list] = {}
+        for r in rows:
+            key = (r.source_addr, r.concat_ref) if r.concat_ref is not None else (r.source_addr, -r.id)
+            groups.setdefault(key, []).append(r)
+        for parts in groups.values():
+            ids = [p.id for p in parts]
             try:
-                confirmation = self._process_group(ids, now)
+                confirmation = self._process_group(parts, now)
             except Exception:  # one unreadable group must not hold up the others
                 log.exception("SMS %s could not be processed", ids)
                 self._park(ids, now)
                 continue
             if confirmation is not None:
                 out.append(confirmation)
+        if self._wake:
+            self._ring()
         return out
 
     def _park(self, ids: list[int], now: datetime) -> None:
@@ -667,49 +706,57 @@ class Platform:
         try:
             with self.db.session() as s:
                 for row in s.scalars(select(SmsInbox).where(SmsInbox.id.in_(ids), SmsInbox.processed_at.is_(None))):
-                    if _utc(row.received_at) <= now - timedelta(seconds=INBOX_GIVE_UP):
+                    if utc(row.received_at) <= now - timedelta(seconds=INBOX_GIVE_UP):
                         row.processed_at, row.outcome, row.lease_until = now, "dropped: could not be processed", None
                     else:
                         row.lease_until = now + timedelta(seconds=self.timing.lease)
         except Exception:
             log.exception("SMS %s could not be set aside", ids)
 
-    def _process_group(self, ids: list[int], now: datetime) -> OutboundSms | None:
-        """One SMS (all its parts) in one transaction: the state change and what it owes commit together."""
+    def _process_group(self, parts: list, now: datetime) -> OutboundSms | None:
+        """One SMS (all its parts, as read by :meth:`process_inbox`) in one transaction: the state change and what
+        it owes commit together."""
+        ids = [p.id for p in parts]
         with self.db.session() as s:
             leased = s.execute(update(SmsInbox).where(
-                SmsInbox.id.in_(ids), SmsInbox.processed_at.is_(None),
-                or_(SmsInbox.lease_until.is_(None), SmsInbox.lease_until < now))
+                SmsInbox.id.in_(ids), SmsInbox.processed_at.is_(None), engine.free(SmsInbox, now))
                 .values(lease_until=now + timedelta(seconds=self.timing.lease))).rowcount
             if leased != len(ids):
                 s.rollback()
                 return None
-            parts = s.scalars(select(SmsInbox).where(SmsInbox.id.in_(ids)).order_by(SmsInbox.id)).all()
-            outcome, confirmation = self._handle_parts(s, parts, now)
-            if outcome == "incomplete":
-                for p in parts:
-                    p.lease_until = None
-                    if _utc(p.received_at) < now - timedelta(seconds=INBOX_GIVE_UP):
-                        p.processed_at, p.outcome = now, "dropped: concatenated SMS never completed"
+            try:
+                outcome, confirmation = self._handle_parts(s, parts, now)
+            except sms.IncompleteMessage:  # its other parts may still come: it waits, up to INBOX_GIVE_UP
+                stale = [p.id for p in parts if utc(p.received_at) < now - timedelta(seconds=INBOX_GIVE_UP)]
+                s.execute(update(SmsInbox).where(SmsInbox.id.in_(ids)).values(lease_until=None))
+                if stale:
+                    s.execute(update(SmsInbox).where(SmsInbox.id.in_(stale)).values(
+                        processed_at=now, outcome="dropped: concatenated SMS never completed"))
                 return None
-            for p in parts:
-                p.processed_at, p.outcome, p.lease_until = now, outcome[:200], None
+            s.execute(update(SmsInbox).where(SmsInbox.id.in_(ids)).values(
+                processed_at=now, outcome=outcome[:200], lease_until=None))
             return confirmation
 
-    def _handle_parts(self, s: Session, parts: list[SmsInbox], now: datetime) -> tuple[str, OutboundSms | None]:
+    def _handle_parts(self, s: Session, parts: list, now: datetime) -> tuple[str, OutboundSms | None]:
         source = parts[0].source_addr
         euicc = self.link.euicc_for_address(s, source)
         if euicc is None:
             return f"ignored: no eUICC answers at {source}", None
         try:
             message = self.link.read(euicc, [p.user_data for p in parts])
+        except sms.IncompleteMessage:
+            raise
         except ValueError as exc:
-            if "incomplete" in str(exc):
-                return "incomplete", None
             return f"rejected: {exc}", None
         if message.por is not None:
             return self._on_por(s, euicc, message, now), None
-        return self._on_notification(s, euicc, message, source, now)
+        return self._on_card_notification(s, euicc, message, source, now)
+
+    @staticmethod
+    def _euicc(s: Session, eid: str) -> Euicc | None:
+        """The eUICC with its profiles and security domains (one statement)."""
+        return s.scalars(select(Euicc).where(Euicc.eid == eid)
+                         .options(joinedload(Euicc.profiles), joinedload(Euicc.domains))).unique().first()
 
     def _active_op(self, s: Session, eid: str) -> Operation | None:
         ota = self._ota(s, eid)
@@ -719,87 +766,92 @@ class Platform:
         return op if op is not None and op.state == ACTIVE else None
 
     def _on_por(self, s: Session, euicc: Euicc, message: CardMessage, now: datetime) -> str:
-        por = message.por
+        """A PoR: the answer of the step its operation waits in (CARD_OPERATION), else a confirmation's."""
         op = self._active_op(s, euicc.eid)
-        if op is None or op.counter != por.counter or op.step not in (SEND, AWAIT_POR):
-            return self._on_other_por(s, euicc, message, now)
+        answer = CARD_OPERATION.answerer(self, op.step) if op is not None and op.step in CARD_OPERATION else None
+        if op is None or op.counter != message.por.counter or answer != self.on_por:
+            return self.on_confirmation_por(s, euicc, message, now)
+        return answer(s, op, euicc, message, now)
+
+    def on_por(self, s: Session, op: Operation, euicc: Euicc, message: CardMessage, now: datetime) -> str:
+        """send / await_por: the PoR of the operation's packet."""
+        por = message.por
         function = Function(op.function)
-        if por.status in (0x02, 0x03) and op.attempts < 10:
+        if por.status in COUNTER_REFUSED and op.attempts < MAX_COUNTER_RETRIES:
             if op.params.get("transmissions", 1) <= 1 or function is Function.AUDIT:
                 # Counter out of order in answer to the packet's first transmission (a packet with a
                 # higher counter reached the card first): the card executed nothing, so the command
                 # goes again in a new packet. An audit only reads: running it twice is harmless.
-                op.counter, op.step, op.next_attempt_at, op.lease_until = None, SEND, now, None
+                op.counter, op.step = None, SEND
+                engine.wait(op, now)
+                self._wake = True
                 return f"operation {op.id}: PoR status {por.status:02X} (counter), sent again in a new packet"
             # A retransmission answered "counter low": the card may have executed the first transmission
             # (and lost its PoR) or never seen it; it will not say which (module doc).
             self._outcome_unknown(s, op, now)
             self._finish(s, op, Status.FAILED, FunctionFailed(
                 codes.NO_RESPONSE, f"the eUICC answered a retransmission with PoR status {por.status:02X} (counter): "
-                "whether it executed the command is unknown; an audit was queued"), now=now)
+                "whether it executed the command is unknown; an audit was queued"), now=now, euicc=euicc)
             return f"operation {op.id}: PoR status {por.status:02X} to a retransmission, outcome unknown"
-        if por.status != 0:
-            if por.status == 0x09 and function is Function.SEND_DATA:  # TAR unknown: no such ISD-P on the card
+        if por.status != PorStatus.POR_OK:
+            if por.status == PorStatus.TAR_UNKNOWN and function is Function.SEND_DATA:  # no such ISD-P on the card
                 failure = FunctionFailed(codes.SD_AID_UNKNOWN, f"the eUICC has no ISD-P {op.params['isd_p_aid']} "
                                          "(PoR status 09, TAR unknown)", subject_identifier=op.params["isd_p_aid"])
             else:
                 failure = FunctionFailed(codes.ISDR_EXECUTION_ERROR,
                                          f"the eUICC rejected the secured packet (PoR status {por.status:02X})")
-            self._finish(s, op, Status.FAILED, failure, now=now)
+            self._finish(s, op, Status.FAILED, failure, now=now, euicc=euicc)
             return f"PoR status {por.status:02X} for operation {op.id}"
         if function is Function.SEND_DATA:
-            return self._on_send_data_por(s, op, por.data, now)
+            return self._on_send_data_por(s, op, euicc, por.data, now)
         script = message.responses
         op.euicc_response = b"".join(script.responses).hex().upper() if script is not None else None
         sw = script.last_sw if script is not None and script.responses else 0
-        if not self._answered(function, script, len(self._script(s, op)[0])):
+        if not self._answered(function, script, len(self._script(euicc, op)[0])):
             failure = sw_failure(sw, op.function)
             if sw == es5.SW_NOT_FOUND and function is not Function.AUDIT:
                 self._ota(s, euicc.eid).dirty = True
                 self.queue_internal(s, euicc.eid, Function.AUDIT, now)
-            self._finish(s, op, Status.FAILED, failure, now=now)
+            self._finish(s, op, Status.FAILED, failure, now=now, euicc=euicc)
             return f"operation {op.id} failed with SW {sw:04X}"
         if function in (Function.ENABLE, Function.DISABLE):
-            op.step, op.next_attempt_at, op.lease_until = AWAIT_NOTIFICATION, None, None
+            op.step = AWAIT_NOTIFICATION
+            engine.wait(op, None)
             return f"operation {op.id}: card accepted, waiting for its notification"
-        target = self._target(s, op)
+        target = _profile(euicc, op.params.get("iccid"))
         if function is Function.CREATE_ISDP:
-            failure = self._add_created_profile(s, op, euicc)
+            failure = self._add_created_profile(s, op, euicc, now)
             if failure is not None:
-                self._finish(s, op, Status.FAILED, failure, now=now)
+                self._finish(s, op, Status.FAILED, failure, now=now, euicc=euicc)
                 return f"operation {op.id}: {failure.message}"
+            target = _profile(euicc, op.params.get("iccid"))
         elif function is Function.DELETE:
             if target is not None:
-                if target.state != v.ProfileState.CREATED.value:  # a download that never completed: nobody knew it
-                    self.sink.profile_notification(s, "Deleted", euicc.eid, target, now)
-                euicc.profiles.remove(target)
-                s.delete(target)
+                self._apply(s, euicc, target, isdp.Event.DELETED, now)
         elif function is Function.SET_FALLBACK:
             for p in euicc.profiles:
                 p.fallback_attribute = p is target
         elif function is Function.AUDIT:
             self._realign(s, euicc, script.responses, now)
-        s.flush()
-        eis = self._eis_for(s, op) if function is Function.AUDIT else None
-        self._finish(s, op, Status.EXECUTED_SUCCESS, None, now=now, eis=eis)
+        eis = self._eis_for(s, op, euicc) if function is Function.AUDIT else None
+        self._finish(s, op, Status.EXECUTED_SUCCESS, None, now=now, eis=eis, euicc=euicc, profile=target)
         return f"operation {op.id} executed"
 
-    def _add_created_profile(self, s: Session, op: Operation, euicc: Euicc) -> FunctionFailed | None:
+    def _add_created_profile(self, s: Session, op: Operation, euicc: Euicc, now: datetime) -> FunctionFailed | None:
         """The ISD-P exists on the card: the EIS gets the profile, state Created, owned by the SM-DP that asked."""
         iccid = op.params["iccid"]
         if s.scalars(select(ProfileRow.id).where(ProfileRow.iccid == iccid)).first() is not None:
             # another CreateISDP for the same ICCID, on another eUICC, completed while this one ran
             return FunctionFailed(codes.ICCID_IN_USE, f"ICCID {iccid} was installed elsewhere meanwhile",
                                   subject_identifier=iccid)
-        euicc.profiles.append(ProfileRow(
+        self._apply(s, euicc, ProfileRow(
             eid=euicc.eid, iccid=iccid, isd_p_aid=op.params["isd_p_aid"], mno_id=op.params["mno_id"],
-            fallback_attribute=False, imsi=None, msisdn=None, state=v.ProfileState.CREATED.value,
-            smdp_id=op.requester_id, profile_type=None, allocated_memory=int(op.params.get("required_memory", 0)),
-            free_memory=None, pol2=[],
-        ))
+            fallback_attribute=False, imsi=None, msisdn=None, smdp_id=op.requester_id, profile_type=None,
+            allocated_memory=int(op.params.get("required_memory", 0)), free_memory=None, pol2=[],
+        ), isdp.Event.CREATED, now)
         return None
 
-    def _on_send_data_por(self, s: Session, op: Operation, data: bytes, now: datetime) -> str:
+    def _on_send_data_por(self, s: Session, op: Operation, euicc: Euicc, data: bytes, now: datetime) -> str:
         """The ISD-P's answers go back to the SM-DP unread (EuiccResponseData: the whole response script);
         the function succeeded when every ES8 command ran and the last did not answer with an error."""
         op.euicc_response = data.hex().upper() if data else None
@@ -809,11 +861,11 @@ class Platform:
         except ValueError:
             executed, responses = 0, []
         if executed == commands and len(responses) == commands and not es8.is_error_response(*responses[-1]):
-            self._finish(s, op, Status.EXECUTED_SUCCESS, None, now=now)
+            self._finish(s, op, Status.EXECUTED_SUCCESS, None, now=now, euicc=euicc)
             return f"operation {op.id}: {commands} ES8 command(s) executed"
         self._finish(s, op, Status.FAILED, FunctionFailed(
             codes.ISDP_EXECUTION_ERROR, f"the ISD-P stopped at ES8 command {executed} of {commands}",
-            subject_identifier=op.params["isd_p_aid"]), now=now)
+            subject_identifier=op.params["isd_p_aid"]), now=now, euicc=euicc)
         return f"operation {op.id}: ES8 data failed"
 
     @staticmethod
@@ -826,81 +878,78 @@ class Platform:
             return script.responses[0][-2:] in (b"\x90\x00", b"\x6a\x88")
         return script.executed == commands and script.last_sw == es5.SW_OK
 
-    def _on_other_por(self, s: Session, euicc: Euicc, message: CardMessage, now: datetime) -> str:
-        """A PoR no operation waits for: a notification confirmation's, or a late one.
+    def _held(self, s: Session, eid: str) -> list[Operation]:
+        return list(s.scalars(select(Operation).where(Operation.eid == eid, Operation.state == HELD)))
+
+    def on_confirmation_por(self, s: Session, euicc: Euicc, message: CardMessage, now: datetime) -> str:
+        """held: a PoR no operation in flight waits for: a notification confirmation's, or a late one.
 
         The confirmation's response lists the ISD-Ps the card deleted while processing it (POL1
-        "delete when disabled", sgp02-wire.md 6.2); the EIS drops them.
+        "delete when disabled", sgp02-wire.md 6.2); the EIS drops them, and the held operations waiting for this
+        PoR go ahead (queued), or end when the card deleted their profile itself.
         """
         script = message.responses
-        if message.por.status in (0x02, 0x03):
+        counter = message.por.counter
+        if message.por.status in COUNTER_REFUSED:
             # A card without the simulator's record answers a repeated confirmation "counter low": what it
             # deleted then is unknown. The held operations go ahead; a DELETE of what the card already
             # deleted answers 6A88, which marks the EIS dirty and audits it.
-            held = [o for o in s.scalars(select(Operation).where(Operation.eid == euicc.eid, Operation.state == HELD))
-                    if o.params.get("confirmation_counter") == message.por.counter]
+            held = [o for o in self._held(s, euicc.eid) if o.params.get("confirmation_counter") == counter]
             for o in held:
-                o.state = QUEUED
+                self._release(o, now)
             if held:
-                return (f"PoR counter {message.por.counter}: status {message.por.status:02X}, "
+                return (f"PoR counter {counter}: status {message.por.status:02X}, "
                         f"{len(held)} held operation(s) go ahead")
         if script is None or not script.responses or script.last_sw != es5.SW_OK:
-            return f"PoR counter {message.por.counter}: no operation waits for it"
+            return f"PoR counter {counter}: no operation waits for it"
         data = script.responses[-1][:-2]
         if not data.startswith(b"\x80"):
-            return f"PoR counter {message.por.counter}: no operation waits for it"
-        deleted = {aid.hex().upper() for aid in es5.decode_confirmation_response(data)}
-        for p in list(euicc.profiles):
-            if p.isd_p_aid.upper() in deleted:
-                self.sink.profile_notification(s, "Deleted", euicc.eid, p, now)
-                euicc.profiles.remove(p)
-                s.delete(p)
-        s.flush()
-        for held in s.scalars(select(Operation).where(Operation.eid == euicc.eid, Operation.state == HELD)).all():
-            if held.params.get("confirmation_counter") != message.por.counter:
+            return f"PoR counter {counter}: no operation waits for it"
+        aids = es5.decode_confirmation_response(data)
+        for iccid in isdp.deleted_by_card([profile_value(p) for p in euicc.profiles], aids):
+            self._apply(s, euicc, _profile(euicc, iccid), isdp.Event.DELETED, now)
+        for held in self._held(s, euicc.eid):
+            if held.params.get("confirmation_counter") != counter:
                 continue
-            if self._target(s, held) is None:  # the card deleted it itself (POL1)
-                self._finish(s, held, Status.EXECUTED_SUCCESS, None, now=now)
+            if _profile(euicc, held.params.get("iccid")) is None:  # the card deleted it itself (POL1)
+                self._finish(s, held, Status.EXECUTED_SUCCESS, None, now=now, euicc=euicc)
             else:
-                held.state = QUEUED
-        return f"notification confirmed; the card deleted {len(deleted)} ISD-P(s)"
+                self._release(held, now)
+        return f"notification confirmed; the card deleted {len(aids)} ISD-P(s)"
+
+    def _release(self, held: Operation, now: datetime) -> None:
+        """held -> queued (CARD_OPERATION): due now."""
+        held.state = held.step = QUEUED
+        engine.wait(held, now)
+        self._wake = True
 
     def _realign(self, s: Session, euicc: Euicc, responses: list[bytes], now: datetime) -> None:
-        """Make the EIS say what GET STATUS / GET DATA report (the card is the truth)."""
+        """Make the EIS say what GET STATUS / GET DATA report (the card is the truth; smsr_core.isdp.realign)."""
         statuses = es5.decode_isdp_statuses(responses[0][:-2]) if responses[0][-2:] == b"\x90\x00" else []
-        by_aid = {st.aid.hex().upper(): st for st in statuses}
-        for p in list(euicc.profiles):
-            st = by_aid.get(p.isd_p_aid.upper())
-            if st is None:
-                self.sink.profile_notification(s, "Deleted", euicc.eid, p, now)
-                euicc.profiles.remove(p)
-                s.delete(p)
-                continue
-            state = {es5.ENABLED: v.ProfileState.ENABLED, es5.DISABLED: v.ProfileState.DISABLED}.get(
-                st.lifecycle, v.ProfileState.CREATED).value
-            if state != p.state:
-                if state == v.ProfileState.ENABLED.value:
-                    self.sink.profile_notification(s, "Enabled", euicc.eid, p, now)
-                elif p.state == v.ProfileState.ENABLED.value:
-                    self.sink.profile_notification(s, "Disabled", euicc.eid, p, now)
-                p.state = state
-            p.fallback_attribute = st.fallback
+        realignment = isdp.realign([profile_value(p) for p in euicc.profiles], statuses)
+        for iccid, event in realignment.changes:
+            self._apply(s, euicc, _profile(euicc, iccid), event, now)
+        for iccid, fallback in realignment.fallback.items():
+            _profile(euicc, iccid).fallback_attribute = fallback
         if len(responses) > 1 and responses[1][-2:] == b"\x90\x00":
             resources = es5.decode_card_resources(responses[1][:-2])
             euicc.remaining_memory = resources.free_nvm
         euicc.last_audit_date = now
         self._ota(s, euicc.eid).dirty = False
 
-    def _eis_for(self, s: Session, op: Operation) -> v.Eis:
+    def _eis_for(self, s: Session, op: Operation, euicc: Euicc) -> v.Eis:
         """The audited EIS as the requester may see it, narrowed to the ICCIDs it named."""
-        eis = eis_seen_by(eis_value(s, s.get(Euicc, op.eid)), _requester(op))
+        s.flush()
+        eis = eis_seen_by(eis_value(s, euicc), _requester(op))
         wanted = {i.upper() for i in op.params.get("iccids") or []}
         if wanted:
             eis = replace(eis, profiles=tuple(p for p in eis.profiles if p.iccid in wanted))
         return eis
 
-    def _on_notification(self, s: Session, euicc: Euicc, message: CardMessage, source: str, now: datetime
-                         ) -> tuple[str, OutboundSms | None]:
+    def _on_card_notification(self, s: Session, euicc: Euicc, message: CardMessage, source: str, now: datetime
+                              ) -> tuple[str, OutboundSms | None]:
+        """A default notification: the EIS follows the card (smsr_core.isdp.on_profile_change), and the operation
+        waiting in await_notification gets its answer."""
         n = message.notification
         ota = self._ota(s, euicc.eid)
         # The card is reachable where it sent from: the profile it now runs, which the EIS learns
@@ -911,81 +960,45 @@ class Platform:
             return f"notification {n.seq}: duplicate, confirmed again", confirmation
         ota.last_notification_seq = n.seq
         aid = n.isdp_aid.hex().upper()
-        now_enabled = next((p for p in euicc.profiles if p.isd_p_aid.upper() == aid), None)
+        change = isdp.on_profile_change([profile_value(p) for p in euicc.profiles], aid)
         op = self._active_op(s, euicc.eid)
-        changed = []
-        if now_enabled is not None:
-            for p in euicc.profiles:
-                if p is not now_enabled and p.state == v.ProfileState.ENABLED.value:
-                    p.state = v.ProfileState.DISABLED.value
-                    changed.append(("Disabled", p))
-            if now_enabled.state != v.ProfileState.ENABLED.value:
-                now_enabled.state = v.ProfileState.ENABLED.value
-                changed.append(("Enabled", now_enabled))
-        for change, p in changed:
-            self.sink.profile_notification(s, change, euicc.eid, p, now)
-        for change, p in changed:
-            if change == "Disabled" and _pol2_auto_delete(p):
-                # sgp02-wire 5.3: delete after the confirmation, unless the card deletes it then (POL1)
-                self.queue_internal(s, euicc.eid, Function.DELETE, now, iccid=p.iccid).state = HELD
+        for iccid, event in change.changes:
+            self._apply(s, euicc, _profile(euicc, iccid), event, now)
+        for iccid in change.auto_delete:
+            # sgp02-wire 5.3: delete after the confirmation, unless the card deletes it then (POL1)
+            self.queue_internal(s, euicc.eid, Function.DELETE, now, held=True, iccid=iccid)
         self._hold_until_confirmed(s, euicc.eid, ota.counter, n.seq, now)
         s.add(EisAuditRecord(eid=euicc.eid, smsr_id=self.smsr_id, operation_date=now,
                              operation_type=NOTIFICATION_OPERATION_TYPE,
                              status=(Status.FAILED if n.type == es5.NOTIF_PROFILE_CHANGE_ROLLED_BACK else Status.EXECUTED_SUCCESS).value,
-                             isd_p_aid=aid, iccid=now_enabled.iccid if now_enabled else None))
-        if now_enabled is None:
+                             isd_p_aid=aid, iccid=change.now_enabled))
+        if change.now_enabled is None:
             ota.dirty = True
             self.queue_internal(s, euicc.eid, Function.AUDIT, now)
-        if op is not None and Function(op.function) in (Function.ENABLE, Function.DISABLE):
-            target = self._target(s, op)
-            ok = (
-                n.type == es5.NOTIF_PROFILE_CHANGE_OK and Function(op.function) is Function.ENABLE
-                and target is not None and target is now_enabled
-            ) or (
-                Function(op.function) is Function.DISABLE and target is not None
-                and target.state == v.ProfileState.DISABLED.value and n.type != es5.NOTIF_PROFILE_CHANGE_ROLLED_BACK
-            )
-            if ok:
-                self._finish(s, op, Status.EXECUTED_SUCCESS, None, now=now)
-            elif n.type == es5.NOTIF_PROFILE_CHANGE_ROLLED_BACK:
-                self._finish(s, op, Status.FAILED, FunctionFailed(
-                    codes.ISDR_EXECUTION_ERROR, "the eUICC could not attach with the profile and rolled back"), now=now)
-        return f"notification {n.seq} type {n.type:02X}: {len(changed)} state change(s)", confirmation
+        if op is not None and op.function in (Function.ENABLE.value, Function.DISABLE.value):
+            # await_notification's answer; in send / await_por too: the PoR may have been lost on the way back
+            self.on_notification(s, op, euicc, change, n.type, now)
+        return f"notification {n.seq} type {n.type:02X}: {len(change.changes)} state change(s)", confirmation
+
+    def on_notification(self, s: Session, op: Operation, euicc: Euicc, change: isdp.ProfileChange,
+                        notification_type: int, now: datetime) -> None:
+        """await_notification: does the card's notification end the Enable/Disable in flight?"""
+        target = _profile(euicc, op.params.get("iccid"))
+        outcome = isdp.notification_answers(op.function, profile_value(target) if target is not None else None,
+                                            change, notification_type)
+        if outcome is True:
+            self._finish(s, op, Status.EXECUTED_SUCCESS, None, now=now, euicc=euicc, profile=target)
+        elif isinstance(outcome, FunctionFailed):
+            self._finish(s, op, Status.FAILED, outcome, now=now, euicc=euicc, profile=target)
 
     def _hold_until_confirmed(self, s: Session, eid: str, confirmation_counter: int, seq: int, now: datetime) -> None:
         """Held operations of ``eid`` wait for the PoR of the confirmation just built. Its PoR is what
         releases them (it lists what the card deleted itself), so without it within ``por_timeout`` the
-        confirmation goes again, the identical packet (:meth:`due_sends`): the card, which no longer
-        re-sends a notification it saw confirmed, answers with the PoR it sent then."""
-        s.flush()
-        for held in s.scalars(select(Operation).where(Operation.eid == eid, Operation.state == HELD)).all():
+        confirmation goes again, the identical packet (the held step, :meth:`confirm_again`): the card, which no
+        longer re-sends a notification it saw confirmed, answers with the PoR it sent then."""
+        for held in self._held(s, eid):
             held.params = {**held.params, "confirmation_counter": confirmation_counter, "confirmation_seq": seq}
             held.next_attempt_at = now + timedelta(seconds=self.timing.por_timeout)
-
-    def _confirmations_again(self, now: datetime) -> list[OutboundSms]:
-        """The confirmations whose PoR held operations still wait for, sent again (see above)."""
-        out: list[OutboundSms] = []
-        with self.db.session() as s:
-            ids = list(s.scalars(select(Operation.id).where(
-                Operation.state == HELD, Operation.next_attempt_at <= now, Operation.expires_at > now)))
-        sent: set[tuple[str, int]] = set()
-        for op_id in ids:
-            try:
-                with self.db.session() as s:
-                    held = s.get(Operation, op_id)
-                    counter, seq = held.params.get("confirmation_counter"), held.params.get("confirmation_seq")
-                    if held.state != HELD or counter is None or seq is None:
-                        continue
-                    held.next_attempt_at = now + timedelta(seconds=self.timing.por_timeout)
-                    if (held.eid, counter) in sent:
-                        continue
-                    sent.add((held.eid, counter))
-                    euicc = s.get(Euicc, held.eid)
-                    out.append(OutboundSms(held.eid, self.link.destination(euicc), self.link.command(
-                        euicc, counter, [es5.notification_confirmation(seq)]), None, 0))
-            except Exception:  # e.g. no reachable profile now: the held operation expires in its time
-                log.exception("held operation %s: its confirmation could not be sent again", op_id)
-        return out
 
     def _confirmation(self, euicc: Euicc, ota: EuiccOta, seq: int, destination: str) -> OutboundSms:
         # A lost confirmation is mended by the card, which sends the notification again until one reaches

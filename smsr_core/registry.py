@@ -4,11 +4,11 @@ Rules kept here (no SOAP, no HTTP):
 - RegisterEIS: the caller is the EUM named in the EIS (``Eum-id``); the EumSignature verifies
   with that EUM's registered certificate; the ECASD certificate chains CI -> EUM -> ECASD and is
   in date; the EIS names this SM-SR; the EID and every ICCID are new.
-- Who may see and act on a profile (:func:`may_manage`): its MNO (ES4); an SM-DP (ES3) when it installed the
+- Who may see and act on a profile (:func:`sgp02.roles.may_manage`): its MNO (ES4); an SM-DP (ES3) when it installed the
   profile, or when the profile's MNO has named that SM-DP as one acting for it (persistence.entities.MnoSmdp:
   v3's ES3 messages do not say for which MNO an SM-DP acts, so the MNO says it once; a profile loaded at
   manufacturing is no SM-DP's until its MNO names one); the SM-SR itself for its automatic operations.
-- Who sees what of an EIS (:func:`eis_seen_by`): never the ISD-R's key values; only the profiles the caller
+- Who sees what of an EIS (:func:`sgp02.eis.eis_seen_by`): never the ISD-R's key values; only the profiles the caller
   may manage, and only the AuditTrail records about those profiles or requested by the caller. So no ICCID,
   MSISDN, POL2, AuditTrail record or requester of another MNO reaches an MNO, on ES4 or (through the
   SM-DP, which applies the same function for the MNO it answers) on ES2. An eUICC's own data (EID, ECASD,

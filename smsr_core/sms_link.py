@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from keys import scp80
 from keys.secretbox import SecretBox
@@ -105,8 +105,11 @@ class SmsLink:
         return msisdn
 
     def euicc_for_address(self, s: Session, msisdn: str) -> Euicc | None:
-        row = s.scalars(select(ProfileRow).where(ProfileRow.msisdn == msisdn.lstrip("+"))).first()
-        return s.get(Euicc, row.eid) if row is not None else None
+        """The eUICC that has a profile with MSISDN ``msisdn``, with its profiles and security domains loaded (the
+        PoR or notification it sent needs both), in one statement."""
+        eid = select(ProfileRow.eid).where(ProfileRow.msisdn == msisdn.lstrip("+")).limit(1).scalar_subquery()
+        return s.scalars(select(Euicc).where(Euicc.eid == eid)
+                         .options(joinedload(Euicc.profiles), joinedload(Euicc.domains))).unique().first()
 
     def command(self, euicc: Euicc, counter: int, apdus: list[bytes]) -> list[bytes]:
         """C-APDUs for the ISD-R, as SMS user data."""
@@ -126,13 +129,14 @@ class SmsLink:
         """A PoR or a card notification from SMS parts in arrival order (ValueError when not readable).
 
         Parts may come more than once (a PoR sent again for a retransmission): the newest copy of each
-        sequence number counts. ValueError "incomplete" while a sequence number is missing."""
+        sequence number counts. :class:`ota.sms.IncompleteMessage` (a ValueError) while a sequence number is
+        missing."""
         parsed = [sms.parse_user_data(ud) for ud in user_data]
         total = parsed[-1].total  # a part of another total is left from an older message under this reference
         newest = {p.seq: p for p in parsed if p.total == total}
         parts = [newest[seq] for seq in sorted(newest)]
         if len(parts) < total:
-            raise ValueError("incomplete concatenated SMS")
+            raise sms.IncompleteMessage(f"incomplete concatenated SMS: {len(parts)} of {total} parts")
         iei, packet = sms.reassemble(parts)
         keyset = self.keyset(euicc)
         if iei == sms.RPI:

@@ -102,7 +102,7 @@ class InProcess:
 
     @staticmethod
     def profile(n: int, slot: int, mno: str, *, enabled: bool = False, smdp_id: str | None = None) -> v.ProfileInfo:
-        from smsr_core.platform import isd_p_aid
+        from sgp02.identifiers import isd_p_aid
 
         return v.ProfileInfo(
             iccid=demo_iccid(n, slot), isd_p_aid=isd_p_aid(slot), mno_id=mno, fallback_attribute=enabled,

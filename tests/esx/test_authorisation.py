@@ -35,7 +35,7 @@ from esx.demo import (
 )
 from ota import es8
 from smdp_core.op_models import SmdpOperation
-from smsr_core.platform import isd_p_aid
+from sgp02.identifiers import isd_p_aid
 
 from .inprocess import InProcess, element, pol2, request
 

@@ -13,12 +13,13 @@ import shutil
 
 import pytest
 
-from esx.demo import MNO_OID, SMDP_OID, SMSR_OID, demo_eid, demo_iccid, init_instance, isd_p_aid
+from esx.demo import MNO_OID, SMDP_OID, SMSR_OID, demo_eid, demo_iccid, init_instance
 from euicc_sim.card import IsdP, Pol1
 from euicc_sim.network import card_keyset
 from keys import scp80
 from ota import es5, remote, sms
 from sgp02 import eis as v
+from sgp02.identifiers import isd_p_aid
 from sgp02.roles import Caller
 from smsr_core.platform import AsyncRequest, Function, Timing
 
@@ -996,3 +997,48 @@ def test_retransmissions_stop_at_the_end_of_the_validity_period(h):
     assert h.op(op_id).params["retransmissions"] == 1
     h.expire(at(60))
     assert h.op(op_id).result == ("EXPIRED", "1.6", "5.3")
+
+
+# -- the step table and the doorbell -----------------------------------------------------------------------------
+
+
+def test_the_step_table_is_the_theory_of_operation_and_names_what_exists(h):
+    from smsr_core import platform
+
+    platform.CARD_OPERATION.check(h.platform)
+    for line in platform.CARD_OPERATION.table().splitlines():
+        assert line in platform.__doc__
+    assert list(platform.CARD_OPERATION.steps) == ["queued", "send", "await_por", "await_notification", "held"]
+
+
+def test_a_due_row_runs_the_step_its_table_row_names(h):
+    ran = []
+    h.platform.send_command = lambda s, op, now: ran.append((op.id, op.step))  # the table names it: looked up per run
+    op_id = h.request(Function.ENABLE, EID1, SPARE1)
+    assert h.platform.due_sends(T0) == []
+    assert ran == [(op_id, "send")]  # queued ran start, then (same transaction) the send step
+
+
+class Bell:
+    def __init__(self):
+        self.rings = 0
+
+    def ring(self):
+        self.rings += 1
+
+
+def test_the_doorbell_rings_when_work_is_due_now(h):
+    bell = h.platform.doorbell = Bell()
+    first = h.request(Function.ENABLE, EID1, SPARE1)
+    assert bell.rings == 1  # accepted: due at once
+    second = h.request(Function.AUDIT, EID1, iccids=[])
+    assert bell.rings == 2
+    h.request(Function.ENABLE, UNKNOWN_EID, SPARE1)
+    assert bell.rings == 2  # refused at once: nothing for a worker to do
+    h.send_due()  # the enable goes; the audit waits for the eUICC
+    h.process()  # PoR: waits for the notification, nothing due
+    assert bell.rings == 2 and h.op(second).state == "queued"
+    h.notify(EID1, T0)
+    h.process()  # the notification ends the enable and frees the eUICC: the audit is due
+    assert h.op(first).state == "done" and bell.rings == 3
+    assert [t.sms.operation_id for t in h.send_due()] == [second]

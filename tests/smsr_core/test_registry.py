@@ -6,11 +6,12 @@ from datetime import datetime, timezone
 import pytest
 from lxml import etree
 
-from esx.demo import build_eis, demo_eid, demo_iccid, isd_p_aid, isd_r_domain, luhn_digit
+from esx.demo import build_eis, demo_eid, demo_iccid, isd_r_domain, luhn_digit
 from esx.eis_xml import parse_eis, render_eis_for_signing
 from sgp02 import codes
 from sgp02 import eis as v
 from sgp02.codes import FunctionFailed
+from sgp02.identifiers import isd_p_aid
 from smsr_core.registry import validate_pol2
 
 
