@@ -253,11 +253,13 @@ class EsxRuntime(Runtime):
     def platform(self):
         """The SM-SR's asynchronous operations (smsr_core.platform), built on first use."""
         if self._platform is None:
+            from esx.doorbell import SMSR_OPERATIONS, Doorbell
             from esx.outbox import OutboxSink
             from smsr_core.platform import Platform
 
             self._platform = Platform(self.db, self.config.smsr_oid, OutboxSink(self.config.smsr_oid), self.box,
-                                      self.config.timing())
+                                      self.config.timing(),
+                                      doorbell=Doorbell(Path(self.config.data_dir), SMSR_OPERATIONS))
         return self._platform
 
     @property

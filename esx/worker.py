@@ -31,7 +31,6 @@ from esx.smpp import Esme, SmppError
 from ota import sms
 from ota.smpp import ShortMessage
 from persistence.db import Database
-from persistence.engine import Doorbell
 from smsr_core.ops_models import SmsInbox
 from smsr_core.sms_link import OutboundSms
 
@@ -81,11 +80,9 @@ class _Worker:
 class SmsrWorker(_Worker):
     role = "smsr"
 
-    def __init__(self, config: Config, db: Database | None = None, doorbell: Doorbell | None = None) -> None:
+    def __init__(self, config: Config, db: Database | None = None) -> None:
         super().__init__(config, db)
-        self.platform = self.runtime.platform
-        if doorbell is not None:  # rung by the platform after a transaction that makes work due now
-            self.platform.doorbell = doorbell
+        self.platform = self.runtime.platform  # rings the operation loop's doorbell (EsxRuntime.platform)
         self.esme = Esme(config.smpp(), on_deliver=self.on_deliver)
         self.inbox_bell = Doorbell(Path(config.data_dir), SMSR_OPERATIONS)
 
