@@ -9,8 +9,9 @@ computed once from SQLAlchemy's own compiler, so a row reads exactly as ``Connec
 
 Rules this file keeps:
 - only simple statements whose parameters are named ``bindparam`` s (SELECT) or column keys (INSERT);
-- the engine's ``before_cursor_execute``/``after_cursor_execute`` listeners still see every statement (the
-  benchmarks count statements with them); nothing else of SQLAlchemy's event system is promised;
+- the engine's ``before_cursor_execute``/``after_cursor_execute`` and ``commit`` listeners still see every
+  statement and commit (the benchmarks count them with those; the connection argument is None); nothing else
+  of SQLAlchemy's event system is promised;
 - a connection that raised is rolled back before it goes back to the pool; the pool's pre-ping (PostgreSQL)
   and reset-on-return still apply, since connections come from ``Engine.raw_connection``.
 
@@ -103,6 +104,8 @@ def dbapi(engine: Engine, *, commit: bool = False) -> Iterator[DbapiConnection]:
         yield conn
         if commit:
             raw.commit()
+            for fn in engine.dispatch.commit:
+                fn(None)
     except BaseException:
         raw.rollback()
         raise
