@@ -364,7 +364,9 @@ class Mno:
 
         env = self.client.client.create_message(self.client.service, "ES4-EnableProfile",
                                                 FunctionCallIdentifier=str(uuid.uuid4()), Eid=eid, Iccid=iccid)
-        message_id = self.client.addressing.last_message_id
+        # The client keeps no "last MessageID" (one client serves several threads): read it from the envelope.
+        # create_message leaves two wsa:MessageID blocks here; the server reads the last (wsa.read_addressing).
+        message_id = env.findall(f"{{{SOAP12}}}Header/{{{WSA}}}MessageID")[-1].text
         if self.reply_to:
             reply = etree.SubElement(env.find(f"{{{SOAP12}}}Header"), f"{{{WSA}}}ReplyTo")
             etree.SubElement(reply, f"{{{WSA}}}Address").text = self.reply_to
