@@ -401,7 +401,7 @@ class EsxRuntime(Runtime):
 
 _ENTITY = Entity.__table__
 _ENTITY_BY_OID = Prepared(select(_ENTITY).where(_ENTITY.c.oid == bindparam("key")))
-_ENTITY_BY_CERT = Prepared(select(_ENTITY).where(_ENTITY.c.cert_sha256 == bindparam("key")).limit(1))
+_ENTITY_BY_CERT = Prepared(select(_ENTITY).where(_ENTITY.c.cert_sha256 == bindparam("key")))
 _MNOS_OF_SMDP = Prepared(select(MnoSmdp.__table__.c.mno_id).where(MnoSmdp.__table__.c.smdp_id == bindparam("smdp")))
 
 

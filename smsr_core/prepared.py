@@ -8,7 +8,8 @@ the SQL text, the bind order and the type processors (SQLite's DATETIME strings,
 computed once from SQLAlchemy's own compiler, so a row reads exactly as ``Connection.execute`` would return it.
 
 Rules this file keeps:
-- only simple statements whose parameters are named ``bindparam`` s (SELECT) or column keys (INSERT);
+- only simple statements whose parameters are named ``bindparam`` s (SELECT) or column keys (INSERT): no
+  ``limit()``/``offset()`` (SQLAlchemy makes those anonymous bind parameters), no literal values;
 - the engine's ``before_cursor_execute``/``after_cursor_execute`` and ``commit`` listeners still see every
   statement and commit (the benchmarks count them with those; the connection argument is None); nothing else
   of SQLAlchemy's event system is promised;
