@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -95,6 +96,7 @@ def crypto_bound(seconds: float = 3.0) -> dict:
         n += 1
     out["packages_per_s_personalise_and_scp03t"] = round(n / (time.perf_counter() - t0), 1)
     out["package_bytes"] = len(package)
+    shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -173,6 +175,7 @@ def downloads(euiccs: int, timeout: float) -> dict:
         for p in reversed(procs):
             p.stop()
         receiver.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> int:
