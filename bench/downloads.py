@@ -2,6 +2,7 @@
 """Benchmark: complete profile downloads per second, and the crypto-only bound.
 
     .venv/bin/python bench/downloads.py [--euiccs 10] [--crypto-only] [--json FILE]
+    .venv/bin/python bench/downloads.py --smoke      # 2 eUICCs, 0.2 s of crypto; tests/bench/test_smoke.py runs it
 
 **Crypto bound** (in process, no I/O): per second, how many ISD-P key establishments (GP Amd E scenario #3:
 the SM-DP's STORE DATA 3A02 with a fresh ephemeral key and its signature, the card's signature check, ECDH,
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -94,6 +96,7 @@ def crypto_bound(seconds: float = 3.0) -> dict:
         n += 1
     out["packages_per_s_personalise_and_scp03t"] = round(n / (time.perf_counter() - t0), 1)
     out["package_bytes"] = len(package)
+    shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -165,11 +168,14 @@ def downloads(euiccs: int, timeout: float) -> dict:
                           "p90": round(latencies[int(0.9 * (len(latencies) - 1))], 2),
                           "max": round(latencies[-1], 2)},
             "cpu_s": cpu,
+            "callback_statuses": {status: sum(1 for m in sent if receiver.callbacks[m]["status"] == status)
+                                  for status in {receiver.callbacks[m]["status"] for m in sent}},
         }
     finally:
         for p in reversed(procs):
             p.stop()
         receiver.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> int:
@@ -178,8 +184,12 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--crypto-only", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--smoke", action="store_true",
+                    help="seconds, no timings checked: 2 eUICCs, 0.2 s per crypto figure (tests/bench/test_smoke.py)")
     args = ap.parse_args()
-    results = {"machine": {"nproc": os.cpu_count()}, "crypto": crypto_bound()}
+    if args.smoke:
+        args.euiccs, args.timeout, args.crypto_only = 2, 120.0, False
+    results = {"machine": {"nproc": os.cpu_count()}, "crypto": crypto_bound(0.2 if args.smoke else 3.0)}
     log(f"crypto bound: {results['crypto']}")
     if not args.crypto_only:
         results["downloads"] = downloads(args.euiccs, args.timeout)
@@ -189,6 +199,7 @@ def main() -> int:
         args.json.write_text(text + "\n")
     else:
         print(text)
+    log("RESULTS_JSON " + json.dumps(results))
     return 0
 
 

@@ -744,7 +744,8 @@ def main() -> int:
                 try:
                     run = measure(esx, esx_url, body_dir, bodies, "EXECUTED_SUCCESS", args)
                 finally:
-                    run["held"] = held.close()
+                    held_stats = held.close()
+                run["held"] = held_stats
                 run.update(serving=model, idle=idle)
                 results["runs"].append(run)
                 log(fmt_run(f"esx {model}, {idle} held", run) + f"   re-opened {run['held']['reopened_after_server_closed_them']}")

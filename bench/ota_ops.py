@@ -4,6 +4,7 @@
     .venv/bin/python bench/ota_ops.py [--euiccs 20] [--workers-ota 1] [--rounds 5] [--warmup-rounds 1]
     .venv/bin/python bench/ota_ops.py --matrix        # 20 and 100 eUICCs x 1 and 2 workers, ~2 min, one table
     .venv/bin/python bench/ota_ops.py --profile-worker cpu|wall   # worker 1 under cProfile (slow)
+    .venv/bin/python bench/ota_ops.py --smoke         # 2 eUICCs, 1 round, seconds; tests/bench/test_smoke.py runs it
 
 One **operation** is one asynchronous ES4-EnableProfile, end to end: the MNO's request over HTTP
 (202 Accepted) -> the operation row -> a worker sends the SCP80 command packet as SMS (submit_sm
@@ -363,7 +364,9 @@ class Mno:
 
         env = self.client.client.create_message(self.client.service, "ES4-EnableProfile",
                                                 FunctionCallIdentifier=str(uuid.uuid4()), Eid=eid, Iccid=iccid)
-        message_id = self.client.addressing.last_message_id
+        # The client keeps no "last MessageID" (one client serves several threads): read it from the envelope.
+        # create_message leaves two wsa:MessageID blocks here; the server reads the last (wsa.read_addressing).
+        message_id = env.findall(f"{{{SOAP12}}}Header/{{{WSA}}}MessageID")[-1].text
         if self.reply_to:
             reply = etree.SubElement(env.find(f"{{{SOAP12}}}Header"), f"{{{WSA}}}ReplyTo")
             etree.SubElement(reply, f"{{{WSA}}}Address").text = self.reply_to
@@ -712,7 +715,12 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--json", type=Path, default=None,
                     help="write the results here (default: print them as one RESULTS_JSON line)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a few seconds, no timings checked: 2 eUICCs, 1 round, no warm-up (tests/bench/test_smoke.py)")
     args = ap.parse_args()
+    if args.smoke:
+        args.euiccs, args.rounds, args.warmup_rounds, args.workers_ota, args.matrix = 2, 1, 0, 1, False
+        args.connections, args.phase_timeout = 2, 60.0
     if args.euiccs < 1 or args.rounds < 1 or args.workers_ota < 1:
         ap.error("--euiccs, --rounds and --workers-ota must be at least 1")
     if args.matrix:
@@ -862,6 +870,9 @@ def main() -> int:
         with receiver.cond:
             results["receiver"] = {
                 "callbacks": len(receiver.callbacks),
+                "callback_statuses": {f"{c['name']} {c['status']}": sum(
+                    1 for d in receiver.callbacks.values() if (d["name"], d["status"]) == (c["name"], c["status"]))
+                    for c in receiver.callbacks.values()},
                 "duplicate_callbacks": receiver.duplicate_callbacks,
                 "notifications": dict(receiver.notifications),
                 "notifications_expected_total": expected_notes,

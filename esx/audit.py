@@ -12,6 +12,7 @@ from sqlalchemy import DateTime, Integer, String, Text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from persistence.db import Base
+from smsr_core.prepared import DbapiConnection, Prepared
 
 
 class CallRecord(Base):
@@ -36,3 +37,14 @@ def record_call(session: Session, **fields) -> CallRecord:
     record = CallRecord(**fields)
     session.add(record)
     return record
+
+
+def append_call(conn: DbapiConnection, **fields) -> None:
+    """:func:`record_call` without the ORM: one prepared INSERT (smsr_core.prepared) in the caller's
+    transaction; the hot path of every served call (esx.server.EsxRuntime.record_call)."""
+    fields.setdefault("at", datetime.now(timezone.utc))
+    _INSERT.run(conn, **{key: fields.get(key) for key in _FIELDS})
+
+
+_FIELDS = [c.name for c in CallRecord.__table__.c if c.name != "id"]
+_INSERT = Prepared(CallRecord.__table__.insert(), column_keys=_FIELDS)

@@ -9,6 +9,7 @@ the embedded default that binds to loopback only, the ``wsa:From`` EntityId name
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -16,15 +17,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spyne import const as spyne_const
+from sqlalchemy import bindparam, select
 
-from esx.audit import record_call
+from esx.audit import append_call
 from esx.binding import wsa
 from esx.binding.client import GsmaClient
 from esx.binding.soap import Inbound, Interface, Runtime, build_application
 from esx.binding.xmlparse import DEFAULT_MAX_BODY_BYTES
 from persistence.db import Database
-from persistence.entities import Entity, entity_by_certificate, get_entity, mnos_served_by
+from persistence.entities import Entity, MnoSmdp, get_entity
+from smsr_core.prepared import Prepared, dbapi
 from sgp02 import codes
 from sgp02.codes import FunctionFailed, Status
 
@@ -301,35 +303,36 @@ class EsxRuntime(Runtime):
 
         claimed = inbound.addressing.from_entity_id
         local = inbound.environ.get(LOCAL_CALLER)
-        with self.db.session() as s:
+        # Core SELECTs, not the ORM: this runs for every served call (BENCHMARKS.md, issue 10).
+        with dbapi(self.db.engine) as c:
             if local is not None:  # a call this instance makes to itself, in process (no socket, no certificate)
-                entity = get_entity(s, local)
+                entity = _entity(c, _ENTITY_BY_OID, local)
                 if entity is None or (claimed and claimed != local):
                     raise FunctionFailed(codes.CALLER_UNKNOWN, f"in-process caller {local} is not {claimed}")
             elif self.config.auth == "mtls":
                 der = peer_certificate(inbound.environ)
-                entity = entity_by_certificate(s, der) if der else None
+                entity = _entity(c, _ENTITY_BY_CERT, hashlib.sha256(der).hexdigest()) if der else None
                 if entity is None:
                     raise FunctionFailed(codes.CALLER_UNKNOWN, "the TLS client certificate is not registered")
                 if claimed and claimed != entity.oid:
                     raise FunctionFailed(codes.CALLER_UNKNOWN,
                                          f"wsa:From names {claimed}, the client certificate is {entity.oid}")
             else:
-                entity = get_entity(s, claimed)
+                entity = _entity(c, _ENTITY_BY_OID, claimed) if claimed else None
                 if entity is None:
                     raise FunctionFailed(codes.CALLER_UNKNOWN,
                                          f"unknown requester {claimed!r} (wsa:From EntityId)" if claimed
                                          else "wsa:From carries no EntityId", subject_identifier=claimed)
             # An SM-DP acts for the MNOs that named it (persistence.entities.MnoSmdp; smsr_core.registry.may_manage).
-            served = mnos_served_by(s, entity.oid) if entity.role == "smdp" else frozenset()
-            s.expunge(entity)
-            entity.served_mnos = served
-            return entity
+            served = frozenset(r.mno_id for r in _MNOS_OF_SMDP.all(c, smdp=entity.oid)) \
+                if entity.role == "smdp" else frozenset()
+        entity.served_mnos = served
+        return entity
 
     def record_call(self, inbound: Inbound, status: Status, failure: FunctionFailed | None) -> None:
-        with self.db.session() as s:
-            record_call(
-                s,
+        with dbapi(self.db.engine, commit=True) as c:
+            append_call(
+                c,
                 function=inbound.operation.name,
                 requester_id=inbound.caller.oid,
                 message_id=inbound.addressing.message_id,
@@ -398,6 +401,18 @@ class EsxRuntime(Runtime):
         return session
 
 
+_ENTITY = Entity.__table__
+_ENTITY_BY_OID = Prepared(select(_ENTITY).where(_ENTITY.c.oid == bindparam("key")))
+_ENTITY_BY_CERT = Prepared(select(_ENTITY).where(_ENTITY.c.cert_sha256 == bindparam("key")))
+_MNOS_OF_SMDP = Prepared(select(MnoSmdp.__table__.c.mno_id).where(MnoSmdp.__table__.c.smdp_id == bindparam("smdp")))
+
+
+def _entity(c, query: Prepared, key: str) -> Entity | None:
+    """The entity ``query`` finds for ``key``, as a detached Entity (what persistence.entities.get_entity returns)."""
+    row = query.first(c, key=key)
+    return Entity(**row._asdict()) if row is not None else None
+
+
 def _nested_eid(inbound: Inbound) -> str | None:
     from esx.binding.ns import GSMA
 
@@ -449,10 +464,6 @@ class Router:
 
 
 def make_wsgi(config: Config, role: str = "all", runtime: EsxRuntime | None = None) -> Router:
-    # spyne runs a full gc.collect() at the end of a request at most once a second (spyne.const.MIN_GC_INTERVAL), to
-    # return the file descriptors of uploaded files promptly. esx takes no file uploads, and that collection cost
-    # 33-40 ms of CPU per second in each serving process (BENCHMARKS.md, issue 10): Python's own collector is enough.
-    spyne_const.MIN_GC_INTERVAL = float("inf")
     runtime = runtime or EsxRuntime(config)
     return Router({
         path: build_application(interface, runtime, max_body=config.max_body_bytes)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    bindparam,
     select,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
@@ -30,6 +31,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 from keys.secretbox import SecretBox
 from persistence.db import Base
 from sgp02 import eis as v
+
+from .prepared import DbapiConnection, Prepared
 
 
 def _utc(dt: datetime | None) -> datetime | None:
@@ -307,7 +310,59 @@ def euicc_row(eis: v.Eis, registered_at: datetime, box: SecretBox) -> Euicc:
 
 
 def eis_value(session: Session, row: Euicc) -> v.Eis:
-    domains = {d.role: domain_value(d) for d in row.domains}
+    """The EIS of an eUICC row loaded with the ORM (its relationships load lazily)."""
+    records = session.scalars(
+        select(EisAuditRecord).where(EisAuditRecord.eid == row.eid).order_by(EisAuditRecord.id)
+    ).all()
+    return _eis_from_rows(row, row.domains, row.profiles, records, row.properties)
+
+
+# The read path of GetEIS (:func:`load_eis`): Core SELECTs prepared once (smsr_core.prepared) on one connection,
+# no ORM identity map and no lazy loads. The euicc row comes with its two security domains in one joined SELECT (2 rows); profiles,
+# AuditTrail records and properties follow, each one indexed SELECT on ``eid``. Columns are the mapped
+# attribute names, so a Core row reads like an ORM row in the ``*_value`` functions above.
+_EU, _SD, _PR = Euicc.__table__, SecurityDomainRow.__table__, ProfileRow.__table__
+_AR, _AP = EisAuditRecord.__table__, AdditionalProperty.__table__
+_SD_COLS = ("role", "aid", "tars", "sin", "sdin", "keysets")  # no sealed_keys: nothing secret is read
+_LOAD_EUICC = Prepared(
+    select(*(c for c in _EU.c if c.name != "registered_at"),
+           *(_SD.c[name].label(f"sd_{name}") for name in _SD_COLS))
+    .join_from(_EU, _SD, _SD.c.eid == _EU.c.eid)
+    .where(_EU.c.eid == bindparam("eid"))
+    .order_by(_SD.c.id)
+)
+_LOAD_PROFILES = Prepared(select(_PR).where(_PR.c.eid == bindparam("eid")).order_by(_PR.c.id))
+_LOAD_RECORDS = Prepared(select(_AR).where(_AR.c.eid == bindparam("eid")).order_by(_AR.c.id))
+_LOAD_PROPERTIES = Prepared(select(_AP.c.key, _AP.c.value).where(_AP.c.eid == bindparam("eid")).order_by(_AP.c.key))
+
+
+class _DomainColumns:
+    """One security domain's columns out of a joined euicc row (the ``sd_`` labels)."""
+
+    __slots__ = ("eid",) + _SD_COLS + ("sealed_keys",)
+
+    def __init__(self, row) -> None:
+        self.eid = row.eid
+        for name in _SD_COLS:
+            setattr(self, name, getattr(row, f"sd_{name}"))
+        self.sealed_keys = None
+
+
+def load_eis(conn: DbapiConnection, eid: str) -> v.Eis | None:
+    """The EIS of ``eid`` (key values blank), or None when the eUICC is unknown: 4 SELECTs, no ORM."""
+    rows = _LOAD_EUICC.all(conn, eid=eid)
+    if not rows:
+        return None
+    return _eis_from_rows(
+        rows[0], [_DomainColumns(r) for r in rows],
+        _LOAD_PROFILES.all(conn, eid=eid),
+        _LOAD_RECORDS.all(conn, eid=eid),
+        _LOAD_PROPERTIES.all(conn, eid=eid),
+    )
+
+
+def _eis_from_rows(row, domain_rows, profile_rows, record_rows, property_rows) -> v.Eis:
+    domains = {d.role: domain_value(d) for d in domain_rows}
     caps = v.EuiccCapabilities(
         cattp_support=row.cattp_support,
         http_support=row.http_support,
@@ -327,9 +382,6 @@ def eis_value(session: Session, row: Euicc) -> v.Eis:
         ecasd=domains["ECASD"],
         capabilities=caps,
     )
-    records = session.scalars(
-        select(EisAuditRecord).where(EisAuditRecord.eid == row.eid).order_by(EisAuditRecord.id)
-    ).all()
     return v.Eis(
         signed_info=signed,
         signed_info_xml=row.signed_info_xml,
@@ -338,8 +390,8 @@ def eis_value(session: Session, row: Euicc) -> v.Eis:
         available_memory_for_profiles=row.available_memory_for_profiles,
         smsr_id=row.smsr_id,
         isd_r=domains["ISD-R"],
-        profiles=tuple(profile_value(p) for p in row.profiles),
+        profiles=tuple(profile_value(p) for p in profile_rows),
         last_audit_date=_utc(row.last_audit_date),
-        audit_trail=tuple(audit_value(r) for r in records),
-        additional_properties=tuple((p.key, p.value) for p in row.properties),
+        audit_trail=tuple(audit_value(r) for r in record_rows),
+        additional_properties=tuple((p.key, p.value) for p in property_rows),
     )

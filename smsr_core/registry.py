@@ -37,7 +37,8 @@ from sgp02.codes import FunctionFailed
 from sgp02.eis import eis_seen_by
 from sgp02.roles import Caller, may_manage
 
-from .models import Euicc, ProfileRow, apply_profile, eis_value, euicc_row, profile_value
+from .prepared import dbapi
+from .models import Euicc, ProfileRow, apply_profile, euicc_row, load_eis, profile_value
 
 POL2_ACTIONS = ("ENABLE", "DISABLE", "DELETE")
 POL2_QUALIFICATIONS = ("Not-Allowed", "Auto-Delete")
@@ -143,13 +144,13 @@ class EisRegistry:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def _load(self, s: Session, eid: str) -> Euicc:
-        return load_euicc(s, eid)
-
     def get_eis(self, caller: Caller, eid: str) -> v.Eis:
         """The EIS as ``caller`` may see it (see the module doc)."""
-        with self.db.session() as s:
-            eis = eis_seen_by(eis_value(s, self._load(s, eid)), caller)
+        with dbapi(self.db.engine) as c:  # a read: prepared SELECTs (models.load_eis), nothing to commit
+            eis = load_eis(c, eid.upper())
+        if eis is None:
+            raise FunctionFailed(codes.EID_UNKNOWN, f"EID {eid} is not known to this SM-SR", subject_identifier=eid)
+        eis = eis_seen_by(eis, caller)
         if caller.role == "mno" and not eis.profiles:
             raise FunctionFailed(codes.EIS_NOT_ALLOWED, f"{caller.oid} has no profile on eUICC {eid}",
                                  subject_identifier=eid)

@@ -1,0 +1,114 @@
+"""Hot-path SQL without SQLAlchemy's per-execution machinery: a Core statement compiled once per dialect and run
+on the pooled DBAPI connection.
+
+Why: a served GetEIS runs about six small indexed statements. SQLAlchemy's ``Connection.execute`` costs
+~50-100 us of Python per statement even with its compiled cache (cache key, execution context, result
+metadata), several times what SQLite itself spends; the ORM costs more again (BENCHMARKS.md, issue 10). Here
+the SQL text, the bind order and the type processors (SQLite's DATETIME strings, JSON text, booleans) are
+computed once from SQLAlchemy's own compiler, so a row reads exactly as ``Connection.execute`` would return it.
+
+Rules this file keeps:
+- only simple statements whose parameters are named ``bindparam`` s (SELECT) or column keys (INSERT): no
+  ``limit()``/``offset()`` (SQLAlchemy makes those anonymous bind parameters), no literal values;
+- the engine's ``before_cursor_execute``/``after_cursor_execute`` and ``commit`` listeners still see every
+  statement and commit (the benchmarks count them with those; the connection argument is None); nothing else
+  of SQLAlchemy's event system is promised;
+- a connection that raised is rolled back before it goes back to the pool; the pool's pre-ping (PostgreSQL)
+  and reset-on-return still apply, since connections come from ``Engine.raw_connection``.
+
+It belongs with persistence/ (engines, sessions); it lives here until the persistence rewrite lands.
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.sql import ClauseElement
+
+
+class _Compiled:
+    __slots__ = ("sql", "names", "positional", "binds", "row", "processors")
+
+    def __init__(self, stmt: ClauseElement, dialect, column_keys: list[str] | None) -> None:
+        compiled = stmt.compile(dialect=dialect, column_keys=column_keys)
+        self.sql = compiled.string
+        self.positional = compiled.positional
+        self.names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
+        procs = compiled._bind_processors
+        self.binds = [(name, procs.get(name)) for name in self.names]
+        if stmt.is_select:
+            cols = [rc[0] for rc in compiled._result_columns]  # keyname per result column, in order
+            self.row = namedtuple("Row", cols, rename=True)
+            self.processors = [rc[3]._cached_result_processor(dialect, None) for rc in compiled._result_columns]
+        else:
+            self.row = self.processors = None
+
+
+class Prepared:
+    """One statement; :meth:`all`, :meth:`first` and :meth:`run` take the DBAPI connection of :func:`dbapi`."""
+
+    def __init__(self, stmt: ClauseElement, column_keys: list[str] | None = None) -> None:
+        self.stmt = stmt
+        self.column_keys = column_keys
+        self._by_dialect: dict[str, _Compiled] = {}
+
+    def _for(self, engine: Engine) -> _Compiled:
+        c = self._by_dialect.get(engine.dialect.name)
+        if c is None:
+            c = self._by_dialect[engine.dialect.name] = _Compiled(self.stmt, engine.dialect, self.column_keys)
+        return c
+
+    def _execute(self, conn: "DbapiConnection", params: dict[str, Any]):
+        c = self._for(conn.engine)
+        values = [proc(params[name]) if proc else params[name] for name, proc in c.binds]
+        args = tuple(values) if c.positional else dict(zip(c.names, values))
+        cursor = conn.cursor
+        dispatch = conn.engine.dispatch
+        if dispatch.before_cursor_execute:
+            for fn in dispatch.before_cursor_execute:
+                fn(None, cursor, c.sql, args, None, False)
+        cursor.execute(c.sql, args)
+        if dispatch.after_cursor_execute:
+            for fn in dispatch.after_cursor_execute:
+                fn(None, cursor, c.sql, args, None, False)
+        return c
+
+    def all(self, conn: "DbapiConnection", **params) -> list:
+        c = self._execute(conn, params)
+        procs, row = c.processors, c.row
+        return [row(*(p(v) if p else v for p, v in zip(procs, r))) for r in conn.cursor.fetchall()]
+
+    def first(self, conn: "DbapiConnection", **params):
+        rows = self.all(conn, **params)
+        return rows[0] if rows else None
+
+    def run(self, conn: "DbapiConnection", **params) -> None:
+        self._execute(conn, params)
+
+
+class DbapiConnection:
+    __slots__ = ("engine", "raw", "cursor")
+
+    def __init__(self, engine: Engine, raw) -> None:
+        self.engine, self.raw, self.cursor = engine, raw, raw.cursor()
+
+
+@contextmanager
+def dbapi(engine: Engine, *, commit: bool = False) -> Iterator[DbapiConnection]:
+    """A pooled DBAPI connection for :class:`Prepared` statements; with ``commit``, committed on success.
+    Rolled back on any exception (and, by the pool, on return)."""
+    raw = engine.raw_connection()
+    try:
+        conn = DbapiConnection(engine, raw)
+        yield conn
+        if commit:
+            raw.commit()
+            for fn in engine.dispatch.commit:
+                fn(None)
+    except BaseException:
+        raw.rollback()
+        raise
+    finally:
+        raw.close()
