@@ -12,7 +12,7 @@ from sqlalchemy import DateTime, Integer, String, Text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from persistence.db import Base
-from smsr_core.prepared import DbapiConnection, Prepared
+from persistence.prepared import DbapiConnection, Prepared
 
 
 class CallRecord(Base):
@@ -40,7 +40,7 @@ def record_call(session: Session, **fields) -> CallRecord:
 
 
 def append_call(conn: DbapiConnection, **fields) -> None:
-    """:func:`record_call` without the ORM: one prepared INSERT (smsr_core.prepared) in the caller's
+    """:func:`record_call` without the ORM: one prepared INSERT (persistence.prepared) in the caller's
     transaction; the hot path of every served call (esx.server.EsxRuntime.record_call)."""
     fields.setdefault("at", datetime.now(timezone.utc))
     _INSERT.run(conn, **{key: fields.get(key) for key in _FIELDS})

@@ -26,7 +26,7 @@ from esx.binding.soap import Inbound, Interface, Runtime, build_application
 from esx.binding.xmlparse import DEFAULT_MAX_BODY_BYTES
 from persistence.db import Database
 from persistence.entities import Entity, MnoSmdp, get_entity
-from smsr_core.prepared import Prepared, dbapi
+from persistence.prepared import Prepared, dbapi
 from sgp02 import codes
 from sgp02.codes import FunctionFailed, Status
 

@@ -32,7 +32,7 @@ from keys.secretbox import SecretBox
 from persistence.db import Base
 from sgp02 import eis as v
 
-from .prepared import DbapiConnection, Prepared
+from persistence.prepared import DbapiConnection, Prepared
 
 
 def _utc(dt: datetime | None) -> datetime | None:
@@ -317,7 +317,7 @@ def eis_value(session: Session, row: Euicc) -> v.Eis:
     return _eis_from_rows(row, row.domains, row.profiles, records, row.properties)
 
 
-# The read path of GetEIS (:func:`load_eis`): Core SELECTs prepared once (smsr_core.prepared) on one connection,
+# The read path of GetEIS (:func:`load_eis`): Core SELECTs prepared once (persistence.prepared) on one connection,
 # no ORM identity map and no lazy loads. The euicc row comes with its two security domains in one joined SELECT (2 rows); profiles,
 # AuditTrail records and properties follow, each one indexed SELECT on ``eid``. Columns are the mapped
 # attribute names, so a Core row reads like an ORM row in the ``*_value`` functions above.

@@ -37,7 +37,7 @@ from sgp02.codes import FunctionFailed
 from sgp02.eis import eis_seen_by
 from sgp02.roles import Caller, may_manage
 
-from .prepared import dbapi
+from persistence.prepared import dbapi
 from .models import Euicc, ProfileRow, apply_profile, euicc_row, load_eis, profile_value
 
 POL2_ACTIONS = ("ENABLE", "DISABLE", "DELETE")

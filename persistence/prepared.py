@@ -16,7 +16,7 @@ Rules this file keeps:
 - a connection that raised is rolled back before it goes back to the pool; the pool's pre-ping (PostgreSQL)
   and reset-on-return still apply, since connections come from ``Engine.raw_connection``.
 
-It belongs with persistence/ (engines, sessions); it lives here until the persistence rewrite lands.
+Pinned to the SQLAlchemy release in setup.cfg: it reads three compiler attributes that are not public API (``_bind_processors``, ``_result_columns``, ``_cached_result_processor``); tests/persistence/test_prepared.py catches a release that changes them.
 """
 from __future__ import annotations
 

@@ -1,0 +1,63 @@
+"""Prepared statements read rows exactly as SQLAlchemy's own execution does (dates, JSON, booleans, NULLs), on
+SQLite and on PostgreSQL, and the engine's listeners still see every statement and commit."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import JSON, Boolean, Column, DateTime, Integer, MetaData, String, Table, bindparam, event, select
+
+from persistence.db import Database
+from persistence.prepared import Prepared, dbapi
+from tests.e2e.conftest import _postgres_database
+
+meta = MetaData()
+thing = Table("prepared_thing", meta, Column("id", Integer, primary_key=True), Column("name", String(20)),
+              Column("at", DateTime(timezone=True)), Column("doc", JSON), Column("flag", Boolean))
+INSERT = Prepared(thing.insert(), column_keys=["id", "name", "at", "doc", "flag"])
+BY_ID = Prepared(select(thing).where(thing.c.id == bindparam("id")))
+AT = datetime(2026, 12, 3, 13, 37, 53, 123456, tzinfo=timezone.utc)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path):
+    if request.param == "sqlite":
+        yield from _made(f"sqlite:///{tmp_path / 'p.sqlite3'}")
+    else:
+        for url in _postgres_database():
+            yield from _made(url)
+
+
+def _made(url):
+    database = Database(url)
+    meta.create_all(database.engine)
+    yield database
+    database.dispose()
+
+
+def test_rows_read_as_sqlalchemy_reads_them(db):
+    statements, commits = [], []
+    event.listen(db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    event.listen(db.engine, "commit", lambda *a: commits.append(1))
+    with dbapi(db.engine, commit=True) as conn:
+        INSERT.run(conn, id=1, name="x", at=AT, doc={"k": [1, "v"]}, flag=True)
+        INSERT.run(conn, id=2, name=None, at=None, doc=None, flag=False)
+    assert len(statements) == 2 and len(commits) == 1
+    with db.engine.connect() as c:
+        expected = [tuple(c.execute(select(thing).where(thing.c.id == i)).one()) for i in (1, 2)]
+    with dbapi(db.engine) as conn:
+        got = [tuple(BY_ID.first(conn, id=i)) for i in (1, 2)]
+        assert BY_ID.first(conn, id=3) is None
+        row = BY_ID.first(conn, id=1)
+    assert got == expected
+    assert (row.name, row.doc, row.flag) == ("x", {"k": [1, "v"]}, True)
+    assert row.at.replace(tzinfo=timezone.utc) == AT
+
+
+def test_a_failed_unit_is_rolled_back(db):
+    with pytest.raises(RuntimeError):
+        with dbapi(db.engine, commit=True) as conn:
+            INSERT.run(conn, id=1, name="x", at=AT, doc=None, flag=True)
+            raise RuntimeError("fails before the commit")
+    with dbapi(db.engine) as conn:
+        assert BY_ID.first(conn, id=1) is None
