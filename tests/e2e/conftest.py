@@ -106,7 +106,9 @@ class Instance:
         return [e["eid"] for e in self.doc["euiccs"]]
 
     def esx(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "esx.cli", *args], capture_output=True, text=True, check=True)
+        run = subprocess.run([sys.executable, "-m", "esx.cli", *args], capture_output=True, text=True)
+        assert run.returncode == 0, f"esx {' '.join(args)} exited {run.returncode}: {run.stderr[-2000:]}"
+        return run
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
