@@ -55,8 +55,6 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from keys import ecka, scp03t
-from keys.chain import verify_ecasd_chain
-from keys.errors import CertificateError
 from keys.scp03 import StaticKeys
 from keys.secretbox import SecretBox
 from keys.tlv import encode_tlv
@@ -65,6 +63,7 @@ from persistence.db import Database
 from persistence.engine import accept_once
 from sgp02 import codes
 from sgp02.codes import FunctionFailed, PeerUnreachable, Status, StatusCode
+from sgp02.ecasd import verified_ecasd_key
 from sgp02.eis import Eis, SubscriptionAddress
 
 from .op_models import SmdpOperation
@@ -483,20 +482,11 @@ class Downloads:
 
     def _verify_ecasd(self, eis: Eis, now: datetime) -> ec.EllipticCurvePublicKey:
         """CI → EUM (X.509, the EUM's certificate as registered with this SM-DP) → CERT.ECASD.ECKA from the EIS."""
-        eid = eis.eid
-        cert = eis.signed_info.ecasd.certificate()
-        if cert is None:
-            raise FunctionFailed(codes.ECASD_CERT_INVALID, "the EIS carries no ECASD certificate", subject_identifier=eid)
         eum_pem = self.eum_cert_for(eis.signed_info.eum_id)
         if eum_pem is None:
             raise FunctionFailed(codes.ECASD_CERT_INVALID, f"EUM {eis.signed_info.eum_id} is unknown to this SM-DP",
-                                 subject_identifier=eid)
-        try:
-            parsed = verify_ecasd_chain(self.identity.ci_pem, eum_pem, bytes.fromhex(cert.value), now)
-        except CertificateError as exc:
-            code = codes.ECASD_CERT_EXPIRED if exc.kind == "expired" else codes.ECASD_CERT_INVALID
-            raise FunctionFailed(code, f"{exc.which} certificate: {exc}", subject_identifier=eid) from None
-        return parsed.public_key()
+                                 subject_identifier=eis.eid)
+        return verified_ecasd_key(eis, self.identity.ci_pem, eum_pem, now)
 
     # -- create_isdp -------------------------------------------------------------------------
 
