@@ -190,6 +190,18 @@ class Settings:
     memory_margin: float = 1.25  # RequiredMemory = package size x margin (rounded up to 1 KiB)
 
 
+@dataclass(frozen=True)
+class _Taken:
+    """A leased row's step, ready to go over the wire (Downloads._prepare)."""
+
+    step: str
+    exchange: Es3Request | Es3Call
+    smsr_id: str
+    message_id: str | None = None  # an ES3 request's, fixed and committed before it leaves
+    validity: int | None = None
+    answer_by: datetime | None = None  # when the callback is given up (the step's deadline and the grace)
+
+
 class Downloads:
     """Named for what it does most; it also runs the relayed ES2 functions (both tables above)."""
 
@@ -351,46 +363,67 @@ class Downloads:
         """Run every operation that is due; returns how many steps ran."""
         with self.db.session() as s:
             ids = due(s, SmdpOperation, now, SmdpOperation.state == ACTIVE)
-        return run_leased(ids, lambda op_id: self._lease(op_id, now), lambda op_id: self._run(op_id, now),
+        taken: dict[int, _Taken | Exception | None] = {}
+        return run_leased(ids, lambda op_id: self._take(op_id, now, taken),
+                          lambda op_id: self._exchange(op_id, now, taken.pop(op_id)),
                           lambda op_id: self._defect(op_id, now), what="SM-DP operation")
 
-    def _lease(self, op_id: int, now: datetime) -> bool:
-        with self.db.session() as s:
-            return lease(s, SmdpOperation, op_id, now, self.settings.lease, SmdpOperation.state == ACTIVE)
-
-    def _run(self, op_id: int, now: datetime) -> None:
-        """One step of a leased row: the table's ``run`` in the transaction that loads the row, the exchange with
-        the SM-SR with no transaction open, its outcome in one more."""
-        with self._transaction() as s:
-            op = s.get(SmdpOperation, op_id, with_for_update=True)
-            if op is None or op.state != ACTIVE:
-                return
-            if op.phase == AWAIT:  # its deadline came, or a callback its handler could not take
-                self._await(s, op, now)
-                return
-            step = op.step
-            try:
-                exchange = self.flow(op).runner(self, step)(s, op, now)
-            except FunctionFailed as failure:
-                self._failed(s, op, failure, now)
-                return
-            message_id = answer_by = validity = None
-            if isinstance(exchange, Es3Request):
-                if op.awaiting_message_id is None:
-                    op.awaiting_message_id = self.new_message_id()
-                message_id = op.awaiting_message_id
-                validity = exchange.validity or self._remaining_validity(op, now)
-                answer_by = self._deadline(op) + timedelta(seconds=self.settings.callback_grace)
-            smsr_id = op.smsr_id
+    def _take(self, op_id: int, now: datetime, taken: dict) -> bool:
+        """Lease a due row and run its step's ``run`` in the same transaction; what goes over the wire is kept in
+        ``taken`` for :meth:`_exchange`. A ``run`` that raises keeps the lease alone (the row waits for it to run out,
+        as the engine's rule says) and is reported by run_leased when _exchange raises it again."""
         try:
-            port = smsr_named(self.smsr_for, smsr_id)
+            with self._transaction() as s:
+                if not lease(s, SmdpOperation, op_id, now, self.settings.lease, SmdpOperation.state == ACTIVE):
+                    return False
+                taken[op_id] = self._prepare(s, op_id, now)
+                return True
+        except Exception as defect:
+            with self.db.session() as s:
+                if not lease(s, SmdpOperation, op_id, now, self.settings.lease, SmdpOperation.state == ACTIVE):
+                    return False
+            taken[op_id] = defect
+            return True
+
+    def _prepare(self, s: Session, op_id: int, now: datetime) -> _Taken | None:
+        """The leased row's step: the table's ``run``, and for an ES3 request its MessageID fixed before it leaves.
+        None when the step ended in this transaction (or the row awaits: its deadline came, or a callback its
+        handler could not take is stored)."""
+        op = s.get(SmdpOperation, op_id, with_for_update=True)
+        if op is None or op.state != ACTIVE:
+            return None
+        if op.phase == AWAIT:
+            self._await(s, op, now)
+            return None
+        try:
+            exchange = self.flow(op).runner(self, op.step)(s, op, now)
+        except FunctionFailed as failure:
+            self._failed(s, op, failure, now)
+            return None
+        if isinstance(exchange, Es3Call):
+            return _Taken(op.step, exchange, op.smsr_id)
+        if op.awaiting_message_id is None:
+            op.awaiting_message_id = self.new_message_id()
+        return _Taken(op.step, exchange, op.smsr_id, op.awaiting_message_id,
+                      exchange.validity or self._remaining_validity(op, now),
+                      self._deadline(op) + timedelta(seconds=self.settings.callback_grace))
+
+    def _exchange(self, op_id: int, now: datetime, taken: _Taken | Exception | None) -> None:
+        """The exchange with the SM-SR, with no transaction open; its outcome in one more."""
+        if isinstance(taken, Exception):
+            raise taken
+        if taken is None:
+            return
+        exchange, message_id = taken.exchange, taken.message_id
+        try:
+            port = smsr_named(self.smsr_for, taken.smsr_id)
             if message_id is not None:
-                port.request(exchange.operation, message_id=message_id, validity=validity, **exchange.params)
+                port.request(exchange.operation, message_id=message_id, validity=taken.validity, **exchange.params)
             else:
                 outcome = exchange.ask(port)
         except FunctionFailed as failure:
             with self._transaction() as s:
-                op = self._still_at(s, op_id, step, message_id)
+                op = self._still_at(s, op_id, taken.step, message_id)
                 if op is None:
                     return
                 if isinstance(failure, PeerUnreachable):
@@ -398,17 +431,19 @@ class Downloads:
                 else:  # refused at once: as if its callback had said so
                     self._step_failed(s, op, failure, now)
             return
+        if message_id is not None:
+            # one UPDATE, no ORM session: await the callback, unless it came already (on_callback moved the row on)
+            table = SmdpOperation.__table__
+            with self.db.engine.begin() as c:
+                c.execute(update(table).where(
+                    table.c.id == op_id, table.c.state == ACTIVE, table.c.phase == SEND,
+                    table.c.awaiting_message_id == message_id,
+                ).values(phase=AWAIT, lease_until=None, next_attempt_at=taken.answer_by))
+            return
         with self._transaction() as s:
-            if message_id is not None:
-                # one UPDATE: await the callback, unless it came already (then on_callback moved the row on)
-                s.execute(update(SmdpOperation).where(
-                    SmdpOperation.id == op_id, SmdpOperation.state == ACTIVE, SmdpOperation.phase == SEND,
-                    SmdpOperation.awaiting_message_id == message_id,
-                ).values(phase=AWAIT, lease_until=None, next_attempt_at=answer_by))
-            else:
-                op = self._still_at(s, op_id, step, None)
-                if op is not None:
-                    exchange.then(s, op, outcome, now)
+            op = self._still_at(s, op_id, taken.step, None)
+            if op is not None:
+                exchange.then(s, op, outcome, now)
 
     def _still_at(self, s: Session, op_id: int, step: str, message_id: str | None) -> SmdpOperation | None:
         """The row, when it is still where the exchange left it (an early callback may have moved it on)."""
