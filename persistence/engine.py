@@ -44,21 +44,26 @@ The rules the engine keeps:
 - *Nothing is lost, nothing stops the others.* A step that raises is logged and its row waits for its lease to run
   out; a row that stays broken ends by expiry, so every requester gets an answer.
 - *Prompt.* After a transaction that makes work due at once (a request accepted, an answer stored), a flow calls
-  its :class:`Doorbell`, so a worker runs the next step now instead of at its next poll. Polling stays the safety
-  net: a lost ring costs one poll interval, never an operation.
+  its :class:`Doorbell`, so a worker runs the next step now instead of at its next poll (:func:`due_now` marks the
+  unit of work, :func:`transaction` rings after its commit). Polling stays the safety net: a lost ring costs one
+  poll interval, never an operation.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy import DateTime, Integer, String, Text, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from sgp02.codes import FunctionFailed, Status
+
+if TYPE_CHECKING:
+    from persistence.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -279,3 +284,26 @@ class Silent:
 
     def ring(self) -> None:
         return None
+
+
+_DUE_NOW = "persistence.engine.due_now"
+
+
+def due_now(s: Session) -> None:
+    """What ``s`` is about to commit makes a row due at once (accepted, answered, moved to its next step):
+    :func:`transaction` rings the flow's doorbell once it has committed."""
+    s.info[_DUE_NOW] = True
+
+
+@contextmanager
+def transaction(db: Database, doorbell: Doorbell) -> Iterator[Session]:
+    """A flow's unit of work (``db.session()``) that rings ``doorbell`` after its commit when it called
+    :func:`due_now`: never before the commit (a worker woken early would not see the row), never after a rollback.
+    A doorbell that fails is logged: polling is the safety net."""
+    with db.session() as s:
+        yield s
+    if s.info.pop(_DUE_NOW, False):
+        try:
+            doorbell.ring()
+        except Exception:
+            log.exception("the doorbell could not be rung; the workers find the work at their next poll")

@@ -2,72 +2,71 @@
 
 Theory of operation
 -------------------
-An ES2 request becomes a :class:`~smdp_core.op_models.SmdpOperation` row before the MNO gets its
-``202 Accepted`` (:meth:`Downloads.accept`); a replayed MessageID or FunctionCallIdentifier finds the row
-and is not executed twice. Workers (``esx worker --role smdp``) drive the rows through the table
-below with :meth:`Downloads.tick`. A step is either synchronous (an ES3 call answered at once) or
-asynchronous (an ES3 request answered ``202``, whose result comes back as an ES3 callback to
-``/smdp/es3``, where :meth:`Downloads.on_callback` stores it in the row it relates to)::
+Two step tables run on the one step engine (persistence.engine): :data:`DOWNLOAD_FLOW` and :data:`RELAY_FLOW`,
+just below. They are the program: a row's step names the method that runs when it is due (``run``) and the one
+that handles what it awaits (``answer``); :class:`Downloads` checks at construction that every method a table names
+exists, and dispatches through the table only.
 
-    step             ES3 / ES8 exchanged with the SM-SR            next on success
-    ---------------  --------------------------------------------  -----------------------------------
-    (accept)         stock reserved (download); ES3-GetEIS: the    reserve (download); relay, or
-                     MNO owns the profile (relayed functions)      relay_check when the SM-SR was away
-    reserve          ES3-GetEIS, ECASD chain verified              create_isdp
-    create_isdp      ES3-CreateISDP                                keyset_1
-    keyset_1         SendData: INSTALL [for perso], STORE DATA 3A01  keyset_2       (answer: '85' RC)
-    keyset_2         SendData: STORE DATA 3A02 {A6, ePK, sig(RC)}   scp03t_open    (answer: DR, receipt)
-    scp03t_open      SendData: '84' InitializeUpdate                download       (answer: card cryptogram)
-    download         SendData: '85' + '86' segments, repeated       completed      (last answer: EUICCResponse)
-    completed        ES3-ProfileDownloadCompleted                   enable, or done
-    enable           ES3-EnableProfile (when EnableProfile=true)    done
-    cleanup          ES3-DeleteISDP                                 done (FAILED/EXPIRED, stock released)
+An ES2 request becomes a :class:`~smdp_core.op_models.SmdpOperation` row before the MNO gets its ``202 Accepted``
+(:meth:`Downloads.accept`, the engine's ``accept_once``: a replayed MessageID or FunctionCallIdentifier finds the
+row and runs nothing again). What the MNO may ask is decided there: the SM-SR it names is known, a download's profile
+is reserved in the warehouse, a relayed function's profile is the MNO's (``relay_check`` decides when the SM-SR
+could not be asked). Workers (``esx worker --role smdp``) run the due rows with :meth:`Downloads.tick`.
 
-    relay_check      ES3-GetEIS: the MNO owns the profile           relay
-    relay            ES3-Enable/Disable/DeleteISDP                  done
+A step either exchanges a synchronous ES3 call (no ``answer``: ES3-GetEIS, ES3-ProfileDownloadCompleted; its
+``run`` returns an :class:`Es3Call`) or sends an asynchronous ES3 request (its ``run`` returns an
+:class:`Es3Request`), answered ``202`` and later by an ES3 callback to ``/smdp/es3``. An asynchronous step has two
+phases:
 
-Each asynchronous step has two phases. ``send``: the ES3 request's MessageID is chosen and committed
-first, then the request is sent; a worker that dies in between sends it again with the same
-MessageID, which the SM-SR recognises as a replay. ``await``: the callback relating to that
-MessageID is handled. No database transaction is open while a request is on the wire (the SM-SR
-may share the database, SQLite's writer lock included).
+- ``send``: in the transaction that takes the row, the request's MessageID is fixed and what it carries is built and
+  sealed; the request leaves after the commit; one conditional UPDATE then records ``await``. A worker that dies in
+  between sends it again with the same MessageID, which the SM-SR recognises as a replay.
+- ``await``: :meth:`Downloads.on_callback` runs the step's ``answer`` in the very transaction that receives the
+  callback relating to that MessageID (even before the sender recorded ``await``: the callback proves the SM-SR
+  took the request), so the next step is due at once; the doorbell tells the workers. A worker only handles an
+  answer that never came (at the deadline: EXPIRED) or one whose handler failed (then stored in the row).
 
-A failure at any step after CreateISDP succeeded (or whose outcome is unknown: EXPIRED) goes
-through ``cleanup``: ES3-DeleteISDP, then the profile goes back to stock when the ISD-P is gone
-(or never existed: 8.2.1/3.9 from the SM-SR), and the MNO's callback carries the failure of the
-step that failed, not the cleanup's. The SM-SR never sees the profile in clear: SendData carries
-SCP03t TLVs only (C-ENC + C-MAC under keys the SM-SR cannot derive).
+No transaction is open while a request is on the wire (the SM-SR may share the database, SQLite's writer lock
+included). An SM-SR that cannot be reached is tried again every ``retry`` seconds until the step's deadline; a
+refusal at once is handled as if its callback had said so.
 
-Secrets (the ephemeral private key, the ISD-P keyset, the SCP03t session) are kept in the row
-sealed by :class:`~keys.secretbox.SecretBox`, so a worker on another host can carry on.
+A download that fails after CreateISDP was sent (or whose outcome is unknown: EXPIRED) goes through ``cleanup``:
+ES3-DeleteISDP, then the profile goes back to stock when the ISD-P is gone (or never existed: 8.2.1/3.9 from the
+SM-SR), and the MNO's callback carries the failure of the step that failed, not the cleanup's. Before that, a failure
+gives the profile back at once. The SM-SR never sees the profile in clear: SendData carries SCP03t TLVs only (C-ENC +
+C-MAC under keys the SM-SR cannot derive).
+
+Secrets (the ephemeral private key, the ISD-P keyset, the SCP03t session) are kept in the row sealed by
+:class:`~keys.secretbox.SecretBox`, so a worker on another host can carry on.
 """
 from __future__ import annotations
 
 import json
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from keys import ecka, scp03t
-from keys.chain import verify_ecasd_chain
-from keys.errors import CertificateError
 from keys.scp03 import StaticKeys
 from keys.secretbox import SecretBox
 from keys.tlv import encode_tlv
 from ota import es8, saip
 from persistence.db import Database
-from persistence.engine import accept_once
+from persistence.engine import (ACTIVE, Doorbell, Flow, Silent, Step, accept_once, due, due_now, lease,
+                                record_result, reuses_call_id, run_leased, transaction, utc, validity_until, wait)
 from sgp02 import codes
 from sgp02.codes import FunctionFailed, PeerUnreachable, Status, StatusCode
+from sgp02.ecasd import verified_ecasd_key
 from sgp02.eis import Eis, SubscriptionAddress
 
 from .op_models import SmdpOperation
+from .relay import owned_profile, smsr_named
 from .warehouse import Reserved, Warehouse
 
 log = logging.getLogger(__name__)
@@ -77,13 +76,62 @@ RELAYED = ("EnableProfile", "DisableProfile", "DeleteProfile")
 ES3_NAME = {"EnableProfile": "ES3-EnableProfile", "DisableProfile": "ES3-DisableProfile",
             "DeleteProfile": "ES3-DeleteISDP"}
 
-ACTIVE, DONE = "active", "done"
+# -- the step tables ------------------------------------------------------------------------------------------------
+# name, what crosses ES3 (and ES8 inside ES3-SendData), the method run when due, the one that handles the answer,
+# the step that follows on success (None: done). A failure of a download step after CreateISDP goes to cleanup.
+
+DOWNLOAD_FLOW = Flow("ES2-DownloadProfile", [
+    Step("reserve", "ES3-GetEIS; ECASD chain CI > EUM > ECASD verified (stock reserved at accept)",
+         run="_run_reserve", then="create_isdp"),
+    Step("create_isdp", "ES3-CreateISDP (RequiredMemory); answer: the ISD-P AID",
+         run="_send_create_isdp", answer="_answer_create_isdp", then="keyset_1"),
+    Step("keyset_1", "ES3-SendData: INSTALL [for perso], STORE DATA 3A01 (CERT.DP.ECDSA); answer: '85' RC",
+         run="_send_keyset_1", answer="_answer_keyset_1", then="keyset_2"),
+    Step("keyset_2", "ES3-SendData: STORE DATA 3A02 {A6 CRT, ePK.DP.ECKA, signature}; answer: DR, receipt",
+         run="_send_keyset_2", answer="_answer_keyset_2", then="scp03t_open"),
+    Step("scp03t_open", "ES3-SendData: '84' InitializeUpdate; answer: card cryptogram",
+         run="_send_scp03t_open", answer="_answer_scp03t_open", then="download"),
+    Step("download", "ES3-SendData: '85' (first), '86' segments; again until the last; answer: EUICCResponse",
+         run="_send_download", answer="_answer_download", then="completed"),
+    Step("completed", "ES3-ProfileDownloadCompleted; then enable, or done when EnableProfile is false",
+         run="_run_completed", then="enable"),
+    Step("enable", "ES3-EnableProfile",
+         run="_send_enable", answer="_answer_enable"),
+    Step("cleanup", "ES3-DeleteISDP after a failure; stock released when the ISD-P is gone",
+         run="_send_cleanup", answer="_answer_cleanup"),
+])
+
+RELAY_FLOW = Flow("ES2-Enable/Disable/DeleteProfile", [
+    Step("relay_check", "ES3-GetEIS: the MNO owns the profile (when the SM-SR could not be asked at accept)",
+         run="_run_relay_check", then="relay"),
+    Step("relay", "ES3-EnableProfile / DisableProfile / DeleteISDP; its callback is the ES2 callback",
+         run="_send_relay", answer="_answer_relay"),
+])
+
 SEND, AWAIT = "send", "await"
 
 # Subject 8.3 (ISD-P) with reason 6.1 (verification failed) for a key establishment whose receipt or
 # card cryptogram does not verify: our choice (sgp02-wire.md 4.4 lists only 8.3/4.2 for ES3.SendData;
 # 6.1 names what went wrong). Pinned by tests.
 KEY_ESTABLISHMENT_FAILED = StatusCode("8.3", "6.1", "ISD-P key establishment verification failed")
+
+
+@dataclass(frozen=True)
+class Es3Request:
+    """What an asynchronous step sends (its ``run`` returns it): answered 202, then by an ES3 callback."""
+
+    operation: str  # "ES3-CreateISDP", "ES3-SendData", ...
+    params: dict[str, Any]
+    validity: int | None = None  # None: what is left of the request's validity period
+
+
+@dataclass(frozen=True)
+class Es3Call:
+    """What a synchronous step exchanges (its ``run`` returns it): ``ask`` runs with no transaction open and may
+    raise FunctionFailed; ``then`` records its result in a new one."""
+
+    ask: Callable[["SmsrPort"], Any]
+    then: Callable[[Session, SmdpOperation, Any, datetime], None] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -142,12 +190,25 @@ class Settings:
     memory_margin: float = 1.25  # RequiredMemory = package size x margin (rounded up to 1 KiB)
 
 
+@dataclass(frozen=True)
+class _Taken:
+    """A leased row's step, ready to go over the wire (Downloads._prepare)."""
+
+    step: str
+    exchange: Es3Request | Es3Call
+    smsr_id: str
+    message_id: str | None = None  # an ES3 request's, fixed and committed before it leaves
+    validity: int | None = None
+    answer_by: datetime | None = None  # when the callback is given up (the step's deadline and the grace)
+
+
 class Downloads:
-    """Named for what it does most; it also runs the relayed ES2 functions."""
+    """Named for what it does most; it also runs the relayed ES2 functions (both tables above)."""
 
     def __init__(self, db: Database, identity: SmdpIdentity, warehouse: Warehouse, box: SecretBox, sink: Es2Sink,
                  smsr_for: Callable[[str], SmsrPort | None], eum_cert_for: Callable[[str], bytes | None],
-                 settings: Settings | None = None, new_message_id: Callable[[], str] | None = None) -> None:
+                 settings: Settings | None = None, new_message_id: Callable[[], str] | None = None,
+                 doorbell: Doorbell | None = None) -> None:
         self.db = db
         self.identity = identity
         self.warehouse = warehouse
@@ -157,60 +218,70 @@ class Downloads:
         self.eum_cert_for = eum_cert_for
         self.settings = settings or Settings()
         self.new_message_id = new_message_id or (lambda: f"urn:uuid:{uuid.uuid4()}")
+        self.doorbell = doorbell or Silent()  # rung after a transaction that makes a row due now
+        DOWNLOAD_FLOW.check(self)
+        RELAY_FLOW.check(self)
+
+    @staticmethod
+    def flow(op: SmdpOperation) -> Flow:
+        return DOWNLOAD_FLOW if op.function == DOWNLOAD else RELAY_FLOW
+
+    def _transaction(self):
+        """A unit of work that rings the doorbell after its commit when it made a row due now."""
+        return transaction(self.db, self.doorbell)
 
     # -- accepting ---------------------------------------------------------------------------
 
     def _new_row(self, req: Es2Request) -> SmdpOperation:
-        validity = self.settings.default_validity if req.validity_period is None else req.validity_period
-        validity = min(float(validity), self.settings.max_validity)
         first = "reserve" if req.function == DOWNLOAD else "relay_check"
         return SmdpOperation(
             function=req.function, requester_id=req.requester_id, eid=req.eid.upper(), smsr_id=req.smsr_id,
             iccid=req.iccid.upper() if req.iccid else None, profile_type=req.profile_type, enable=req.enable,
             message_id=req.message_id, function_call_id=req.function_call_id, reply_to=req.reply_to,
-            accepted_at=req.received_at, expires_at=req.received_at + timedelta(seconds=validity),
+            accepted_at=req.received_at,
+            expires_at=validity_until(req.received_at, req.validity_period, self.settings.default_validity,
+                                      self.settings.max_validity),
             state=ACTIVE, step=first, phase=SEND, next_attempt_at=req.received_at, attempts=0, progress={},
         )
 
     def accept(self, req: Es2Request) -> tuple[int, bool]:
         """Persist the request; (operation id, True when it is new).
 
-        What the MNO may ask is decided here, before anything is relayed: the SM-SR it names is known; a download's
-        profile type or ICCID is the MNO's and a profile is reserved for it; a relayed function's profile is the
-        MNO's (the EIS as the SM-SR shows it to this SM-DP; when the SM-SR cannot be reached now, the
-        ``relay_check`` step decides once it can). A refusal is answered by its callback at once. A replay (same
-        MessageID) is not run again; the same FunctionCallIdentifier under a new MessageID is refused by a callback
-        relating to the new MessageID (1.6/3.3), as the SM-SR does (smsr_core.platform.Platform.accept).
+        What the MNO may ask is decided here, before anything is relayed: the SM-SR it names is known; a download's profile
+        type or ICCID is the MNO's and a profile is reserved for it; a relayed function's profile is the MNO's (the EIS
+        as the SM-SR shows it to this SM-DP; when the SM-SR cannot be reached now, the ``relay_check`` step decides
+        once it can). A refusal is answered by its callback at once. A replay (same MessageID) is not run again; the
+        same FunctionCallIdentifier under a new MessageID is refused by a callback relating to the new MessageID
+        (1.6/3.3), as the SM-SR does (smsr_core.platform.Platform.accept).
         """
         # The SM-SR is asked before any transaction is open: it may share this database (SQLite's writer lock).
         checked, verdict = self._relay_access(req) if req.function in RELAYED else (False, None)
-        with self.db.session() as s:
+        with self._transaction() as s:
             op, new = accept_once(s, self._new_row(req))
             if not new:
-                if req.message_id and op.message_id != req.message_id:
+                if reuses_call_id(op, req.message_id):
                     self._answer_other_message(s, req, codes.call_id_reused(req.function_call_id, op.message_id))
                 return op.id, False
             try:
-                if self.smsr_for(op.smsr_id) is None:
-                    raise FunctionFailed(codes.SMSR_UNKNOWN, f"SM-SR {op.smsr_id} is unknown to this SM-DP",
-                                         subject_identifier=op.smsr_id)
+                smsr_named(self.smsr_for, op.smsr_id)
                 if verdict is not None:
                     raise verdict
                 if op.function == DOWNLOAD:
                     self._reserve(s, op)
                 elif checked:
                     op.step = "relay"  # ownership already verified with the SM-SR
+                due_now(s)
             except FunctionFailed as failure:
                 self._finish(s, op, failure.status, failure, now=req.received_at)
             return op.id, True
 
     def reject(self, req: Es2Request, failure: FunctionFailed) -> None:
         """An accepted request that fails before it could be queued: recorded, answered by callback."""
-        with self.db.session() as s:
+        with self._transaction() as s:
             op, new = accept_once(s, self._new_row(req))
             if new:
                 self._finish(s, op, failure.status, failure, now=req.received_at)
-            elif req.message_id and op.message_id != req.message_id:
+            elif reuses_call_id(op, req.message_id):
                 self._answer_other_message(s, req, failure)
 
     def _answer_other_message(self, s: Session, req: Es2Request, failure: FunctionFailed) -> None:
@@ -224,37 +295,55 @@ class Downloads:
         if port is None:
             return False, None
         try:
-            profile = port.get_eis(req.eid.upper()).profile((req.iccid or "").upper())
+            owned_profile(port.get_eis(req.eid.upper()), req.requester_id, req.eid.upper(), req.iccid or "")
         except PeerUnreachable:
             return False, None
         except FunctionFailed as failure:
             return True, failure
-        return True, _not_owner(profile, req.requester_id, (req.iccid or "").upper(), req.eid.upper())
+        return True, None
 
     # -- what the SM-SR sends back -----------------------------------------------------------
 
     def on_callback(self, relates_to: str | None, operation: str, status: Status, failure: FunctionFailed | None,
                     *, euicc_response: str | None = None, isd_p_aid: str | None = None, sender: str | None = None,
                     now: datetime | None = None) -> bool:
-        """Store an ES3 callback in the operation awaiting it; False when none does (late, unknown, or sent
-        by another SM-SR than the one the request went to: ``sender`` is the caller's OID when known)."""
+        """An ES3 callback: the step awaiting it handles it in this transaction (its table ``answer``), and the next
+        step is due at once. False when no operation awaits it (late, unknown, or sent by another SM-SR than the one
+        the request went to: ``sender`` is the caller's OID when known). A handler that fails leaves the callback
+        stored in the row for a worker to handle (the SM-SR has its answer either way)."""
         if not relates_to:
             return False
         now = now or datetime.now(timezone.utc)
-        with self.db.session() as s:
-            op = s.scalars(select(SmdpOperation).where(SmdpOperation.awaiting_message_id == relates_to,
-                                                       SmdpOperation.state == ACTIVE)).first()
-            if op is None or op.callback is not None or (sender is not None and sender != op.smsr_id):
+        callback = {
+            "operation": operation, "status": status.value, "euicc_response": euicc_response, "isd_p_aid": isd_p_aid,
+            "subject": failure.code.subject if failure else None, "reason": failure.code.reason if failure else None,
+            "message": failure.message if failure else None,
+            "subject_identifier": failure.subject_identifier if failure else None,
+        }
+        try:
+            with self._transaction() as s:
+                op = self._awaiting(s, relates_to, sender)
+                if op is None:
+                    return False
+                self._answered(s, op, _failure_of(callback), callback, now)
+                return True
+        except Exception:
+            log.exception("SM-DP: the ES3 callback relating to %s could not be handled at once; stored", relates_to)
+        with self._transaction() as s:
+            op = self._awaiting(s, relates_to, sender)
+            if op is None:
                 return False
-            op.callback = {
-                "operation": operation, "status": status.value, "euicc_response": euicc_response,
-                "isd_p_aid": isd_p_aid,
-                "subject": failure.code.subject if failure else None, "reason": failure.code.reason if failure else None,
-                "message": failure.message if failure else None,
-                "subject_identifier": failure.subject_identifier if failure else None,
-            }
-            op.next_attempt_at = now
+            op.callback, op.phase = callback, AWAIT
+            wait(op, now)
+            due_now(s)
             return True
+
+    def _awaiting(self, s: Session, relates_to: str, sender: str | None) -> SmdpOperation | None:
+        op = s.scalars(select(SmdpOperation).where(SmdpOperation.awaiting_message_id == relates_to,
+                                                   SmdpOperation.state == ACTIVE).with_for_update()).first()
+        if op is None or op.callback is not None or (sender is not None and sender != op.smsr_id):
+            return None
+        return op
 
     def on_notification(self, change: str, mno_id: str, eid: str, iccid: str, when: datetime) -> bool:
         """ES3-HandleProfile<change>Notification from the SM-SR: relayed to the MNO as the ES2 one, when the profile
@@ -268,157 +357,178 @@ class Downloads:
             self.sink.notification(s, change, mno_id, eid, iccid, when)
             return True
 
-    # -- the worker --------------------------------------------------------------------------
+    # -- the worker: the engine runs what the tables name ----------------------------------------
 
     def tick(self, now: datetime) -> int:
         """Run every operation that is due; returns how many steps ran."""
         with self.db.session() as s:
-            ids = list(s.scalars(select(SmdpOperation.id).where(
-                SmdpOperation.state == ACTIVE, SmdpOperation.next_attempt_at <= now,
-                or_(SmdpOperation.lease_until.is_(None), SmdpOperation.lease_until < now),
-            ).order_by(SmdpOperation.id)))
-        ran = 0
-        for op_id in ids:
-            if self._lease(op_id, now):
-                try:
-                    self._run(op_id, now)
-                except Exception:  # a defect in one operation must not stop the others; its lease makes it wait
-                    log.exception("SM-DP operation %s: step failed", op_id)
-                    self._defect(op_id, now)
-                    continue
-                ran += 1
-        return ran
+            ids = due(s, SmdpOperation, now, SmdpOperation.state == ACTIVE)
+        taken: dict[int, _Taken | Exception | None] = {}
+        return run_leased(ids, lambda op_id: self._take(op_id, now, taken),
+                          lambda op_id: self._exchange(op_id, now, taken.pop(op_id)),
+                          lambda op_id: self._defect(op_id, now), what="SM-DP operation")
+
+    def _take(self, op_id: int, now: datetime, taken: dict) -> bool:
+        """Lease a due row and run its step's ``run`` in the same transaction; what goes over the wire is kept in
+        ``taken`` for :meth:`_exchange`. A ``run`` that raises keeps the lease alone (the row waits for it to run out,
+        as the engine's rule says) and is reported by run_leased when _exchange raises it again."""
+        try:
+            with self._transaction() as s:
+                if not lease(s, SmdpOperation, op_id, now, self.settings.lease, SmdpOperation.state == ACTIVE):
+                    return False
+                taken[op_id] = self._prepare(s, op_id, now)
+                return True
+        except Exception as defect:
+            with self.db.session() as s:
+                if not lease(s, SmdpOperation, op_id, now, self.settings.lease, SmdpOperation.state == ACTIVE):
+                    return False
+            taken[op_id] = defect
+            return True
+
+    def _prepare(self, s: Session, op_id: int, now: datetime) -> _Taken | None:
+        """The leased row's step: the table's ``run``, and for an ES3 request its MessageID fixed before it leaves.
+        None when the step ended in this transaction (or the row awaits: its deadline came, or a callback its
+        handler could not take is stored)."""
+        op = s.get(SmdpOperation, op_id, with_for_update=True)
+        if op is None or op.state != ACTIVE:
+            return None
+        if op.phase == AWAIT:
+            self._await(s, op, now)
+            return None
+        try:
+            exchange = self.flow(op).runner(self, op.step)(s, op, now)
+        except FunctionFailed as failure:
+            self._failed(s, op, failure, now)
+            return None
+        if isinstance(exchange, Es3Call):
+            return _Taken(op.step, exchange, op.smsr_id)
+        if op.awaiting_message_id is None:
+            op.awaiting_message_id = self.new_message_id()
+        return _Taken(op.step, exchange, op.smsr_id, op.awaiting_message_id,
+                      exchange.validity or self._remaining_validity(op, now),
+                      self._deadline(op) + timedelta(seconds=self.settings.callback_grace))
+
+    def _exchange(self, op_id: int, now: datetime, taken: _Taken | Exception | None) -> None:
+        """The exchange with the SM-SR, with no transaction open; its outcome in one more."""
+        if isinstance(taken, Exception):
+            raise taken
+        if taken is None:
+            return
+        exchange, message_id = taken.exchange, taken.message_id
+        try:
+            port = smsr_named(self.smsr_for, taken.smsr_id)
+            if message_id is not None:
+                port.request(exchange.operation, message_id=message_id, validity=taken.validity, **exchange.params)
+            else:
+                outcome = exchange.ask(port)
+        except FunctionFailed as failure:
+            with self._transaction() as s:
+                op = self._still_at(s, op_id, taken.step, message_id)
+                if op is None:
+                    return
+                if isinstance(failure, PeerUnreachable):
+                    self._unreachable(s, op, failure, now)
+                else:  # refused at once: as if its callback had said so
+                    self._step_failed(s, op, failure, now)
+            return
+        if message_id is not None:
+            # one UPDATE, no ORM session: await the callback, unless it came already (on_callback moved the row on)
+            table = SmdpOperation.__table__
+            with self.db.engine.begin() as c:
+                c.execute(update(table).where(
+                    table.c.id == op_id, table.c.state == ACTIVE, table.c.phase == SEND,
+                    table.c.awaiting_message_id == message_id,
+                ).values(phase=AWAIT, lease_until=None, next_attempt_at=taken.answer_by))
+            return
+        with self._transaction() as s:
+            op = self._still_at(s, op_id, taken.step, None)
+            if op is not None:
+                exchange.then(s, op, outcome, now)
+
+    def _still_at(self, s: Session, op_id: int, step: str, message_id: str | None) -> SmdpOperation | None:
+        """The row, when it is still where the exchange left it (an early callback may have moved it on)."""
+        op = s.get(SmdpOperation, op_id, with_for_update=True)
+        if op is None or op.state != ACTIVE or op.step != step or op.phase != SEND or \
+                (message_id is not None and op.awaiting_message_id != message_id):
+            return None
+        return op
+
+    def _await(self, s: Session, op: SmdpOperation, now: datetime) -> None:
+        callback = op.callback
+        if callback is None:
+            deadline = self._deadline(op) + timedelta(seconds=self.settings.callback_grace)
+            if now < deadline:
+                wait(op, deadline)
+                return
+            # The SM-SR never answered (it should have sent EXPIRED): take it as expired.
+            callback = {"operation": op.step, "status": Status.EXPIRED.value, "subject": codes.EXPIRED_TTL.subject,
+                        "reason": codes.EXPIRED_TTL.reason, "message": "no ES3 callback from the SM-SR"}
+        self._answered(s, op, _failure_of(callback), callback, now)
+
+    def _answered(self, s: Session, op: SmdpOperation, failure: FunctionFailed | None, callback: dict,
+                  now: datetime) -> None:
+        """The step's table ``answer`` handles what the SM-SR answered."""
+        op.callback, op.awaiting_message_id, op.lease_until = None, None, None
+        self.flow(op).answerer(self, op.step)(s, op, failure, callback, now)
+
+    def _step_failed(self, s: Session, op: SmdpOperation, failure: FunctionFailed, now: datetime) -> None:
+        """The step's exchange failed without an answer: its ``answer`` handles the failure, else the row fails."""
+        if self.flow(op)[op.step].answer is not None:
+            self._answered(s, op, failure, {}, now)
+        else:
+            self._failed(s, op, failure, now)
+
+    def _unreachable(self, s: Session, op: SmdpOperation, away: PeerUnreachable, now: datetime) -> None:
+        """The SM-SR is away: the same exchange again after ``retry`` (same MessageID), until the step is out of
+        time; then as if the SM-SR had answered EXPIRED (a failed step is cleaned up; a clean-up that cannot reach
+        the SM-SR ends, the profile kept out of stock)."""
+        op.attempts += 1
+        if now < self._deadline(op):
+            wait(op, now + timedelta(seconds=self.settings.retry))
+            return
+        op.awaiting_message_id = None
+        self._step_failed(s, op, FunctionFailed(codes.EXPIRED_TTL, f"the SM-SR was not reachable: {away.message}",
+                                                status=Status.EXPIRED), now)
 
     def _defect(self, op_id: int, now: datetime) -> None:
         """A step that keeps failing unexpectedly is retried when its lease ends, until the operation is out
         of time: then it ends like any failure (1.2/4.2), so the MNO is always answered."""
-        try:
-            with self.db.session() as s:
-                op = s.get(SmdpOperation, op_id)
-                if op is None or op.state != ACTIVE or now < self._deadline(op):
-                    return
-                op.awaiting_message_id, op.callback, op.lease_until = None, None, None
-                failure = FunctionFailed(codes.INTERNAL_ERROR, f"the SM-DP could not carry out step {op.step}")
-                if op.step == "cleanup":
-                    self._finish(s, op, self._stored_failure(op).status, self._stored_failure(op), now=now)
-                else:
-                    self._failed(s, op, failure, now)
-        except Exception:
-            log.exception("SM-DP operation %s: could not be ended after a defect", op_id)
-
-    def _lease(self, op_id: int, now: datetime) -> bool:
-        with self.db.session() as s:
-            return s.execute(update(SmdpOperation).where(
-                SmdpOperation.id == op_id, SmdpOperation.state == ACTIVE, SmdpOperation.next_attempt_at <= now,
-                or_(SmdpOperation.lease_until.is_(None), SmdpOperation.lease_until < now),
-            ).values(lease_until=now + timedelta(seconds=self.settings.lease))).rowcount == 1
-
-    def _run(self, op_id: int, now: datetime) -> None:
-        with self.db.session() as s:
-            op = s.get(SmdpOperation, op_id)
-            step, phase = op.step, op.phase
-            if phase == AWAIT:
-                self._on_await(s, op, now)
+        with self._transaction() as s:
+            op = s.get(SmdpOperation, op_id, with_for_update=True)
+            if op is None or op.state != ACTIVE or now < self._deadline(op):
                 return
-        handler = getattr(self, f"_send_{step}")
-        handler(op_id, now)
+            op.awaiting_message_id, op.callback, op.lease_until = None, None, None
+            if op.step == "cleanup":
+                self._finish(s, op, self._stored_failure(op).status, self._stored_failure(op), now=now)
+            else:
+                self._failed(s, op, FunctionFailed(codes.INTERNAL_ERROR,
+                                                   f"the SM-DP could not carry out step {op.step}"), now)
 
-    def _on_await(self, s: Session, op: SmdpOperation, now: datetime) -> None:
-        if op.callback is None:
-            deadline = self._deadline(op) + timedelta(seconds=self.settings.callback_grace)
-            if now < deadline:
-                op.next_attempt_at, op.lease_until = deadline, None
-                return
-            # The SM-SR never answered (it should have sent EXPIRED): take it as expired.
-            op.callback = {"operation": op.step, "status": Status.EXPIRED.value, "subject": codes.EXPIRED_TTL.subject,
-                           "reason": codes.EXPIRED_TTL.reason, "message": "no ES3 callback from the SM-SR"}
-        callback = op.callback
-        op.callback, op.awaiting_message_id, op.lease_until = None, None, None
-        status = Status(callback["status"])
-        failure = None
-        if status in (Status.FAILED, Status.EXPIRED):
-            failure = FunctionFailed(StatusCode(callback["subject"] or "1.2", callback["reason"] or "4.2"),
-                                     callback.get("message"), subject_identifier=callback.get("subject_identifier"),
-                                     status=status)
-        getattr(self, f"_done_{op.step}")(s, op, failure, callback, now)
+    # -- moving a row ------------------------------------------------------------------------
 
-    # -- helpers -----------------------------------------------------------------------------
+    def _goto(self, s: Session, op: SmdpOperation, step: str, now: datetime) -> None:
+        op.step, op.phase, op.awaiting_message_id, op.callback = step, SEND, None, None
+        wait(op, now)
+        due_now(s)
 
-    def _port(self, smsr_id: str) -> SmsrPort:
-        port = self.smsr_for(smsr_id)
-        if port is None:
-            raise FunctionFailed(codes.SMSR_UNKNOWN, f"SM-SR {smsr_id} is unknown to this SM-DP", subject_identifier=smsr_id)
-        return port
+    def _advance(self, s: Session, op: SmdpOperation, now: datetime) -> None:
+        """On to the step the table names next; the row succeeded when there is none."""
+        then = self.flow(op)[op.step].then
+        if then is None:
+            self._succeeded(s, op, now)
+        else:
+            self._goto(s, op, then, now)
 
-    def _deadline(self, op: SmdpOperation) -> datetime:
-        """When the current step is out of time: the request's expiry, or the clean-up's own."""
-        if op.step == "cleanup" and op.progress.get("cleanup_until"):
-            return _utc(datetime.fromisoformat(op.progress["cleanup_until"]))
-        return _utc(op.expires_at)
-
-    def _remaining_validity(self, op: SmdpOperation, now: datetime) -> int:
-        return max(1, int((_utc(op.expires_at) - now).total_seconds()))
-
-    def _secrets(self, op: SmdpOperation) -> dict:
-        if op.secrets is None:
-            return {}
-        return {k: json.loads(v) for k, v in self.box.open(op.iccid, op.secrets).items()}
-
-    def _seal(self, op: SmdpOperation, secrets: dict) -> None:
-        op.secrets = self.box.seal(op.iccid, {k: json.dumps(v) for k, v in secrets.items()})
-
-    def _goto(self, op: SmdpOperation, step: str, now: datetime) -> None:
-        op.step, op.phase, op.next_attempt_at, op.lease_until = step, SEND, now, None
-        op.awaiting_message_id, op.callback = None, None
-
-    def _send_async(self, op_id: int, now: datetime, operation: str, params: Callable[[Session, SmdpOperation], dict],
-                    *, validity: int | None = None) -> None:
-        """The send phase of an asynchronous step: MessageID committed, request sent, then await."""
-        with self.db.session() as s:
-            op = s.get(SmdpOperation, op_id)
-            if op.awaiting_message_id is None:
-                op.awaiting_message_id = self.new_message_id()
-            message_id, smsr_id = op.awaiting_message_id, op.smsr_id
-            values = params(s, op)
-            if validity is None:
-                validity = self._remaining_validity(op, now)
-        try:
-            self._port(smsr_id).request(operation, message_id=message_id, validity=validity, **values)
-        except FunctionFailed as failure:
-            if isinstance(failure, PeerUnreachable):
-                with self.db.session() as s:
-                    op = s.get(SmdpOperation, op_id)
-                    op.next_attempt_at, op.lease_until = now + timedelta(seconds=self.settings.retry), None
-                    op.attempts += 1
-                    if now < self._deadline(op):
-                        return
-                    # out of time: as if the SM-SR had answered EXPIRED (a failed step is cleaned up;
-                    # a clean-up that cannot reach the SM-SR ends, the profile kept out of stock)
-                    op.awaiting_message_id = None
-                    failure = FunctionFailed(codes.EXPIRED_TTL, f"the SM-SR was not reachable: {failure.message}",
-                                             status=Status.EXPIRED)
-                    getattr(self, f"_done_{op.step}")(s, op, failure, {}, now)
-                return
-            with self.db.session() as s:  # refused at once: as if its callback had said so
-                op = s.get(SmdpOperation, op_id)
-                op.awaiting_message_id, op.lease_until = None, None
-                getattr(self, f"_done_{op.step}")(s, op, failure, {}, now)
-            return
-        with self.db.session() as s:
-            op = s.get(SmdpOperation, op_id)
-            if op.phase == SEND and op.awaiting_message_id == message_id:
-                op.phase, op.lease_until = AWAIT, None
-                # a callback may already be here (a fast SM-SR): handle it at once
-                op.next_attempt_at = now if op.callback is not None else self._deadline(op) + timedelta(
-                    seconds=self.settings.callback_grace)
+    def _succeeded(self, s: Session, op: SmdpOperation, now: datetime) -> None:
+        if op.function == DOWNLOAD:
+            self.warehouse.mark_installed(s, op.iccid)
+        self._finish(s, op, Status.EXECUTED_SUCCESS, None, now=now)
 
     def _finish(self, s: Session, op: SmdpOperation, status: Status, failure: FunctionFailed | None, *,
                 now: datetime) -> None:
-        op.state, op.step, op.phase, op.done_at, op.lease_until, op.next_attempt_at = DONE, None, None, now, None, None
-        op.awaiting_message_id, op.callback, op.secrets = None, None, None
-        op.result_status = status.value
-        if failure is not None:
-            op.result_subject, op.result_reason, op.result_message = failure.code.subject, failure.code.reason, failure.message
+        """The row is done and its ES2 callback is in the outbox, in one transaction."""
+        record_result(op, status, failure, now)
+        op.phase, op.awaiting_message_id, op.callback, op.secrets = None, None, None, None
         self.sink.callback(s, op, status, failure)
 
     def _failed(self, s: Session, op: SmdpOperation, failure: FunctionFailed, now: datetime) -> None:
@@ -429,9 +539,9 @@ class Downloads:
         op.failure = {"status": failure.status.value, "subject": failure.code.subject, "reason": failure.code.reason,
                       "message": failure.message, "subject_identifier": failure.subject_identifier}
         if op.progress.get("create_isdp_sent"):
-            op.progress = {**op.progress, "cleanup_until": (now + timedelta(
-                seconds=self.settings.default_validity)).isoformat()}
-            self._goto(op, "cleanup", now)
+            until = validity_until(now, None, self.settings.default_validity, self.settings.max_validity)
+            op.progress = {**op.progress, "cleanup_until": until.isoformat()}
+            self._goto(s, op, "cleanup", now)
             return
         self._release(s, op)
         self._finish(s, op, failure.status, failure, now=now)
@@ -445,29 +555,36 @@ class Downloads:
         return FunctionFailed(StatusCode(f.get("subject", "1.2"), f.get("reason", "4.2")), f.get("message"),
                               subject_identifier=f.get("subject_identifier"), status=Status(f.get("status", "FAILED")))
 
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _deadline(self, op: SmdpOperation) -> datetime:
+        """When the current step is out of time: the request's expiry, or the clean-up's own."""
+        if op.step == "cleanup" and op.progress.get("cleanup_until"):
+            return utc(datetime.fromisoformat(op.progress["cleanup_until"]))
+        return utc(op.expires_at)
+
+    def _remaining_validity(self, op: SmdpOperation, now: datetime) -> int:
+        return max(1, int((utc(op.expires_at) - now).total_seconds()))
+
+    def _secrets(self, op: SmdpOperation) -> dict:
+        if op.secrets is None:
+            return {}
+        return {k: json.loads(v) for k, v in self.box.open(op.iccid, op.secrets).items()}
+
+    def _seal(self, op: SmdpOperation, secrets: dict) -> None:
+        op.secrets = self.box.seal(op.iccid, {k: json.dumps(v) for k, v in secrets.items()})
+
     # -- reserve: stock, EIS, ECASD certificate ----------------------------------------------
 
-    def _send_reserve(self, op_id: int, now: datetime) -> None:
-        with self.db.session() as s:
-            op = s.get(SmdpOperation, op_id)
-            if not op.progress.get("reserved"):  # a row accepted before reservation moved to accept()
-                try:
-                    self._reserve(s, op)
-                except FunctionFailed as failure:
-                    self._finish(s, op, failure.status, failure, now=now)
-                    return
-            eid, smsr_id = op.eid, op.smsr_id
-        try:
-            eis = self._port(smsr_id).get_eis(eid)
-            ecasd = self._verify_ecasd(eis, now)
-        except FunctionFailed as failure:
-            with self.db.session() as s:
-                self._failed(s, s.get(SmdpOperation, op_id), failure, now)
-            return
-        with self.db.session() as s:
-            op = s.get(SmdpOperation, op_id)
-            op.progress = {**op.progress, "ecasd_public_key": ecka.encode_public_key(ecasd).hex()}
-            self._goto(op, "create_isdp", now)
+    def _run_reserve(self, s: Session, op: SmdpOperation, now: datetime) -> Es3Call:
+        if not op.progress.get("reserved"):  # a row accepted before reservation moved to accept()
+            self._reserve(s, op)
+        eid = op.eid
+        return Es3Call(lambda port: self._verify_ecasd(port.get_eis(eid), now), self._reserved)
+
+    def _reserved(self, s: Session, op: SmdpOperation, ecasd: ec.EllipticCurvePublicKey, now: datetime) -> None:
+        op.progress = {**op.progress, "ecasd_public_key": ecka.encode_public_key(ecasd).hex()}
+        self._advance(s, op, now)
 
     def _reserve(self, s: Session, op: SmdpOperation) -> None:
         """A profile of the MNO's type (or the ICCID it named) held for this download (warehouse.reserve's codes)."""
@@ -483,20 +600,11 @@ class Downloads:
 
     def _verify_ecasd(self, eis: Eis, now: datetime) -> ec.EllipticCurvePublicKey:
         """CI → EUM (X.509, the EUM's certificate as registered with this SM-DP) → CERT.ECASD.ECKA from the EIS."""
-        eid = eis.eid
-        cert = eis.signed_info.ecasd.certificate()
-        if cert is None:
-            raise FunctionFailed(codes.ECASD_CERT_INVALID, "the EIS carries no ECASD certificate", subject_identifier=eid)
         eum_pem = self.eum_cert_for(eis.signed_info.eum_id)
         if eum_pem is None:
             raise FunctionFailed(codes.ECASD_CERT_INVALID, f"EUM {eis.signed_info.eum_id} is unknown to this SM-DP",
-                                 subject_identifier=eid)
-        try:
-            parsed = verify_ecasd_chain(self.identity.ci_pem, eum_pem, bytes.fromhex(cert.value), now)
-        except CertificateError as exc:
-            code = codes.ECASD_CERT_EXPIRED if exc.kind == "expired" else codes.ECASD_CERT_INVALID
-            raise FunctionFailed(code, f"{exc.which} certificate: {exc}", subject_identifier=eid) from None
-        return parsed.public_key()
+                                 subject_identifier=eis.eid)
+        return verified_ecasd_key(eis, self.identity.ci_pem, eum_pem, now)
 
     # -- create_isdp -------------------------------------------------------------------------
 
@@ -506,15 +614,14 @@ class Downloads:
             iccid=held.iccid, imsi=held.imsi, msisdn=held.msisdn, ki=held.ki, opc=held.opc, pin1=held.pin1,
             puk1=held.puk1, pin2=held.pin2, puk2=held.puk2, adm1=held.adm1), profile_type=held.profile_type)
 
-    def _send_create_isdp(self, op_id: int, now: datetime) -> None:
-        def params(s: Session, op: SmdpOperation) -> dict:
-            size = len(self._package(s, op))
-            memory = -(-int(size * self.settings.memory_margin) // 1024) * 1024
-            op.progress = {**op.progress, "create_isdp_sent": True}
-            return {"Eid": op.eid, "Iccid": op.iccid, "Mno-id": op.requester_id, "RequiredMemory": memory}
-        self._send_async(op_id, now, "ES3-CreateISDP", params)
+    def _send_create_isdp(self, s: Session, op: SmdpOperation, now: datetime) -> Es3Request:
+        size = len(self._package(s, op))
+        memory = -(-int(size * self.settings.memory_margin) // 1024) * 1024
+        op.progress = {**op.progress, "create_isdp_sent": True}
+        return Es3Request("ES3-CreateISDP", {"Eid": op.eid, "Iccid": op.iccid, "Mno-id": op.requester_id,
+                                             "RequiredMemory": memory})
 
-    def _done_create_isdp(self, s: Session, op: SmdpOperation, failure, callback: dict, now: datetime) -> None:
+    def _answer_create_isdp(self, s: Session, op: SmdpOperation, failure, callback: dict, now: datetime) -> None:
         if failure is not None:
             self._failed(s, op, failure, now)
             return
@@ -527,16 +634,15 @@ class Downloads:
             return
         op.isd_p_aid = aid
         self.warehouse.mark_downloading(s, op.iccid)
-        self._goto(op, "keyset_1", now)
+        self._advance(s, op, now)
 
     # -- keyset_1 / keyset_2: ES8 EstablishISDPKeySet ----------------------------------------
 
-    def _send_data(self, op_id: int, now: datetime, commands: Callable[[Session, SmdpOperation], list[bytes]],
-                   more_to_do: bool = True) -> None:
-        def params(s: Session, op: SmdpOperation) -> dict:
-            return {"Eid": op.eid, "Sd-aid": op.isd_p_aid,
-                    "Data": es8.send_data_payload(commands(s, op)).hex().upper(), "MoreToDo": more_to_do}
-        self._send_async(op_id, now, "ES3-SendData", params)
+    @staticmethod
+    def _send_data(op: SmdpOperation, commands: list[bytes], more_to_do: bool = True) -> Es3Request:
+        return Es3Request("ES3-SendData", {"Eid": op.eid, "Sd-aid": op.isd_p_aid,
+                                           "Data": es8.send_data_payload(commands).hex().upper(),
+                                           "MoreToDo": more_to_do})
 
     def _responses(self, op: SmdpOperation, callback: dict, expected: int) -> list[tuple[int, bytes]]:
         script = bytes.fromhex(callback.get("euicc_response") or "")
@@ -548,13 +654,13 @@ class Downloads:
             raise FunctionFailed(codes.ISDP_EXECUTION_ERROR, f"the ISD-P answered {callback.get('euicc_response')}")
         return responses
 
-    def _send_keyset_1(self, op_id: int, now: datetime) -> None:
-        self._send_data(op_id, now, lambda s, op: [
+    def _send_keyset_1(self, s: Session, op: SmdpOperation, now: datetime) -> Es3Request:
+        return self._send_data(op, [
             es8.command_tlv(es8.install_for_personalization(bytes.fromhex(op.isd_p_aid))),
             es8.command_tlv(es8.store_data_3a01(self.identity.certificate)),
         ])
 
-    def _done_keyset_1(self, s: Session, op: SmdpOperation, failure, callback: dict, now: datetime) -> None:
+    def _answer_keyset_1(self, s: Session, op: SmdpOperation, failure, callback: dict, now: datetime) -> None:
         try:
             if failure is not None:
                 raise failure
@@ -564,22 +670,20 @@ class Downloads:
             self._failed(s, op, _as_failure(exc), now)
             return
         op.progress = {**op.progress, "challenge": challenge.hex()}
-        self._goto(op, "keyset_2", now)
+        self._advance(s, op, now)
 
-    def _send_keyset_2(self, op_id: int, now: datetime) -> None:
-        def commands(s: Session, op: SmdpOperation) -> list[bytes]:
-            secrets = self._secrets(op)
-            curve = self._ecasd_key(op).curve
-            if "ephemeral" in secrets:  # a resend: the same 3A02 (same key, same MessageID)
-                return [bytes.fromhex(secrets["store_data_3a02"])]
-            crt = ecka.KeyAgreementCrt()
-            dgi, ephemeral = ecka.smdp_key_agreement(self.identity.key, bytes.fromhex(op.progress["challenge"]), curve, crt)
-            apdu = es8.command_tlv(es8.store_data_3a02(dgi))
-            self._seal(op, {**secrets, "ephemeral": ecka.export_private(ephemeral), "store_data_3a02": apdu.hex()})
-            return [apdu]
-        self._send_data(op_id, now, commands)
+    def _send_keyset_2(self, s: Session, op: SmdpOperation, now: datetime) -> Es3Request:
+        secrets = self._secrets(op)
+        if "ephemeral" in secrets:  # a resend: the same 3A02 (same key, same MessageID)
+            return self._send_data(op, [bytes.fromhex(secrets["store_data_3a02"])])
+        crt = ecka.KeyAgreementCrt()
+        dgi, ephemeral = ecka.smdp_key_agreement(self.identity.key, bytes.fromhex(op.progress["challenge"]),
+                                                 self._ecasd_key(op).curve, crt)
+        apdu = es8.command_tlv(es8.store_data_3a02(dgi))
+        self._seal(op, {**secrets, "ephemeral": ecka.export_private(ephemeral), "store_data_3a02": apdu.hex()})
+        return self._send_data(op, [apdu])
 
-    def _done_keyset_2(self, s: Session, op: SmdpOperation, failure, callback: dict, now: datetime) -> None:
+    def _answer_keyset_2(self, s: Session, op: SmdpOperation, failure, callback: dict, now: datetime) -> None:
         try:
             if failure is not None:
                 raise failure
@@ -596,21 +700,19 @@ class Downloads:
             self._failed(s, op, _as_failure(exc), now)
             return
         self._seal(op, {"keys": keys.to_hex(), "kvn": crt.kvn, "key_id": crt.key_id})
-        self._goto(op, "scp03t_open", now)
+        self._advance(s, op, now)
 
     # -- scp03t_open / download: ES8 DownloadAndInstallation ---------------------------------
 
-    def _send_scp03t_open(self, op_id: int, now: datetime) -> None:
-        def commands(s: Session, op: SmdpOperation) -> list[bytes]:
-            secrets = self._secrets(op)
-            if "initialize_update" not in secrets:  # a resend repeats the same '84' (same host challenge)
-                host = scp03t.Scp03tHost(StaticKeys.from_hex(secrets["keys"]), secrets["kvn"], secrets["key_id"])
-                secrets = {**secrets, "initialize_update": host.initialize_update().hex()}
-                self._seal(op, {**secrets, "scp03t": host.state()})
-            return [bytes.fromhex(secrets["initialize_update"])]
-        self._send_data(op_id, now, commands)
+    def _send_scp03t_open(self, s: Session, op: SmdpOperation, now: datetime) -> Es3Request:
+        secrets = self._secrets(op)
+        if "initialize_update" not in secrets:  # a resend repeats the same '84' (same host challenge)
+            host = scp03t.Scp03tHost(StaticKeys.from_hex(secrets["keys"]), secrets["kvn"], secrets["key_id"])
+            secrets = {**secrets, "initialize_update": host.initialize_update().hex()}
+            self._seal(op, {**secrets, "scp03t": host.state()})
+        return self._send_data(op, [bytes.fromhex(secrets["initialize_update"])])
 
-    def _done_scp03t_open(self, s: Session, op: SmdpOperation, failure, callback: dict, now: datetime) -> None:
+    def _answer_scp03t_open(self, s: Session, op: SmdpOperation, failure, callback: dict, now: datetime) -> None:
         try:
             if failure is not None:
                 raise failure
@@ -628,30 +730,28 @@ class Downloads:
             return
         self._seal(op, {**secrets, "scp03t": host.state(), "external_authenticate": external.hex()})
         op.progress = {**op.progress, "segments_done": 0}
-        self._goto(op, "download", now)
+        self._advance(s, op, now)
 
     def _segments(self, package: bytes) -> list[bytes]:
         size = self.settings.segment_size
         return [package[i:i + size] for i in range(0, len(package), size)]
 
-    def _send_download(self, op_id: int, now: datetime) -> None:
-        def params(s: Session, op: SmdpOperation) -> dict:
-            secrets = self._secrets(op)
-            if "batch" not in secrets:  # a resend reuses the batch built the first time (same MessageID)
-                host = scp03t.Scp03tHost.from_state(secrets["scp03t"])
-                segments = self._segments(self._package(s, op))
-                done = op.progress["segments_done"]
-                batch = segments[done:done + self.settings.segments_per_send]
-                commands = ([bytes.fromhex(secrets["external_authenticate"])] if done == 0 else []) + \
-                    [host.wrap(seg) for seg in batch]
-                secrets = {**secrets, "scp03t": host.state(), "batch": es8.send_data_payload(commands).hex(),
-                           "batch_size": len(batch), "last": done + len(batch) == len(segments)}
-                self._seal(op, secrets)
-            return {"Eid": op.eid, "Sd-aid": op.isd_p_aid, "Data": secrets["batch"].upper(),
-                    "MoreToDo": not secrets["last"]}
-        self._send_async(op_id, now, "ES3-SendData", params)
+    def _send_download(self, s: Session, op: SmdpOperation, now: datetime) -> Es3Request:
+        secrets = self._secrets(op)
+        if "batch" not in secrets:  # a resend reuses the batch built the first time (same MessageID)
+            host = scp03t.Scp03tHost.from_state(secrets["scp03t"])
+            segments = self._segments(self._package(s, op))
+            done = op.progress["segments_done"]
+            batch = segments[done:done + self.settings.segments_per_send]
+            commands = ([bytes.fromhex(secrets["external_authenticate"])] if done == 0 else []) + \
+                [host.wrap(seg) for seg in batch]
+            secrets = {**secrets, "scp03t": host.state(), "batch": es8.send_data_payload(commands).hex(),
+                       "batch_size": len(batch), "last": done + len(batch) == len(segments)}
+            self._seal(op, secrets)
+        return Es3Request("ES3-SendData", {"Eid": op.eid, "Sd-aid": op.isd_p_aid, "Data": secrets["batch"].upper(),
+                                           "MoreToDo": not secrets["last"]})
 
-    def _done_download(self, s: Session, op: SmdpOperation, failure, callback: dict, now: datetime) -> None:
+    def _answer_download(self, s: Session, op: SmdpOperation, failure, callback: dict, now: datetime) -> None:
         secrets = self._secrets(op)
         first = op.progress["segments_done"] == 0
         try:
@@ -684,55 +784,43 @@ class Downloads:
         rest = {k: v for k, v in secrets.items() if k not in ("batch", "batch_size", "last")}
         self._seal(op, {**rest, "scp03t": host.state()})
         op.progress = {**op.progress, "segments_done": op.progress["segments_done"] + secrets["batch_size"]}
-        self._goto(op, "completed" if secrets["last"] else "download", now)
+        if secrets["last"]:
+            self._advance(s, op, now)
+        else:
+            self._goto(s, op, "download", now)  # the next batch of segments
 
     # -- completed / enable ------------------------------------------------------------------
 
-    def _send_completed(self, op_id: int, now: datetime) -> None:
-        with self.db.session() as s:
-            op = s.get(SmdpOperation, op_id)
-            held = self.warehouse.held(s, op.iccid)
-            eid, iccid, smsr_id, ptype = op.eid, op.iccid, op.smsr_id, op.profile_type
-        try:
-            self._port(smsr_id).profile_download_completed(
-                eid, iccid, profile_type=ptype, address=SubscriptionAddress(imsi=held.imsi, msisdn=held.msisdn))
-        except FunctionFailed as failure:
-            if isinstance(failure, PeerUnreachable):
-                with self.db.session() as s:
-                    op = s.get(SmdpOperation, op_id)
-                    op.next_attempt_at, op.lease_until = now + timedelta(seconds=self.settings.retry), None
-                return
-            with self.db.session() as s:
-                self._failed(s, s.get(SmdpOperation, op_id), failure, now)
-            return
-        with self.db.session() as s:
-            op = s.get(SmdpOperation, op_id)
-            op.secrets = None  # the ISD-P keyset is not needed any more
-            if op.enable:
-                self._goto(op, "enable", now)
-            else:
-                self._installed(s, op, now)
+    def _run_completed(self, s: Session, op: SmdpOperation, now: datetime) -> Es3Call:
+        held = self.warehouse.held(s, op.iccid)
+        eid, iccid, ptype = op.eid, op.iccid, op.profile_type
+        address = SubscriptionAddress(imsi=held.imsi, msisdn=held.msisdn)
+        return Es3Call(lambda port: port.profile_download_completed(eid, iccid, profile_type=ptype, address=address),
+                       self._completed)
 
-    def _installed(self, s: Session, op: SmdpOperation, now: datetime) -> None:
-        self.warehouse.mark_installed(s, op.iccid)
-        self._finish(s, op, Status.EXECUTED_SUCCESS, None, now=now)
+    def _completed(self, s: Session, op: SmdpOperation, _: None, now: datetime) -> None:
+        op.secrets = None  # the ISD-P keyset is not needed any more
+        if op.enable:
+            self._advance(s, op, now)
+        else:
+            self._succeeded(s, op, now)
 
-    def _send_enable(self, op_id: int, now: datetime) -> None:
-        self._send_async(op_id, now, "ES3-EnableProfile", lambda s, op: {"Eid": op.eid, "Iccid": op.iccid})
+    def _send_enable(self, s: Session, op: SmdpOperation, now: datetime) -> Es3Request:
+        return Es3Request("ES3-EnableProfile", {"Eid": op.eid, "Iccid": op.iccid})
 
-    def _done_enable(self, s: Session, op: SmdpOperation, failure, callback: dict, now: datetime) -> None:
+    def _answer_enable(self, s: Session, op: SmdpOperation, failure, callback: dict, now: datetime) -> None:
         if failure is not None:
             self._failed(s, op, failure, now)
             return
-        self._installed(s, op, now)
+        self._advance(s, op, now)
 
     # -- cleanup -----------------------------------------------------------------------------
 
-    def _send_cleanup(self, op_id: int, now: datetime) -> None:
-        self._send_async(op_id, now, "ES3-DeleteISDP", lambda s, op: {"Eid": op.eid, "Iccid": op.iccid},
-                         validity=int(self.settings.default_validity))
+    def _send_cleanup(self, s: Session, op: SmdpOperation, now: datetime) -> Es3Request:
+        return Es3Request("ES3-DeleteISDP", {"Eid": op.eid, "Iccid": op.iccid},
+                          validity=int(self.settings.default_validity))
 
-    def _done_cleanup(self, s: Session, op: SmdpOperation, failure, callback: dict, now: datetime) -> None:
+    def _answer_cleanup(self, s: Session, op: SmdpOperation, failure, callback: dict, now: datetime) -> None:
         # deleted, or never created (the SM-SR does not know the ICCID)
         gone = failure is None or (failure.code.subject, failure.code.reason) == (
             codes.ICCID_UNKNOWN.subject, codes.ICCID_UNKNOWN.reason)
@@ -747,44 +835,29 @@ class Downloads:
 
     # -- relayed ES2-Enable/Disable/DeleteProfile --------------------------------------------
 
-    def _send_relay_check(self, op_id: int, now: datetime) -> None:
-        with self.db.session() as s:
-            op = s.get(SmdpOperation, op_id)
-            eid, iccid, smsr_id, mno = op.eid, op.iccid, op.smsr_id, op.requester_id
-        try:
-            failure = _not_owner(self._port(smsr_id).get_eis(eid).profile(iccid), mno, iccid, eid)
-            if failure is not None:
-                raise failure
-        except FunctionFailed as failure:
-            with self.db.session() as s:
-                self._finish(s, s.get(SmdpOperation, op_id), failure.status, failure, now=now)
-            return
-        with self.db.session() as s:
-            self._goto(s.get(SmdpOperation, op_id), "relay", now)
+    def _run_relay_check(self, s: Session, op: SmdpOperation, now: datetime) -> Es3Call:
+        eid, iccid, mno = op.eid, op.iccid, op.requester_id
+        return Es3Call(lambda port: owned_profile(port.get_eis(eid), mno, eid, iccid),
+                       lambda s, op, _, now: self._advance(s, op, now))
 
-    def _send_relay(self, op_id: int, now: datetime) -> None:
-        with self.db.session() as s:
-            function = s.get(SmdpOperation, op_id).function
-        self._send_async(op_id, now, ES3_NAME[function], lambda s, op: {"Eid": op.eid, "Iccid": op.iccid})
+    def _send_relay(self, s: Session, op: SmdpOperation, now: datetime) -> Es3Request:
+        return Es3Request(ES3_NAME[op.function], {"Eid": op.eid, "Iccid": op.iccid})
 
-    def _done_relay(self, s: Session, op: SmdpOperation, failure, callback: dict, now: datetime) -> None:
+    def _answer_relay(self, s: Session, op: SmdpOperation, failure, callback: dict, now: datetime) -> None:
         if failure is not None:
             self._finish(s, op, failure.status, failure, now=now)
         else:
-            self._finish(s, op, Status.EXECUTED_SUCCESS, None, now=now)
+            self._advance(s, op, now)
 
 
-def _utc(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-
-
-def _not_owner(profile, mno_id: str, iccid: str, eid: str) -> FunctionFailed | None:
-    """Why MNO ``mno_id`` may not act on ``profile`` (as the SM-SR shows it to this SM-DP), or None."""
-    if profile is None:
-        return FunctionFailed(codes.ICCID_UNKNOWN, f"ICCID {iccid} is not on eUICC {eid}", subject_identifier=iccid)
-    if profile.mno_id != mno_id:
-        return FunctionFailed(codes.ICCID_NOT_ALLOWED, f"profile {iccid} belongs to another MNO", subject_identifier=iccid)
-    return None
+def _failure_of(callback: dict) -> FunctionFailed | None:
+    """The failure an ES3 callback (as stored) reports, or None on success."""
+    status = Status(callback["status"])
+    if status not in (Status.FAILED, Status.EXPIRED):
+        return None
+    return FunctionFailed(StatusCode(callback.get("subject") or "1.2", callback.get("reason") or "4.2"),
+                          callback.get("message"), subject_identifier=callback.get("subject_identifier"),
+                          status=status)
 
 
 def _as_failure(exc: Exception) -> FunctionFailed:

@@ -25,8 +25,7 @@ from lxml import etree
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from keys.chain import verify_ecasd_chain
-from keys.errors import CertificateError, SignatureError
+from keys.errors import SignatureError
 from keys.secretbox import SecretBox
 from keys.test_credentials import is_public_test_key
 from keys.xmldsig import verify_eis_signature
@@ -34,6 +33,7 @@ from persistence.db import Database
 from sgp02 import codes
 from sgp02 import eis as v
 from sgp02.codes import FunctionFailed
+from sgp02.ecasd import verified_ecasd_key
 from sgp02.eis import eis_seen_by
 from sgp02.roles import Caller, may_manage
 
@@ -109,14 +109,7 @@ class EisRegistry:
             verify_eis_signature(signed_eis, eum_signing_cert_pem)
         except SignatureError as exc:
             raise FunctionFailed(codes.EIS_SIGNATURE_INVALID, f"EumSignature: {exc}", subject_identifier=eid) from None
-        ecasd_cert = eis.signed_info.ecasd.certificate()
-        if ecasd_cert is None:
-            raise FunctionFailed(codes.ECASD_CERT_INVALID, "the ECASD carries no certificate", subject_identifier=eid)
-        try:
-            verify_ecasd_chain(self.ci_cert_pem, eum_signing_cert_pem, bytes.fromhex(ecasd_cert.value), now)
-        except CertificateError as exc:
-            code = codes.ECASD_CERT_EXPIRED if exc.kind == "expired" else codes.ECASD_CERT_INVALID
-            raise FunctionFailed(code, f"{exc.which} certificate: {exc}", subject_identifier=eid) from None
+        verified_ecasd_key(eis, self.ci_cert_pem, eum_signing_cert_pem, now)
         if eis.smsr_id != self.smsr_id:
             raise FunctionFailed(codes.SMSR_UNKNOWN, f"the EIS names SM-SR {eis.smsr_id}, this SM-SR is {self.smsr_id}",
                                  subject_identifier=eid)

@@ -1,6 +1,6 @@
 """No import runs upward: the layering of the packages (README, Layout), checked on every import statement.
 
-    sgp02/ (kernel)      nothing of the project
+    sgp02/ (kernel)      keys (the ECASD certificate check, sgp02.ecasd)
     keys/                nothing of the project
     persistence/         sgp02
     ota/                 keys, sgp02; no I/O (sockets, threads, HTTP)
@@ -26,7 +26,7 @@ HTTP_AND_SOAP = {"spyne", "zeep", "requests", "gunicorn", "http", "urllib", "wsg
 IO = {"socket", "select", "selectors", "asyncio", "subprocess", "smpplib.client"}
 
 ALLOWED = {
-    "sgp02": {"sgp02"},
+    "sgp02": {"sgp02", "keys"},
     "keys": {"keys"},
     "persistence": {"persistence", "sgp02"},
     "ota": {"ota", "keys", "sgp02"},

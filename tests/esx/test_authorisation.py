@@ -367,14 +367,17 @@ def create_isdp_callback():
                             datetime.now(timezone.utc), Status.EXECUTED_SUCCESS, children=[gsma_element("Isd-p-aid", isd_p_aid(5))])
 
 
-@pytest.mark.parametrize("who,stored", [("owner", True), ("other", False)])
-def test_smdp_es3_callback_counts_only_from_the_smsr_it_asked(env, who, stored):
+@pytest.mark.parametrize("who,taken", [("owner", True), ("other", False)])
+def test_smdp_es3_callback_counts_only_from_the_smsr_it_asked(env, who, taken):
     op_id = awaiting_download(env, f"urn:uuid:awaited-{who}")
     outcome = env.call("/smdp/es3", create_isdp_callback(), caller_of("/smdp/es3", who),
                                relates_to=f"urn:uuid:awaited-{who}")
     assert outcome.kind == "accepted"
     with env.db.session() as s:
-        assert (s.get(SmdpOperation, op_id).callback is not None) is stored
+        op = s.get(SmdpOperation, op_id)
+        # taken: handled at once by the step that awaited it (the download moved on); else still awaited
+        assert (op.awaiting_message_id is None and op.step != "create_isdp") is taken
+        assert op.callback is None
 
 
 @pytest.mark.parametrize("who,want", [("unknown", UNKNOWN_CALLER), ("wrong role", NOT_THIS_ROLE),

@@ -139,3 +139,47 @@ def test_validity_until_caps_the_requested_period():
     assert e.validity_until(T0, None, 3600, 7200) == T0 + timedelta(hours=1)
     assert e.validity_until(T0, 60, 3600, 7200) == T0 + timedelta(minutes=1)
     assert e.validity_until(T0, 10**9, 3600, 7200) == T0 + timedelta(hours=2)
+
+
+class _Db:
+    """persistence.db.Database's unit of work over the test's sessions."""
+
+    def __init__(self, sessions) -> None:
+        self.sessions = sessions
+
+    def session(self):
+        return self.sessions.begin()
+
+
+def test_the_doorbell_rings_after_a_commit_that_made_a_row_due_now(sessions):
+    rings = []
+
+    class Bell:
+        def ring(self):
+            with sessions() as s:  # a woken worker sees the row: the commit came first
+                rings.append(e.due(s, Job, T0))
+
+    db, bell = _Db(sessions), Bell()
+    with e.transaction(db, bell) as s:
+        e.accept_once(s, job(message_id="m1"))
+        e.due_now(s)
+    assert rings == [[1]]
+    with e.transaction(db, bell) as s:  # nothing made due: silent
+        e.accept_once(s, job(message_id="m2", due_at=T0 + timedelta(hours=1)))
+    with pytest.raises(RuntimeError), e.transaction(db, bell) as s:  # rolled back: silent
+        e.accept_once(s, job(message_id="m3"))
+        e.due_now(s)
+        raise RuntimeError("the unit of work failed")
+    assert rings == [[1]]
+
+
+def test_a_doorbell_that_fails_costs_nothing_but_the_ring(sessions):
+    class Broken:
+        def ring(self):
+            raise OSError("no worker listens")
+
+    with e.transaction(_Db(sessions), Broken()) as s:
+        e.accept_once(s, job(message_id="m1"))
+        e.due_now(s)
+    with sessions() as s:
+        assert e.due(s, Job, T0) == [1]

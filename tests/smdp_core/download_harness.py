@@ -5,21 +5,28 @@
 ES3 handlers accept them, the SM-SR's OTA loop runs through :class:`tests.smsr_core.ota_harness.OtaHarness`
 (SCP80 over simulated SMS to the card files), and the SM-SR's ES3 callbacks and notifications, written
 to its outbox, are handed to the SM-DP as its ``/smdp/es3`` handlers do. Clocks are explicit.
+
+:class:`SqlCount` counts the SQL statements and transactions the SM-DP runs (the SM-SR's, in the same database,
+are left out: the harness pauses the count while it plays the SM-SR).
 """
 from __future__ import annotations
 
 import itertools
 import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Iterator
 
 from lxml import etree
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from esx.binding.ns import GSMA
 from esx.demo import SMDP_OID, SMSR_OID
 from esx.outbox import SmdpOutboxSink
 from keys.pki import DevPki
 from keys.secretbox import SecretBox
+from persistence.engine import Doorbell
 from persistence.entities import mnos_served_by
 from persistence.outbox import OutboxMessage
 from sgp02.codes import FunctionFailed, Status, StatusCode
@@ -46,9 +53,50 @@ FUNCTIONS = {"ES3-CreateISDP": Function.CREATE_ISDP, "ES3-SendData": Function.SE
              "ES3-DeleteISDP": Function.DELETE}
 
 
+@dataclass
+class Counted:
+    statements: int = 0
+    transactions: int = 0
+
+
+class SqlCount:
+    """SQL statements (``before_cursor_execute``) and transactions (``begin``) on ``engine`` while counting."""
+
+    def __init__(self, engine) -> None:
+        self.current: Counted | None = None
+        self._paused = 0
+        event.listen(engine, "before_cursor_execute", self._statement)
+        event.listen(engine, "begin", self._begin)
+
+    def _statement(self, *args) -> None:
+        if self.current is not None and not self._paused:
+            self.current.statements += 1
+
+    def _begin(self, *args) -> None:
+        if self.current is not None and not self._paused:
+            self.current.transactions += 1
+
+    @contextmanager
+    def counting(self) -> Iterator[Counted]:
+        self.current = counted = Counted()
+        try:
+            yield counted
+        finally:
+            self.current = None
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        self._paused += 1
+        try:
+            yield
+        finally:
+            self._paused -= 1
+
+
 class SmdpHarness:
-    def __init__(self, h: OtaHarness, settings: Settings | None = None) -> None:
+    def __init__(self, h: OtaHarness, settings: Settings | None = None, doorbell: Doorbell | None = None) -> None:
         self.h = h
+        self.sql = SqlCount(h.db.engine)
         self.now = T0
         pki = DevPki.load(h.data_dir / "pki")
         self.pki = pki
@@ -62,7 +110,7 @@ class SmdpHarness:
         self.downloads = Downloads(
             h.db, SmdpIdentity(SMDP_OID, pki.smdp_key, pki.smdp_gp_cert, pki.ci_cert_pem), self.warehouse, self.box,
             SmdpOutboxSink(SMDP_OID), lambda smsr_id: self if smsr_id == SMSR_OID else None, self.eum_certificate,
-            settings or Settings(), new_message_id=lambda: f"urn:uuid:smdp-{prefix}-{next(ids)}")
+            settings or Settings(), new_message_id=lambda: f"urn:uuid:smdp-{prefix}-{next(ids)}", doorbell=doorbell)
 
     # -- the SM-SR, as the SM-DP's ES3 client sees it (smdp_core.download.SmsrPort) -----------------------------
 
@@ -70,7 +118,8 @@ class SmdpHarness:
         return self.pki.eum_cert_pem if eum_id == self.pki.eum_oid else None
 
     def get_eis(self, eid: str):
-        return self.h.registry.get_eis(self.smdp, eid)
+        with self.sql.paused():
+            return self.h.registry.get_eis(self.smdp, eid)
 
     def request(self, operation: str, *, message_id: str, validity: int | None, **params) -> None:
         from sgp02.codes import PeerUnreachable
@@ -87,19 +136,22 @@ class SmdpHarness:
                       "more_to_do": bool(params.get("MoreToDo"))}
         else:
             values = {"iccid": params["Iccid"].upper()}
-        self.h.platform.accept(AsyncRequest(
-            function=function, interface="ES3", requester=self.smdp, eid=params["Eid"].upper(), message_id=message_id,
-            function_call_id=message_id, reply_to=None, validity_period=validity, received_at=self.now, params=values))
+        with self.sql.paused():
+            self.h.platform.accept(AsyncRequest(
+                function=function, interface="ES3", requester=self.smdp, eid=params["Eid"].upper(),
+                message_id=message_id, function_call_id=message_id, reply_to=None, validity_period=validity,
+                received_at=self.now, params=values))
 
     def profile_download_completed(self, eid: str, iccid: str, *, profile_type, address) -> None:
         self.sent.append(("ES3-ProfileDownloadCompleted", {"Eid": eid, "Iccid": iccid}))
-        self.h.registry.profile_download_completed(self.smdp, eid, iccid, profile_type=profile_type, address=address,
-                                                   pol2=None)
+        with self.sql.paused():
+            self.h.registry.profile_download_completed(self.smdp, eid, iccid, profile_type=profile_type,
+                                                       address=address, pol2=None)
 
     # -- the SM-DP's /smdp/es3: what the SM-SR's outbox holds for the SM-DP ---------------------------------
 
     def deliver_es3(self) -> int:
-        with self.h.db.session() as s:
+        with self.sql.paused(), self.h.db.session() as s:
             rows = s.scalars(select(OutboxMessage).where(OutboxMessage.wsdl == "ES3SmDp.wsdl",
                                                          OutboxMessage.delivered_at.is_(None))
                              .order_by(OutboxMessage.id)).all()
@@ -132,13 +184,21 @@ class SmdpHarness:
         now = now or self.now
         self.now = now
         self.downloads.tick(now)
-        self.h.tick(now)
-        self.h.process(now)
-        self.h.notify(eid, now)
-        self.h.process(now)
-        self.h.process(now)
-        self.deliver_es3()
+        self.smsr_round(eid, now)
         self.downloads.tick(now)
+
+    def smsr_round(self, eid: str, now: datetime | None = None) -> None:
+        """The SM-SR's side of a round: its worker, the card, and its ES3 callbacks and notifications delivered to
+        the SM-DP (whose handling is the SM-DP's: it is counted)."""
+        now = now or self.now
+        self.now = now
+        with self.sql.paused():
+            self.h.tick(now)
+            self.h.process(now)
+            self.h.notify(eid, now)
+            self.h.process(now)
+            self.h.process(now)
+        self.deliver_es3()
 
     def run(self, op_id: int, eid: str, now: datetime | None = None, rounds: int = 40) -> SmdpOperation:
         for _ in range(rounds):

@@ -19,6 +19,7 @@ from keys.pki import DevPki
 from ota import es8
 from smdp_core.download import DOWNLOAD, Es2Request, Settings
 from smdp_core.models import StockProfile
+from sgp02.codes import PeerUnreachable
 from smsr_core.models import SecurityDomainRow
 from smsr_core.platform import Timing
 
@@ -326,17 +327,23 @@ def test_a_callback_from_another_smsr_is_not_taken(dp):
     assert op.result_status == "EXECUTED_SUCCESS"
 
 
-def test_a_cleanup_that_cannot_reach_the_smsr_ends_and_keeps_the_profile_out_of_stock(dp):
+def test_a_cleanup_that_cannot_reach_the_smsr_ends_and_keeps_the_profile_out_of_stock(dp, monkeypatch):
+    reachable = dp.request
+
+    def away_for_the_cleanup(operation, **kw):
+        if operation == "ES3-DeleteISDP":
+            raise PeerUnreachable("the SM-SR is not reachable (test)")
+        return reachable(operation, **kw)
+
+    monkeypatch.setattr(dp, "request", away_for_the_cleanup)
     c = card(dp)
     c.free_memory = 100  # CreateISDP fails: the download goes to its clean-up
     c.save()
     op_id = download(dp, validity=60)
     dp.round(EID1)
     dp.round(EID1)
-    assert dp.op(op_id).step == "cleanup"
-    dp.reachable = False
     dp.round(EID1, at(10))
-    assert dp.op(op_id).state == "active"
+    assert (dp.op(op_id).state, dp.op(op_id).step) == ("active", "cleanup") and dp.op(op_id).attempts >= 1
     op = dp.run(op_id, EID1, at(dp.downloads.settings.default_validity + 1))
     # the MNO still hears what failed first; the ICCID stays out of stock (the ISD-P may exist)
     assert result(op) == ("FAILED", "8.1", "4.8")
@@ -359,7 +366,7 @@ def test_a_createisdp_callback_without_a_usable_aid_fails_and_cleans_up(dp, monk
 
 
 def test_a_step_that_keeps_failing_is_answered_when_the_operation_is_out_of_time(dp, monkeypatch):
-    def broken(op_id, now):
+    def broken(s, op, now):
         raise RuntimeError("a defect")
 
     monkeypatch.setattr(dp.downloads, "_send_keyset_1", broken)
