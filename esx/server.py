@@ -268,6 +268,7 @@ class EsxRuntime(Runtime):
     def downloads(self):
         """The SM-DP's asynchronous functions (smdp_core.download), built on first use."""
         if self._downloads is None:
+            from esx.doorbell import SMDP_STEPS, Doorbell
             from esx.outbox import SmdpOutboxSink
             from smdp_core.download import Downloads, SmdpIdentity
             from smdp_core.warehouse import Warehouse
@@ -278,7 +279,8 @@ class EsxRuntime(Runtime):
             self._downloads = Downloads(
                 self.db, identity, Warehouse(box), box, SmdpOutboxSink(self.config.smdp_oid), self._smsr_gateway,
                 self._eum_certificate, self.config.download_settings(),
-                new_message_id=lambda: wsa.new_message_id(self.config.smdp_oid))
+                new_message_id=lambda: wsa.new_message_id(self.config.smdp_oid),
+                doorbell=Doorbell(Path(self.config.data_dir), SMDP_STEPS))
         return self._downloads
 
     def _eum_certificate(self, eum_id: str) -> bytes | None:

@@ -44,26 +44,24 @@ The rules the engine keeps:
 - *Nothing is lost, nothing stops the others.* A step that raises is logged and its row waits for its lease to run
   out; a row that stays broken ends by expiry, so every requester gets an answer.
 - *Prompt.* After a transaction that makes work due at once (a request accepted, an answer stored), a flow calls
-  its :class:`Doorbell`, so a worker runs the next step now instead of at its next poll (:func:`due_now` marks the
-  unit of work, :func:`transaction` rings after its commit). Polling stays the safety net: a lost ring costs one
+  its :class:`Doorbell`, so a worker runs the next step now instead of at its next poll (:func:`due_now`: after the
+  commit of the unit of work). Polling stays the safety net: a lost ring costs one
   poll interval, never an operation.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import DateTime, Integer, String, Text, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from persistence.db import after_commit
 from sgp02.codes import FunctionFailed, Status
 
-if TYPE_CHECKING:
-    from persistence.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -286,24 +284,9 @@ class Silent:
         return None
 
 
-_DUE_NOW = "persistence.engine.due_now"
-
-
-def due_now(s: Session) -> None:
-    """What ``s`` is about to commit makes a row due at once (accepted, answered, moved to its next step):
-    :func:`transaction` rings the flow's doorbell once it has committed."""
-    s.info[_DUE_NOW] = True
-
-
-@contextmanager
-def transaction(db: Database, doorbell: Doorbell) -> Iterator[Session]:
-    """A flow's unit of work (``db.session()``) that rings ``doorbell`` after its commit when it called
-    :func:`due_now`: never before the commit (a worker woken early would not see the row), never after a rollback.
-    A doorbell that fails is logged: polling is the safety net."""
-    with db.session() as s:
-        yield s
-    if s.info.pop(_DUE_NOW, False):
-        try:
-            doorbell.ring()
-        except Exception:
-            log.exception("the doorbell could not be rung; the workers find the work at their next poll")
+def due_now(s: Session, doorbell: Doorbell) -> None:
+    """What ``s`` (a :meth:`persistence.db.Database.session`) is about to commit makes a row due at once (accepted,
+    answered, moved to its next step, an eUICC freed): ``doorbell`` rings once it has committed, never before (a worker
+    woken early would not see the row) and never after a rollback; a ring that fails is logged (polling is the
+    safety net). Several calls in one unit of work ring once."""
+    after_commit(s, doorbell.ring)

@@ -59,7 +59,7 @@ from keys.tlv import encode_tlv
 from ota import es8, saip
 from persistence.db import Database
 from persistence.engine import (ACTIVE, Doorbell, Flow, Silent, Step, accept_once, due, due_now, lease,
-                                record_result, reuses_call_id, run_leased, transaction, utc, validity_until, wait)
+                                record_result, reuses_call_id, run_leased, utc, validity_until, wait)
 from sgp02 import codes
 from sgp02.codes import FunctionFailed, PeerUnreachable, Status, StatusCode
 from sgp02.ecasd import verified_ecasd_key
@@ -226,9 +226,6 @@ class Downloads:
     def flow(op: SmdpOperation) -> Flow:
         return DOWNLOAD_FLOW if op.function == DOWNLOAD else RELAY_FLOW
 
-    def _transaction(self):
-        """A unit of work that rings the doorbell after its commit when it made a row due now."""
-        return transaction(self.db, self.doorbell)
 
     # -- accepting ---------------------------------------------------------------------------
 
@@ -256,7 +253,7 @@ class Downloads:
         """
         # The SM-SR is asked before any transaction is open: it may share this database (SQLite's writer lock).
         checked, verdict = self._relay_access(req) if req.function in RELAYED else (False, None)
-        with self._transaction() as s:
+        with self.db.session() as s:
             op, new = accept_once(s, self._new_row(req))
             if not new:
                 if reuses_call_id(op, req.message_id):
@@ -270,14 +267,14 @@ class Downloads:
                     self._reserve(s, op)
                 elif checked:
                     op.step = "relay"  # ownership already verified with the SM-SR
-                due_now(s)
+                due_now(s, self.doorbell)
             except FunctionFailed as failure:
                 self._finish(s, op, failure.status, failure, now=req.received_at)
             return op.id, True
 
     def reject(self, req: Es2Request, failure: FunctionFailed) -> None:
         """An accepted request that fails before it could be queued: recorded, answered by callback."""
-        with self._transaction() as s:
+        with self.db.session() as s:
             op, new = accept_once(s, self._new_row(req))
             if new:
                 self._finish(s, op, failure.status, failure, now=req.received_at)
@@ -321,7 +318,7 @@ class Downloads:
             "subject_identifier": failure.subject_identifier if failure else None,
         }
         try:
-            with self._transaction() as s:
+            with self.db.session() as s:
                 op = self._awaiting(s, relates_to, sender)
                 if op is None:
                     return False
@@ -329,13 +326,13 @@ class Downloads:
                 return True
         except Exception:
             log.exception("SM-DP: the ES3 callback relating to %s could not be handled at once; stored", relates_to)
-        with self._transaction() as s:
+        with self.db.session() as s:
             op = self._awaiting(s, relates_to, sender)
             if op is None:
                 return False
             op.callback, op.phase = callback, AWAIT
             wait(op, now)
-            due_now(s)
+            due_now(s, self.doorbell)
             return True
 
     def _awaiting(self, s: Session, relates_to: str, sender: str | None) -> SmdpOperation | None:
@@ -373,7 +370,7 @@ class Downloads:
         ``taken`` for :meth:`_exchange`. A ``run`` that raises keeps the lease alone (the row waits for it to run out,
         as the engine's rule says) and is reported by run_leased when _exchange raises it again."""
         try:
-            with self._transaction() as s:
+            with self.db.session() as s:
                 if not lease(s, SmdpOperation, op_id, now, self.settings.lease, SmdpOperation.state == ACTIVE):
                     return False
                 taken[op_id] = self._prepare(s, op_id, now)
@@ -422,7 +419,7 @@ class Downloads:
             else:
                 outcome = exchange.ask(port)
         except FunctionFailed as failure:
-            with self._transaction() as s:
+            with self.db.session() as s:
                 op = self._still_at(s, op_id, taken.step, message_id)
                 if op is None:
                     return
@@ -440,7 +437,7 @@ class Downloads:
                     table.c.awaiting_message_id == message_id,
                 ).values(phase=AWAIT, lease_until=None, next_attempt_at=taken.answer_by))
             return
-        with self._transaction() as s:
+        with self.db.session() as s:
             op = self._still_at(s, op_id, taken.step, None)
             if op is not None:
                 exchange.then(s, op, outcome, now)
@@ -493,7 +490,7 @@ class Downloads:
     def _defect(self, op_id: int, now: datetime) -> None:
         """A step that keeps failing unexpectedly is retried when its lease ends, until the operation is out
         of time: then it ends like any failure (1.2/4.2), so the MNO is always answered."""
-        with self._transaction() as s:
+        with self.db.session() as s:
             op = s.get(SmdpOperation, op_id, with_for_update=True)
             if op is None or op.state != ACTIVE or now < self._deadline(op):
                 return
@@ -509,7 +506,7 @@ class Downloads:
     def _goto(self, s: Session, op: SmdpOperation, step: str, now: datetime) -> None:
         op.step, op.phase, op.awaiting_message_id, op.callback = step, SEND, None, None
         wait(op, now)
-        due_now(s)
+        due_now(s, self.doorbell)
 
     def _advance(self, s: Session, op: SmdpOperation, now: datetime) -> None:
         """On to the step the table names next; the row succeeded when there is none."""

@@ -214,14 +214,7 @@ class Platform:
         self.timing = timing or Timing()
         self.link = SmsLink(box)
         self.doorbell: Doorbell = doorbell or Silent()
-        self._wake = False  # a transaction of this pass freed an eUICC or made a step due now: ring after it
         CARD_OPERATION.check(self)
-
-    def _ring(self) -> None:
-        try:
-            self.doorbell.ring()
-        except Exception:  # best effort: polling is the safety net
-            log.exception("the doorbell could not ring")
 
     # -- accepting ---------------------------------------------------------------------------
 
@@ -248,7 +241,6 @@ class Platform:
         refused by a callback relating to the new MessageID (1.6/3.3, naming the MessageID whose outcome to wait
         for), and nothing runs twice. A request queued rings the doorbell: it is due at once.
         """
-        queued = False
         with self.db.session() as s:
             row, refusal = self._new_row(req), None
             try:  # on the row before it is added: what the check adds to params is in its INSERT
@@ -260,12 +252,10 @@ class Platform:
                 if refusal is not None:
                     self._finish(s, op, refusal.status, refusal, now=req.received_at)
                 else:
-                    queued = True
+                    engine.due_now(s, self.doorbell)
             elif engine.reuses_call_id(op, req.message_id):
                 self._answer_other_message(s, req, codes.call_id_reused(req.function_call_id, op.message_id))
             op_id = op.id
-        if queued:
-            self._ring()
         return op_id, new
 
     def reject(self, req: AsyncRequest, failure: FunctionFailed) -> None:
@@ -322,7 +312,7 @@ class Platform:
             if freed:  # the eUICC's next operation may start now
                 s.execute(update(Operation).where(Operation.eid == op.eid, Operation.state == QUEUED)
                           .values(next_attempt_at=now))
-                self._wake = True
+                engine.due_now(s, self.doorbell)
         euicc = euicc if euicc is not None else s.get(Euicc, op.eid)
         if euicc is not None:
             if profile is None:
@@ -366,7 +356,6 @@ class Platform:
         with self.db.session() as s:
             ids = self._due(s, now, steps)
         out: list[OutboundSms] = []
-        self._wake = False
 
         def run(op_id: int) -> None:
             sms_ = self._run_step(op_id, now, steps, chain)
@@ -377,8 +366,6 @@ class Platform:
             self._cannot_send(op_id, now, "the SM-SR could not build the command for this eUICC")
 
         engine.run_leased(ids, lambda op_id: True, run, defect)
-        if self._wake:
-            self._ring()
         return out
 
     def _run_step(self, op_id: int, now: datetime, steps: tuple[str, ...], chain: bool) -> OutboundSms | None:
@@ -609,7 +596,6 @@ class Platform:
         sends its notification again)."""
         if sms_.operation_id is not None:
             self._cannot_send(sms_.operation_id, now, "the SM-SR could not submit the SMS to this eUICC")
-            self._ring()
 
     def _cannot_send(self, op_id: int, now: datetime, message: str) -> None:
         """End an operation that cannot be sent: FAILED 1.2/4.2, eUICC freed; dirty + audit when an
@@ -677,7 +663,6 @@ class Platform:
     def process_inbox(self, now: datetime) -> list[OutboundSms]:
         """Handle complete SMS from the inbox (PoRs, card notifications); returns confirmations to send."""
         out: list[OutboundSms] = []
-        self._wake = False
         with self.db.session() as s:
             rows = s.execute(select(SmsInbox.id, SmsInbox.source_addr, SmsInbox.concat_ref, SmsInbox.received_at,
                                     SmsInbox.user_data).where(
@@ -696,8 +681,6 @@ class Platform:
                 continue
             if confirmation is not None:
                 out.append(confirmation)
-        if self._wake:
-            self._ring()
         return out
 
     def _park(self, ids: list[int], now: datetime) -> None:
@@ -784,7 +767,7 @@ class Platform:
                 # goes again in a new packet. An audit only reads: running it twice is harmless.
                 op.counter, op.step = None, SEND
                 engine.wait(op, now)
-                self._wake = True
+                engine.due_now(s, self.doorbell)
                 return f"operation {op.id}: PoR status {por.status:02X} (counter), sent again in a new packet"
             # A retransmission answered "counter low": the card may have executed the first transmission
             # (and lost its PoR) or never seen it; it will not say which (module doc).
@@ -896,7 +879,7 @@ class Platform:
             # deleted answers 6A88, which marks the EIS dirty and audits it.
             held = [o for o in self._held(s, euicc.eid) if o.params.get("confirmation_counter") == counter]
             for o in held:
-                self._release(o, now)
+                self._release(s, o, now)
             if held:
                 return (f"PoR counter {counter}: status {message.por.status:02X}, "
                         f"{len(held)} held operation(s) go ahead")
@@ -914,14 +897,14 @@ class Platform:
             if _profile(euicc, held.params.get("iccid")) is None:  # the card deleted it itself (POL1)
                 self._finish(s, held, Status.EXECUTED_SUCCESS, None, now=now, euicc=euicc)
             else:
-                self._release(held, now)
+                self._release(s, held, now)
         return f"notification confirmed; the card deleted {len(aids)} ISD-P(s)"
 
-    def _release(self, held: Operation, now: datetime) -> None:
+    def _release(self, s: Session, held: Operation, now: datetime) -> None:
         """held -> queued (CARD_OPERATION): due now."""
         held.state = held.step = QUEUED
         engine.wait(held, now)
-        self._wake = True
+        engine.due_now(s, self.doorbell)
 
     def _realign(self, s: Session, euicc: Euicc, responses: list[bytes], now: datetime) -> None:
         """Make the EIS say what GET STATUS / GET DATA report (the card is the truth; smsr_core.isdp.realign)."""

@@ -9,6 +9,7 @@ from sqlalchemy import DateTime, MetaData, String, create_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from persistence import engine as e
+from persistence.db import Database
 from sgp02 import codes
 from sgp02.codes import FunctionFailed, Status
 
@@ -141,45 +142,37 @@ def test_validity_until_caps_the_requested_period():
     assert e.validity_until(T0, 10**9, 3600, 7200) == T0 + timedelta(hours=2)
 
 
-class _Db:
-    """persistence.db.Database's unit of work over the test's sessions."""
-
-    def __init__(self, sessions) -> None:
-        self.sessions = sessions
-
-    def session(self):
-        return self.sessions.begin()
-
-
-def test_the_doorbell_rings_after_a_commit_that_made_a_row_due_now(sessions):
+def test_the_doorbell_rings_after_a_commit_that_made_a_row_due_now(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    Base.metadata.create_all(db.engine)
     rings = []
 
     class Bell:
         def ring(self):
-            with sessions() as s:  # a woken worker sees the row: the commit came first
+            with db.session() as s:  # a woken worker sees the row: the commit came first
                 rings.append(e.due(s, Job, T0))
 
-    db, bell = _Db(sessions), Bell()
-    with e.transaction(db, bell) as s:
+    bell = Bell()
+    with db.session() as s:
         e.accept_once(s, job(message_id="m1"))
-        e.due_now(s)
+        e.due_now(s, bell)
+        e.due_now(s, bell)  # twice in one unit of work: one ring
     assert rings == [[1]]
-    with e.transaction(db, bell) as s:  # nothing made due: silent
+    with db.session() as s:  # nothing made due: silent
         e.accept_once(s, job(message_id="m2", due_at=T0 + timedelta(hours=1)))
-    with pytest.raises(RuntimeError), e.transaction(db, bell) as s:  # rolled back: silent
+    with pytest.raises(RuntimeError), db.session() as s:  # rolled back: silent
         e.accept_once(s, job(message_id="m3"))
-        e.due_now(s)
+        e.due_now(s, bell)
         raise RuntimeError("the unit of work failed")
     assert rings == [[1]]
 
-
-def test_a_doorbell_that_fails_costs_nothing_but_the_ring(sessions):
     class Broken:
         def ring(self):
             raise OSError("no worker listens")
 
-    with e.transaction(_Db(sessions), Broken()) as s:
-        e.accept_once(s, job(message_id="m1"))
-        e.due_now(s)
-    with sessions() as s:
-        assert e.due(s, Job, T0) == [1]
+    with db.session() as s:  # a doorbell that fails costs nothing but the ring
+        e.accept_once(s, job(message_id="m4"))
+        e.due_now(s, Broken())
+    with db.session() as s:
+        assert e.due(s, Job, T0) == [1, 3]
+    db.dispose()
