@@ -38,6 +38,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import ota_ops  # noqa: E402
 from ota_ops import ESX, MNO_OID, REPO, Proc, Receiver, esx, free_port, log  # noqa: E402
 
 sys.path.insert(0, str(REPO))
@@ -100,7 +101,7 @@ def crypto_bound(seconds: float = 3.0) -> dict:
     return out
 
 
-def downloads(euiccs: int, timeout: float) -> dict:
+def downloads(euiccs: int, timeout: float, warmup: int = 4, poll_interval: float = 0.2) -> dict:
     from esx.binding import wsa
     from esx.binding.client import GsmaClient
 
@@ -113,12 +114,12 @@ def downloads(euiccs: int, timeout: float) -> dict:
     mno_url = f"http://127.0.0.1:{receiver.port}/mno"
     try:
         t0 = time.monotonic()
-        doc = json.loads(esx("init", "--data-dir", str(data_dir), "--demo", str(euiccs),
+        doc = json.loads(esx("init", "--data-dir", str(data_dir), "--demo", str(euiccs + warmup),
                              "--public-url", f"http://127.0.0.1:{smsr_port}",
                              "--smdp-url", f"http://127.0.0.1:{smdp_port}"))
         config_path = data_dir / "esx.json"
         config = json.loads(config_path.read_text())
-        config["ota"] = {**config.get("ota", {}), "smsc_port": smsc_port, "poll_interval": 0.05,
+        config["ota"] = {**config.get("ota", {}), "smsc_port": smsc_port, "poll_interval": poll_interval,
                          "notification_retry": 5.0, "por_timeout": 10.0}
         config_path.write_text(json.dumps(config, indent=2) + "\n")
         esx("entity", "add", "--data-dir", str(data_dir), "--role", "mno", "--oid", MNO_OID, "--name", "Demo MNO",
@@ -142,14 +143,25 @@ def downloads(euiccs: int, timeout: float) -> dict:
         client = GsmaClient("ES2SmDp.wsdl", es2_url, sender_oid=MNO_OID,
                             sender_address=wsa.entity_address(mno_url, MNO_OID, "Demo MNO"),
                             receiver_oid=doc["smdp_id"])
-        sent: dict[str, float] = {}
+        def order(cards: list[dict]) -> dict[str, float]:
+            sent: dict[str, float] = {}
+            for e in cards:
+                message_id = f"urn:uuid:{uuid.uuid4()}"
+                sent[message_id] = time.monotonic()
+                client.call_async("ES2-DownloadProfile", message_id=message_id, reply_to=mno_url, Eid=e["eid"],
+                                  **{"SmSr-id": doc["smsr_id"]}, ProfileType="esx-demo-download", EnableProfile=True)
+            return sent
+
+        # Warm-up: every process builds what it builds on first use (WSDL clients, schemas, each gunicorn worker's
+        # application) on downloads that are not counted; then the system idles a moment.
+        if warmup:
+            first = order(doc["euiccs"][:warmup])
+            if receiver.wait_callbacks(list(first), timeout):
+                raise RuntimeError(f"warm-up downloads got no callback: SM-DP worker log: {smdp_worker.tail()}")
+            time.sleep(1.0)
         cpu_before = {p.name: p.cpu_seconds() for p in procs}
         start = time.monotonic()
-        for e in doc["euiccs"]:
-            message_id = f"urn:uuid:{uuid.uuid4()}"
-            sent[message_id] = time.monotonic()
-            client.call_async("ES2-DownloadProfile", message_id=message_id, reply_to=mno_url, Eid=e["eid"],
-                              **{"SmSr-id": doc["smsr_id"]}, ProfileType="esx-demo-download", EnableProfile=True)
+        sent = order(doc["euiccs"][warmup:])
         missing = receiver.wait_callbacks(list(sent), timeout)
         if missing:
             raise RuntimeError(f"{len(missing)} of {len(sent)} downloads got no callback within {timeout:g} s; "
@@ -162,7 +174,9 @@ def downloads(euiccs: int, timeout: float) -> dict:
         cpu = {p.name: round(p.cpu_seconds() - cpu_before[p.name], 2) for p in procs}
         wall = end - start
         return {
+            "esx": ota_ops.esx_version(), "warmup": warmup, "poll_interval": poll_interval,
             "euiccs": euiccs, "init_s": round(init_s, 1), "wall_s": round(wall, 2),
+            "cpu_ms_per_download": round(1000 * sum(cpu.values()) / euiccs, 1),
             "downloads_per_s": round(euiccs / wall, 3),
             "latency_s": {"p50": round(statistics.median(latencies), 2),
                           "p90": round(latencies[int(0.9 * (len(latencies) - 1))], 2),
@@ -183,16 +197,27 @@ def main() -> int:
     ap.add_argument("--euiccs", type=int, default=10)
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--crypto-only", action="store_true")
+    ap.add_argument("--warmup", type=int, default=4, help="downloads run first and not counted (default 4)")
+    ap.add_argument("--poll-interval", type=float, default=0.2,
+                    help="ota.poll_interval of the workers (default 0.2 s, esx's own default)")
+    ap.add_argument("--compare", type=Path, default=None, metavar="ROOT",
+                    help="first run the same downloads with the esx of checkout ROOT (its .venv; e.g. a worktree of an "
+                         "older commit), then with this one: old and new side by side")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--smoke", action="store_true",
                     help="seconds, no timings checked: 2 eUICCs, 0.2 s per crypto figure (tests/bench/test_smoke.py)")
     args = ap.parse_args()
     if args.smoke:
-        args.euiccs, args.timeout, args.crypto_only = 2, 120.0, False
+        args.euiccs, args.timeout, args.crypto_only, args.warmup = 2, 120.0, False, 1
     results = {"machine": {"nproc": os.cpu_count()}, "crypto": crypto_bound(0.2 if args.smoke else 3.0)}
     log(f"crypto bound: {results['crypto']}")
     if not args.crypto_only:
-        results["downloads"] = downloads(args.euiccs, args.timeout)
+        if args.compare is not None:
+            ota_ops.use_checkout(args.compare)
+            results["downloads_compared"] = downloads(args.euiccs, args.timeout, args.warmup, args.poll_interval)
+            log(f"downloads with {args.compare}: {results['downloads_compared']}")
+            ota_ops.use_checkout(REPO)
+        results["downloads"] = downloads(args.euiccs, args.timeout, args.warmup, args.poll_interval)
         log(f"downloads: {results['downloads']}")
     text = json.dumps(results, indent=2)
     if args.json:

@@ -80,6 +80,19 @@ CONTENT_TYPE = "application/soap+xml; charset=utf-8"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MNO_OID = "1.3.6.1.4.1.99999.2.1"
 ESX = [sys.executable, "-m", "esx.cli"]
+SERVED = REPO  # the checkout whose esx processes a benchmark starts (use_checkout: an older one, side by side)
+
+
+def use_checkout(root: Path) -> None:
+    """Start the esx of another checkout (with its own ``.venv``, as ``make install`` leaves it) instead of this one's:
+    the old and the new measured one after the other by the same script, on the same machine state. The client side
+    (the MNO, the load) stays this checkout's."""
+    global SERVED
+    SERVED = Path(root).resolve()
+    python = SERVED / ".venv" / "bin" / "python"
+    if not python.exists():
+        raise SystemExit(f"{python} not found: run 'make install' in {SERVED} first")
+    ESX[:] = [str(python), "-m", "esx.cli"]
 
 # worker 1 under cProfile, every thread (the tick loop, the outbox thread, the SMPP reader)
 PROFILED_WORKER = r"""
@@ -157,7 +170,7 @@ class Proc:
         self.name = name
         self.log_path = log_path
         self.proc = subprocess.Popen(argv, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=REPO, preexec_fn=_die_with_parent)
+                                     stdin=subprocess.DEVNULL, cwd=SERVED, preexec_fn=_die_with_parent)
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
@@ -234,7 +247,7 @@ def self_cpu_seconds() -> float:
 
 
 def esx(*args: str) -> str:
-    r = subprocess.run([*ESX, *args], capture_output=True, text=True, cwd=REPO)
+    r = subprocess.run([*ESX, *args], capture_output=True, text=True, cwd=SERVED)
     if r.returncode != 0:
         raise RuntimeError(f"esx {' '.join(args[:2])} failed ({r.returncode}): {r.stderr[-2000:]}")
     return r.stdout
@@ -637,9 +650,9 @@ def profile_summary(path: Path, top: int = 25) -> dict:
 def esx_version() -> dict:
     """The commit of this checkout, and whether esx's own files differ from it (None outside git)."""
     try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        commit = subprocess.run(["git", "-C", str(SERVED), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 timeout=10).stdout.strip() or None
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "esx", "smsr_core", "euicc_sim",
+        dirty = subprocess.run(["git", "-C", str(SERVED), "status", "--porcelain", "--", "esx", "smsr_core", "euicc_sim",
                                 "ota", "keys", "wsdl"], capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "modified": None}
@@ -713,11 +726,16 @@ def main() -> int:
     ap.add_argument("--matrix", action="store_true",
                     help="run 20 and 100 eUICCs with 1 and 2 esx workers, one process each, and print a table")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--esx-root", type=Path, default=None,
+                    help="run the esx of this checkout (its .venv) instead of this one's, e.g. an older commit's "
+                         "worktree, to measure old and new side by side")
     ap.add_argument("--json", type=Path, default=None,
                     help="write the results here (default: print them as one RESULTS_JSON line)")
     ap.add_argument("--smoke", action="store_true",
                     help="a few seconds, no timings checked: 2 eUICCs, 1 round, no warm-up (tests/bench/test_smoke.py)")
     args = ap.parse_args()
+    if args.esx_root is not None:
+        use_checkout(args.esx_root)
     if args.smoke:
         args.euiccs, args.rounds, args.warmup_rounds, args.workers_ota, args.matrix = 2, 1, 0, 1, False
         args.connections, args.phase_timeout = 2, 60.0
