@@ -88,7 +88,7 @@ class Channel(Protocol):
         """The message; RenderError if it would violate the channel's contract."""
 
 
-# -- SOAP v3: the SGP.02 v3 WSDL (ours in wsdl/, byte-compatible with the GSMA's) --------------------------------
+# -- SOAP v3: the SGP.02 v3 messages, as our WSDL and XSD in wsdl/ define them -------------------------------------
 
 
 class SoapV3:
