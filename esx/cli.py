@@ -248,7 +248,8 @@ def outbox() -> None:
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--limit", default=100, show_default=True)
 def outbox_show(data_dir: Path, limit: int) -> None:
-    """Print what is not delivered yet, oldest first (JSON lines): to whom, how often tried, why it failed."""
+    """Print what is not delivered yet, oldest first (JSON lines): the event, the operation it is delivered as, to
+    whom, how often tried, why it failed."""
     from esx.outbox import pending
     from persistence.db import Database
 
@@ -258,6 +259,7 @@ def outbox_show(data_dir: Path, limit: int) -> None:
             for row in pending(s, limit=limit):
                 click.echo(json.dumps({
                     "id": row.id, "created": row.created_at.isoformat(), "from": row.sender_role,
+                    "event": row.event_type, "channel": row.channel,  # none for a row written before events
                     "operation": row.operation, "to": row.target_oid, "address": row.address,
                     "attempts": row.attempts, "next_attempt": row.next_attempt_at.isoformat(),
                     "last_error": row.last_error}))

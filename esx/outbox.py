@@ -1,22 +1,32 @@
-"""The transactional outbox: callbacks and notifications, written with the state change, sent later.
+"""The transactional outbox: domain events, written with the state change, rendered per channel and sent later.
 
-:class:`OutboxSink` is the SM-SR core's :class:`~smsr_core.platform.MessageSink`: it renders the
-SOAP body (validated against our XSD) and adds an :class:`OutboxMessage` row to the caller's
-session, so the message commits or rolls back with the state change that owes it.
+A state change and what it owes commit together: :class:`OutboxSink` (the SM-SR core's
+:class:`~smsr_core.platform.MessageSink`) and :class:`SmdpOutboxSink` (the SM-DP's
+:class:`~smdp_core.download.Es2Sink`) turn what a core reports into a domain event (``sgp02.events``) and
+:func:`enqueue` it: one outbox row per recipient, in the caller's session (``persistence.outbox.emit``).
 
-:func:`deliver_due` sends what is due: a POST of a SOAP 1.2 envelope with WS-Addressing From, To,
-MessageID (fixed when the row was written, so a redelivery after a crash carries the same
-MessageID and the receiver can discard it), Action and, for callbacks, RelatesTo = the request's
-MessageID. Any 2xx answer is a delivery; anything else is retried with a growing delay (doubling from 2 s,
-capped at :data:`MAX_BACKOFF`) and one short log line per failed attempt; nothing is ever dropped. Rows are
-leased, so several workers never send the same row at once. ``esx outbox show`` lists what waits and why;
-``esx outbox retry`` sends it again now (after a receiver is fixed).
+A row is rendered only when it is delivered, by the renderer of its channel (:data:`CHANNELS`). Today there is one,
+:data:`SOAP_V3`: the SGP.02 v3 callbacks and HandleProfile…Notifications, checked against our XSD, in a SOAP 1.2
+envelope. Another channel (the v4 notifications, a REST webhook) is one more :class:`Channel` in that table; the
+sinks, the table and the delivery loop stay as they are. What must not change between retries is fixed when the row
+is written: the MessageID and the name it is delivered as (the channel chooses both); the event carries its own
+times (ProcessingEnd is when the function ended, not when it was sent), so every attempt sends the same bytes.
+Rows written before events hold their rendered body and are sent as they are.
+
+:func:`deliver_due` sends what is due: a POST of the rendered message, for SOAP with WS-Addressing From, To,
+MessageID, Action and, for callbacks, RelatesTo = the request's MessageID. Any 2xx answer is a delivery; anything
+else, a render failure included (our defect: a body the contract forbids, or a payload this version cannot read), is
+retried with a growing delay (doubling from 2 s, capped at :data:`MAX_BACKOFF`) and one short log line per failed
+attempt; nothing is ever dropped. Rows are leased, so several workers never send the same row at once.
+``esx outbox show`` lists what waits and why; ``esx outbox retry`` sends it again now (after a receiver is fixed).
 """
 from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Protocol
 
 import requests
 from lxml import etree
@@ -27,18 +37,17 @@ from esx.binding import contract, wsa
 from esx.binding.ns import GSMA, SOAP12, SOAP12_CONTENT_TYPE, WSA
 from esx.binding.soap import gsma_element, response_element
 from esx.eis_xml import render_eis, xml_datetime
+from persistence import outbox as store
 from persistence.entities import get_entity
 from persistence.outbox import OutboxMessage
 from sgp02 import eis as v
 from sgp02.codes import FunctionFailed, Status
+from sgp02.events import Event, OperationFinished, Outcome, ProfileChange, ProfileStateChanged, from_json
 from smsr_core.models import ProfileRow
 from smsr_core.ops_models import Operation
 
 log = logging.getLogger(__name__)
 
-# The receiver's WSDL per requesting interface, and the ES3 spelling of DeleteProfile.
-CALLBACK_WSDL = {"ES4": "ES4Mno.wsdl", "ES3": "ES3SmDp.wsdl"}
-ES3_NAMES = {"DeleteProfile": "DeleteISDP"}
 MAX_BACKOFF = 600.0  # a receiver that stays away costs six lines an hour per message, and gets it within 10 minutes
 
 
@@ -46,101 +55,208 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def add_message(s: Session, *, sender_role: str, sender_oid: str, kind: str, wsdl: str, operation: str,
-                target_oid: str, body: etree._Element, address: str | None = None, relates_to: str | None = None,
-                operation_id: int | None = None) -> None:
-    """One outbox row, in the caller's session; the body must satisfy our schema."""
-    problem = contract.validate(body)
-    if problem is not None:  # our defect: never queue what the contract forbids
-        raise ValueError(f"{operation} body violates the schema: {problem.message}")
-    if operation not in contract.load_service(wsdl).operations:
-        raise ValueError(f"{wsdl} has no operation {operation}")
-    now = _utcnow()
-    s.add(OutboxMessage(
-        created_at=now, kind=kind, wsdl=wsdl, operation=operation, sender_role=sender_role, target_oid=target_oid,
-        address=address, message_id=wsa.new_message_id(sender_oid), relates_to=relates_to,
-        body=etree.tostring(body), operation_id=operation_id, attempts=0, next_attempt_at=now,
-    ))
+class RenderError(Exception):
+    """An event that cannot be rendered for its channel (a defect of ours: the delivery waits, it is not sent)."""
+
+
+@dataclass(frozen=True)
+class DeliveryName:
+    """What a row is delivered as: the receiver's contract and its operation (``esx outbox show``)."""
+
+    contract: str
+    operation: str
+
+
+@dataclass(frozen=True)
+class Wire:
+    """One delivery as it goes out: an HTTP POST's body and content type."""
+
+    content_type: str
+    data: bytes
+
+
+class Channel(Protocol):
+    """How events reach a recipient: names and identifiers fixed when the row is written, the message rendered when
+    it is sent. ``interface`` is the SGP.02 interface (ES2, ES3, ES4) the recipient is reached over."""
+
+    def delivered_as(self, event: Event, interface: str) -> DeliveryName: ...
+
+    def new_message_id(self, sender_oid: str) -> str: ...
+
+    def render(self, event: Event, interface: str, name: DeliveryName, *, message_id: str, relates_to: str | None,
+               from_address: str, to: str) -> Wire:
+        """The message; RenderError if it would violate the channel's contract."""
+
+
+# -- SOAP v3: the SGP.02 v3 messages, as our WSDL and XSD in wsdl/ define them -------------------------------------
+
+
+class SoapV3:
+    """The SGP.02 v3 callbacks and notifications (sgp02-wire.md 3), validated against our XSD."""
+
+    # The receiver's WSDL per interface we deliver over, and the ES3 spelling of DeleteProfile.
+    CONTRACTS = {"ES4": "ES4Mno.wsdl", "ES3": "ES3SmDp.wsdl", "ES2": "ES2Mno.wsdl"}
+    ES3_NAMES = {"DeleteProfile": "DeleteISDP"}
+    # Functions whose callback carries the card's answer (EuiccResponseData, ES3 and ES4 only), in the interface's
+    # names.
+    WITH_EUICC_RESPONSE = frozenset({"EnableProfile", "DisableProfile", "DeleteProfile", "DeleteISDP",
+                                     "SetFallBackAttribute", "UpdateConnectivityParameters", "SendData", "CreateISDP"})
+
+    def _function(self, event: OperationFinished, interface: str) -> str:
+        return self.ES3_NAMES.get(event.function, event.function) if interface == "ES3" else event.function
+
+    def delivered_as(self, event: Event, interface: str) -> DeliveryName:
+        wsdl = self.CONTRACTS[interface]
+        if isinstance(event, OperationFinished):
+            operation = f"{interface}-{self._function(event, interface)}Callback"
+        else:
+            operation = f"{interface}-HandleProfile{ProfileChange(event.change).value}Notification"
+        if operation not in contract.load_service(wsdl).operations:
+            raise ValueError(f"{wsdl} has no operation {operation}")
+        return DeliveryName(wsdl, operation)
+
+    def new_message_id(self, sender_oid: str) -> str:
+        return wsa.new_message_id(sender_oid)
+
+    def body(self, event: Event, interface: str) -> etree._Element:
+        """The SOAP body element of ``event`` delivered over ``interface``, checked against our XSD."""
+        if isinstance(event, OperationFinished):
+            el = self._callback(event, interface)
+        else:
+            el = self._notification(event, interface)
+        problem = contract.validate(el)
+        if problem is not None:
+            raise RenderError(f"{etree.QName(el).localname} violates the schema: {problem.message}")
+        return el
+
+    def _callback(self, event: OperationFinished, interface: str) -> etree._Element:
+        name = self._function(event, interface)
+        outcome: Outcome = event.outcome
+        children = []
+        if name == "CreateISDP":
+            # Mandatory in the v3 schema, even on failure; v4 makes it optional and recommends
+            # '0000000000' when there is no ISD-P to name (sgp02-wire.md 3, ES3).
+            children.append(gsma_element("Isd-p-aid", event.isd_p_aid if outcome.succeeded else "0000000000"))
+        if interface == "ES2" and name == "DownloadProfile" and event.iccid:
+            children.append(gsma_element("Iccid", event.iccid))
+        if outcome.succeeded and event.eis is not None:
+            children.append(render_eis(etree.Element("holder"), event.eis))
+        if event.euicc_response and interface != "ES2" and name in self.WITH_EUICC_RESPONSE:
+            children.append(gsma_element("EuiccResponseData", event.euicc_response))
+        return response_element(f"{{{GSMA}}}{interface}-{name}Response", event.accepted_at, outcome.status,
+                                outcome.failure(), children, ended=event.finished_at)
+
+    def _notification(self, event: ProfileStateChanged, interface: str) -> etree._Element:
+        el = gsma_element(f"{interface}-HandleProfile{ProfileChange(event.change).value}Notification")
+        fields = [("Eid", event.eid), ("Iccid", event.iccid)]
+        if interface == "ES3":  # the SM-DP is told whose profile it is
+            fields.append(("Mno-id", event.mno_id))
+        fields.append(("CompletionTimestamp", xml_datetime(event.completed_at)))
+        for local, text in fields:
+            etree.SubElement(el, f"{{{GSMA}}}{local}").text = text
+        return el
+
+    def render(self, event: Event, interface: str, name: DeliveryName, *, message_id: str, relates_to: str | None,
+               from_address: str, to: str) -> Wire:
+        body = etree.tostring(self.body(event, interface))
+        return Wire(SOAP12_CONTENT_TYPE, _envelope(name, body, message_id, relates_to, from_address, to))
+
+
+SOAP_V3 = "soap-v3"
+CHANNELS: dict[str, Channel] = {SOAP_V3: SoapV3()}
+
+
+def _envelope(name: DeliveryName, body: bytes, message_id: str, relates_to: str | None, from_address: str,
+              to: str) -> bytes:
+    op = contract.load_service(name.contract).operations[name.operation]
+    env = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"env": SOAP12, "wsa": WSA, "rps": GSMA})
+    header = etree.SubElement(env, f"{{{SOAP12}}}Header")
+    wsa.write_addressing(header, wsa.Addressing(from_address=from_address, to=to, message_id=message_id,
+                                                action=op.input_action, relates_to=relates_to))
+    etree.SubElement(env, f"{{{SOAP12}}}Body").append(etree.fromstring(body))
+    return etree.tostring(env, xml_declaration=True, encoding="utf-8")
+
+
+def enqueue(s: Session, event: Event, *, sender_role: str, sender_oid: str, recipient: str, interface: str,
+            channel: str = SOAP_V3, operation_id: int | None = None) -> OutboxMessage:
+    """Owe ``event`` to ``recipient`` over ``interface``, as one outbox row in the caller's session (rendered for
+    ``channel`` when it is delivered). The channel names the delivery and fixes its MessageID now."""
+    renderer = CHANNELS[channel]
+    name = renderer.delivered_as(event, interface)
+    return store.emit(s, event, sender_role=sender_role, recipient=recipient, interface=interface, channel=channel,
+                      message_id=renderer.new_message_id(sender_oid), contract=name.contract,
+                      operation=name.operation, operation_id=operation_id)
+
+
+def render(row: OutboxMessage, *, from_address: str, to: str) -> Wire:
+    """What delivering ``row`` sends: its event rendered for its channel, or, for a row written before events, its
+    stored body in an envelope. RenderError (or the decoding error) when it cannot be rendered."""
+    name = DeliveryName(row.wsdl, row.operation)
+    if row.event_type is None:
+        return Wire(SOAP12_CONTENT_TYPE, _envelope(name, row.body, row.message_id, row.relates_to, from_address, to))
+    event = from_json(row.event_type, row.payload)
+    return CHANNELS[row.channel].render(event, row.interface, name, message_id=row.message_id, relates_to=row.relates_to,
+                                        from_address=from_address, to=to)
+
+
+def soap_body(row: OutboxMessage) -> bytes:
+    """The SOAP body ``row`` delivers (a SOAP row: written before events, or of :data:`SOAP_V3`), as bytes."""
+    if row.event_type is None:
+        return row.body
+    if row.channel != SOAP_V3:
+        raise ValueError(f"outbox row {row.id} is delivered over {row.channel}, not SOAP")
+    return etree.tostring(CHANNELS[SOAP_V3].body(from_json(row.event_type, row.payload), row.interface))
+
+
+# -- the cores' sinks --------------------------------------------------------------------------------------------
 
 
 class OutboxSink:
-    """Renders what the SM-SR owes into outbox rows (see the module doc)."""
+    """What the SM-SR owes, as events in the outbox (see the module doc)."""
 
     def __init__(self, smsr_oid: str) -> None:
         self.smsr_oid = smsr_oid
 
-    def _add(self, s: Session, **kwargs) -> None:
-        add_message(s, sender_role="smsr", sender_oid=self.smsr_oid, **kwargs)
-
     def callback(self, s: Session, op: Operation, status: Status, failure: FunctionFailed | None,
                  eis: v.Eis | None, euicc_response: str | None) -> None:
-        iface = op.interface
-        name = ES3_NAMES.get(op.function, op.function) if iface == "ES3" else op.function
-        children = []
-        succeeded = status is Status.EXECUTED_SUCCESS or status is Status.EXECUTED_WITHWARNING
-        if name == "CreateISDP":
-            # Mandatory in the v3 schema, even on failure; v4 makes it optional and recommends
-            # '0000000000' when there is no ISD-P to name (sgp02-wire.md 3, ES3).
-            children.append(gsma_element("Isd-p-aid", op.params.get("isd_p_aid") if succeeded else "0000000000"))
-        if succeeded:
-            if eis is not None:
-                holder = etree.Element("holder")
-                children.append(render_eis(holder, eis))
-        if euicc_response and name in ("EnableProfile", "DisableProfile", "DeleteProfile", "DeleteISDP",
-                                       "SetFallBackAttribute", "UpdateConnectivityParameters", "SendData", "CreateISDP"):
-            children.append(gsma_element("EuiccResponseData", euicc_response))
-        body = response_element(f"{{{GSMA}}}{iface}-{name}Response", op.accepted_at, status, failure, children)
-        self._add(s, kind="callback", wsdl=CALLBACK_WSDL[iface], operation=f"{iface}-{name}Callback",
-                  target_oid=op.requester_id, body=body, address=op.reply_to, relates_to=op.message_id,
-                  operation_id=op.id)
+        outcome = Outcome.of(status, failure)
+        event = OperationFinished(
+            interface=op.interface, function=op.function, requester_id=op.requester_id, message_id=op.message_id,
+            reply_to=op.reply_to, accepted_at=op.accepted_at, finished_at=_utcnow(), outcome=outcome,
+            eis=eis, euicc_response=euicc_response,
+            isd_p_aid=op.params.get("isd_p_aid") if op.function == "CreateISDP" and outcome.succeeded else None,
+        )
+        enqueue(s, event, sender_role="smsr", sender_oid=self.smsr_oid, recipient=op.requester_id,
+                interface=op.interface, operation_id=op.id)
 
     def profile_notification(self, s: Session, change: str, eid: str, profile: ProfileRow, when: datetime) -> None:
-        """ES4-HandleProfile<change>Notification to the MNO; the ES3 one to the SM-DP that installed it."""
-        es4 = gsma_element(f"ES4-HandleProfile{change}Notification")
-        for local, text in (("Eid", eid), ("Iccid", profile.iccid), ("CompletionTimestamp", xml_datetime(when))):
-            etree.SubElement(es4, f"{{{GSMA}}}{local}").text = text
-        self._add(s, kind="notification", wsdl="ES4Mno.wsdl", operation=f"ES4-HandleProfile{change}Notification",
-                  target_oid=profile.mno_id, body=es4)
-        if profile.smdp_id:
-            es3 = gsma_element(f"ES3-HandleProfile{change}Notification")
-            for local, text in (("Eid", eid), ("Iccid", profile.iccid), ("Mno-id", profile.mno_id),
-                                ("CompletionTimestamp", xml_datetime(when))):
-                etree.SubElement(es3, f"{{{GSMA}}}{local}").text = text
-            self._add(s, kind="notification", wsdl="ES3SmDp.wsdl", operation=f"ES3-HandleProfile{change}Notification",
-                      target_oid=profile.smdp_id, body=es3)
+        """To the profile's MNO (ES4), and to the SM-DP that installed it (ES3)."""
+        event = ProfileStateChanged(change=ProfileChange(change), eid=eid, iccid=profile.iccid, mno_id=profile.mno_id,
+                                    smdp_id=profile.smdp_id or None, completed_at=when)
+        enqueue(s, event, sender_role="smsr", sender_oid=self.smsr_oid, recipient=profile.mno_id, interface="ES4")
+        if event.smdp_id:
+            enqueue(s, event, sender_role="smsr", sender_oid=self.smsr_oid, recipient=event.smdp_id, interface="ES3")
 
 
 class SmdpOutboxSink:
-    """What the SM-DP owes MNOs (smdp_core.download.Es2Sink): ES2 callbacks and relayed notifications."""
+    """What the SM-DP owes MNOs (smdp_core.download.Es2Sink): ES2 callbacks and relayed notifications, as events."""
 
     def __init__(self, smdp_oid: str) -> None:
         self.smdp_oid = smdp_oid
 
     def callback(self, s: Session, op, status: Status, failure: FunctionFailed | None) -> None:
-        children = []
-        if op.function == "DownloadProfile" and op.iccid:
-            children.append(gsma_element("Iccid", op.iccid))
-        body = response_element(f"{{{GSMA}}}ES2-{op.function}Response", op.accepted_at, status, failure, children)
-        add_message(s, sender_role="smdp", sender_oid=self.smdp_oid, kind="callback", wsdl="ES2Mno.wsdl",
-                    operation=f"ES2-{op.function}Callback", target_oid=op.requester_id, body=body,
-                    address=op.reply_to, relates_to=op.message_id)
+        event = OperationFinished(
+            interface="ES2", function=op.function, requester_id=op.requester_id, message_id=op.message_id,
+            reply_to=op.reply_to, accepted_at=op.accepted_at, finished_at=_utcnow(),
+            outcome=Outcome.of(status, failure), iccid=op.iccid if op.function == "DownloadProfile" else None,
+        )
+        enqueue(s, event, sender_role="smdp", sender_oid=self.smdp_oid, recipient=op.requester_id, interface="ES2")
 
     def notification(self, s: Session, change: str, mno_id: str, eid: str, iccid: str, when: datetime) -> None:
-        body = gsma_element(f"ES2-HandleProfile{change}Notification")
-        for local, text in (("Eid", eid), ("Iccid", iccid), ("CompletionTimestamp", xml_datetime(when))):
-            etree.SubElement(body, f"{{{GSMA}}}{local}").text = text
-        add_message(s, sender_role="smdp", sender_oid=self.smdp_oid, kind="notification", wsdl="ES2Mno.wsdl",
-                    operation=f"ES2-HandleProfile{change}Notification", target_oid=mno_id, body=body)
-
-
-def _envelope(row: OutboxMessage, from_address: str, to: str) -> bytes:
-    op = contract.load_service(row.wsdl).operations[row.operation]
-    env = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"env": SOAP12, "wsa": WSA, "rps": GSMA})
-    header = etree.SubElement(env, f"{{{SOAP12}}}Header")
-    wsa.write_addressing(header, wsa.Addressing(from_address=from_address, to=to, message_id=row.message_id,
-                                                action=op.input_action, relates_to=row.relates_to))
-    etree.SubElement(env, f"{{{SOAP12}}}Body").append(etree.fromstring(row.body))
-    return etree.tostring(env, xml_declaration=True, encoding="utf-8")
+        """The SM-SR's notification about a profile this SM-DP installed, relayed to its MNO (ES2)."""
+        event = ProfileStateChanged(change=ProfileChange(change), eid=eid, iccid=iccid, mno_id=mno_id,
+                                    smdp_id=self.smdp_oid, completed_at=when)
+        enqueue(s, event, sender_role="smdp", sender_oid=self.smdp_oid, recipient=mno_id, interface="ES2")
 
 
 def deliver_due(db, *, from_address: str, session: requests.Session, now: datetime | None = None,
@@ -174,13 +290,18 @@ def deliver_due(db, *, from_address: str, session: requests.Session, now: dateti
                 url = (entity.notification_endpoint if row.kind == "notification" and entity.notification_endpoint
                        else entity.endpoint)
                 to = wsa.entity_address(url, row.target_oid) if url else None
-        error = None
+        error = wire = None
         if url is None:
             error = f"no endpoint is registered for {row.target_oid}"
         else:
             try:
-                response = session.post(url, data=_envelope(row, from_address, to), timeout=timeout,
-                                        headers={"Content-Type": SOAP12_CONTENT_TYPE})
+                wire = render(row, from_address=from_address, to=to)
+            except Exception as exc:  # noqa: BLE001 - our defect, logged and retried like any failed delivery
+                error = f"not rendered: {exc.__class__.__name__}: {' '.join(str(exc).split())[:300]}"
+        if wire is not None:
+            try:
+                response = session.post(url, data=wire.data, timeout=timeout,
+                                        headers={"Content-Type": wire.content_type})
                 if not 200 <= response.status_code < 300:
                     error = f"HTTP {response.status_code}"
             except requests.RequestException as exc:

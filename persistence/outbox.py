@@ -1,14 +1,21 @@
 """The outbox table: what one party owes another (callbacks, notifications), committed with the state change that
 owes it and delivered from here, with retries (esx.outbox delivers). Shared by both roles (``sender_role``).
+
+A row holds a domain event (``sgp02.events``): its type and JSON payload, for one recipient over one channel.
+It is rendered for that channel only when it is delivered. What a delivery must keep across retries is fixed when
+the row is written: its ``message_id`` (a redelivery after a crash carries the same one), and the name it will be
+delivered as (``contract``/``operation``, for ``esx outbox show`` and for whoever reads the table). Rows written
+before events (revision 0007) hold the rendered SOAP ``body`` instead, and are sent as they are.
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import DateTime, Integer, LargeBinary, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from persistence.db import Base
+from sgp02.events import Event, OperationFinished, ProfileStateChanged, event_type, to_json
 
 
 class OutboxMessage(Base):
@@ -17,17 +24,45 @@ class OutboxMessage(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     kind: Mapped[str] = mapped_column(String(16))  # "callback" | "notification"
-    wsdl: Mapped[str] = mapped_column(String(64))  # the receiver's WSDL, e.g. "ES4Mno.wsdl"
-    operation: Mapped[str] = mapped_column(String(64))  # its operation, e.g. "ES4-EnableProfileCallback"
+    wsdl: Mapped[str] = mapped_column(String(64))  # the receiver's contract, e.g. "ES4Mno.wsdl"
+    operation: Mapped[str] = mapped_column(String(64))  # delivered as, e.g. "ES4-EnableProfileCallback"
     sender_role: Mapped[str] = mapped_column(String(8))
     target_oid: Mapped[str] = mapped_column(String(64), index=True)
     address: Mapped[str | None] = mapped_column(String(1000))  # wsa:ReplyTo, else the entity's endpoint
     message_id: Mapped[str] = mapped_column(String(400))
     relates_to: Mapped[str | None] = mapped_column(String(400))
-    body: Mapped[bytes] = mapped_column(LargeBinary)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)  # rows written before 0007 only: the rendered SOAP body
+    event_type: Mapped[str | None] = mapped_column(String(64))  # sgp02.events class name
+    payload: Mapped[str | None] = mapped_column(Text)  # sgp02.events.to_json
+    channel: Mapped[str | None] = mapped_column(String(16))  # how it is rendered at delivery, e.g. "soap-v3"
+    interface: Mapped[str | None] = mapped_column(String(8))  # the SGP.02 interface it reaches the recipient over
     operation_id: Mapped[int | None] = mapped_column(Integer, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+def emit(s: Session, event: Event, *, sender_role: str, recipient: str, interface: str, channel: str,
+         message_id: str, contract: str, operation: str, operation_id: int | None = None,
+         now: datetime | None = None) -> OutboxMessage:
+    """Owe ``event`` to ``recipient`` (an OID) over ``interface``, to be rendered for ``channel`` when delivered.
+
+    The row joins the caller's session: it commits with the state change that raised the event, or not at all.
+    ``message_id`` is the delivery's identifier (for SOAP the wsa:MessageID), ``contract``/``operation`` the name it
+    will be delivered as; the channel (esx.outbox) chooses both. A callback goes to the request's ReplyTo, if any,
+    and relates to the request's MessageID."""
+    now = now or datetime.now(timezone.utc)
+    is_callback = isinstance(event, OperationFinished)
+    if not is_callback and not isinstance(event, ProfileStateChanged):
+        raise TypeError(f"{type(event).__name__} is not a domain event")
+    row = OutboxMessage(
+        created_at=now, kind="callback" if is_callback else "notification", wsdl=contract, operation=operation,
+        sender_role=sender_role, target_oid=recipient, address=event.reply_to if is_callback else None,
+        message_id=message_id, relates_to=event.message_id if is_callback else None,
+        event_type=event_type(event), payload=to_json(event), channel=channel, interface=interface,
+        operation_id=operation_id, attempts=0, next_attempt_at=now,
+    )
+    s.add(row)
+    return row

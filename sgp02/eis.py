@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
 
+from sgp02 import plain
 from sgp02.roles import Caller, may_manage
 
 
@@ -166,6 +167,19 @@ class Eis:
             if p.iccid == iccid:
                 return p
         return None
+
+
+# -- plain data (JSON) -----------------------------------------------------------------------------
+
+
+def eis_to_dict(eis: Eis) -> dict:
+    """The EIS as plain data, every field (the signed XML base64, dates ISO 8601); :func:`eis_from_dict` reverses it
+    exactly. What crosses a process or a database this way (an outbox event) is the value, not its XML."""
+    return plain.dump(Eis, eis)
+
+
+def eis_from_dict(data: dict) -> Eis:
+    return plain.load(Eis, data)
 
 
 # -- who sees what (the rules are in smsr_core.registry's module doc) ---------------------------

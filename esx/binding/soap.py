@@ -141,13 +141,14 @@ def read_execution_status(parent: etree._Element) -> tuple[Status, FunctionFaile
 
 def response_element(element_name: str, started: datetime, status: Status,
                      failure: FunctionFailed | None = None,
-                     children: Iterable[etree._Element] = ()) -> etree._Element:
-    """A BaseResponseType element: ProcessingStart, ProcessingEnd, FunctionExecutionStatus, extras."""
+                     children: Iterable[etree._Element] = (), *, ended: datetime | None = None) -> etree._Element:
+    """A BaseResponseType element: ProcessingStart, ProcessingEnd (``ended``, else now), FunctionExecutionStatus,
+    extras."""
     from esx.eis_xml import xml_datetime
 
     el = etree.Element(element_name, nsmap={"rps": GSMA})
     etree.SubElement(el, _P + "ProcessingStart").text = xml_datetime(started)
-    etree.SubElement(el, _P + "ProcessingEnd").text = xml_datetime(utcnow())
+    etree.SubElement(el, _P + "ProcessingEnd").text = xml_datetime(ended or utcnow())
     execution_status(el, status, failure)
     for child in children:
         el.append(child)

@@ -289,7 +289,7 @@ def test_es3_enable_by_the_smdp_is_called_back_at_its_es3_endpoint(instance, kin
     deadline, row = time.monotonic() + 30, None
     while time.monotonic() < deadline and row is None:
         with engine.connect() as c:
-            row = c.execute(sa.text("select operation, target_oid, body from outbox where relates_to = :m "
+            row = c.execute(sa.text("select operation, target_oid, id from outbox where relates_to = :m "
                                     "and delivered_at is not null"), {"m": message_id}).first()
         time.sleep(0.1)
     with engine.connect() as c:
@@ -299,7 +299,16 @@ def test_es3_enable_by_the_smdp_is_called_back_at_its_es3_endpoint(instance, kin
     assert row is not None and row[:2] == ("ES3-EnableProfileCallback", smdp)
     from lxml import etree
 
-    body = etree.fromstring(row[2])
+    from esx.outbox import soap_body
+    from persistence.db import Database
+    from persistence.outbox import OutboxMessage
+
+    db = Database(instance.database_url)
+    try:
+        with db.session() as s:  # the event, rendered as it was delivered
+            body = etree.fromstring(soap_body(s.get(OutboxMessage, row[2])))
+    finally:
+        db.dispose()
     assert etree.QName(body).localname == "ES3-EnableProfileResponse"
     assert body.findtext("rps:FunctionExecutionStatus/rps:Status", namespaces=NS) == "EXECUTED_SUCCESS"
     assert official_schema("ES3").validate(body), official_schema("ES3").error_log

@@ -30,6 +30,7 @@ from esx.demo import (
     register_request,
     signed_eis_element,
 )
+from esx.outbox import soap_body
 from esx.server import Config, EsxRuntime, make_wsgi
 from keys.pki import DevPki
 from persistence.entities import set_mno_smdps, upsert_entity
@@ -148,7 +149,7 @@ class InProcess:
         with self.db.session() as s:
             row = s.scalars(select(OutboxMessage).where(OutboxMessage.kind == "callback",
                                                         OutboxMessage.relates_to == relates_to)).first()
-            return etree.fromstring(row.body) if row is not None else None
+            return etree.fromstring(soap_body(row)) if row is not None else None
 
     def outbox(self, **where) -> list[OutboxMessage]:
         with self.db.session() as s:

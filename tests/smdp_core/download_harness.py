@@ -23,7 +23,7 @@ from sqlalchemy import event, select
 
 from esx.binding.ns import GSMA
 from esx.demo import SMDP_OID, SMSR_OID
-from esx.outbox import SmdpOutboxSink
+from esx.outbox import SmdpOutboxSink, soap_body
 from keys.pki import DevPki
 from keys.secretbox import SecretBox
 from persistence.engine import Doorbell
@@ -157,7 +157,7 @@ class SmdpHarness:
                              .order_by(OutboxMessage.id)).all()
             for row in rows:
                 row.delivered_at = self.now
-            messages = [(r.kind, r.operation, r.relates_to, r.body) for r in rows]
+            messages = [(r.kind, r.operation, r.relates_to, soap_body(r)) for r in rows]
         for kind, operation, relates_to, raw in messages:
             body = etree.fromstring(raw)
             if kind == "callback":

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from esx.demo import MNO_OID, SMSR_OID, demo_eid, demo_iccid, init_instance
+from esx.outbox import soap_body
 from euicc_sim.card import Card
 from euicc_sim.network import CARD_FILE
 from keys.pki import DevPki
@@ -120,7 +121,7 @@ def test_download_and_enable_installs_the_ordered_profile_on_the_card(dp):
 
     # the MNO's callback carries the ICCID; the SM-SR's ES3 notifications were relayed as ES2 ones
     callback = es2_callback(dp, op.message_id)
-    assert callback.operation == "ES2-DownloadProfileCallback" and f"<rps:Iccid>{iccid}</rps:Iccid>".encode() in callback.body
+    assert callback.operation == "ES2-DownloadProfileCallback" and f"<rps:Iccid>{iccid}</rps:Iccid>".encode() in soap_body(callback)
     relayed = [(m.operation, m.target_oid) for m in dp.es2_messages() if m.kind == "notification"]
     # only the profile this SM-DP installed is notified through it (the demo fall-back profile has no SM-DP:
     # its Disabled notification goes to the MNO over ES4 only)

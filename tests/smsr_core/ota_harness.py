@@ -33,7 +33,7 @@ from sqlalchemy import select
 
 from esx.binding.ns import GSMA
 from esx.demo import MNO_OID, SMSR_OID
-from esx.outbox import OutboxSink
+from esx.outbox import OutboxSink, soap_body
 from euicc_sim.card import Card
 from euicc_sim.network import CARD_FILE, CardOta, Losses
 from keys.pki import DevPki
@@ -264,7 +264,7 @@ class OtaHarness:
 
     def outbox(self) -> list[OutboxView]:
         with self.db.session() as s:
-            return [OutboxView(r.kind, r.operation, r.target_oid, r.relates_to, r.operation_id, body(r.body))
+            return [OutboxView(r.kind, r.operation, r.target_oid, r.relates_to, r.operation_id, body(soap_body(r)))
                     for r in s.scalars(select(OutboxMessage).order_by(OutboxMessage.id))]
 
     def profiles(self, eid: str) -> dict[str, tuple[str, bool]]:
