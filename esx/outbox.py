@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
@@ -38,6 +39,7 @@ from esx.binding.ns import GSMA, SOAP12, SOAP12_CONTENT_TYPE, WSA
 from esx.binding.soap import gsma_element, response_element
 from esx.eis_xml import render_eis, xml_datetime
 from persistence import outbox as store
+from persistence.engine import Doorbell, Silent, due_now
 from persistence.entities import get_entity
 from persistence.outbox import OutboxMessage
 from sgp02 import eis as v
@@ -214,8 +216,9 @@ def soap_body(row: OutboxMessage) -> bytes:
 class OutboxSink:
     """What the SM-SR owes, as events in the outbox (see the module doc)."""
 
-    def __init__(self, smsr_oid: str) -> None:
+    def __init__(self, smsr_oid: str, doorbell: Doorbell | None = None) -> None:
         self.smsr_oid = smsr_oid
+        self.doorbell = doorbell or Silent()  # the delivery loop's: rung once the event is committed
 
     def callback(self, s: Session, op: Operation, status: Status, failure: FunctionFailed | None,
                  eis: v.Eis | None, euicc_response: str | None) -> None:
@@ -228,6 +231,7 @@ class OutboxSink:
         )
         enqueue(s, event, sender_role="smsr", sender_oid=self.smsr_oid, recipient=op.requester_id,
                 interface=op.interface, operation_id=op.id)
+        due_now(s, self.doorbell)
 
     def profile_notification(self, s: Session, change: str, eid: str, profile: ProfileRow, when: datetime) -> None:
         """To the profile's MNO (ES4), and to the SM-DP that installed it (ES3)."""
@@ -236,13 +240,15 @@ class OutboxSink:
         enqueue(s, event, sender_role="smsr", sender_oid=self.smsr_oid, recipient=profile.mno_id, interface="ES4")
         if event.smdp_id:
             enqueue(s, event, sender_role="smsr", sender_oid=self.smsr_oid, recipient=event.smdp_id, interface="ES3")
+        due_now(s, self.doorbell)
 
 
 class SmdpOutboxSink:
     """What the SM-DP owes MNOs (smdp_core.download.Es2Sink): ES2 callbacks and relayed notifications, as events."""
 
-    def __init__(self, smdp_oid: str) -> None:
+    def __init__(self, smdp_oid: str, doorbell: Doorbell | None = None) -> None:
         self.smdp_oid = smdp_oid
+        self.doorbell = doorbell or Silent()  # the delivery loop's: rung once the event is committed
 
     def callback(self, s: Session, op, status: Status, failure: FunctionFailed | None) -> None:
         event = OperationFinished(
@@ -251,75 +257,103 @@ class SmdpOutboxSink:
             outcome=Outcome.of(status, failure), iccid=op.iccid if op.function == "DownloadProfile" else None,
         )
         enqueue(s, event, sender_role="smdp", sender_oid=self.smdp_oid, recipient=op.requester_id, interface="ES2")
+        due_now(s, self.doorbell)
 
     def notification(self, s: Session, change: str, mno_id: str, eid: str, iccid: str, when: datetime) -> None:
         """The SM-SR's notification about a profile this SM-DP installed, relayed to its MNO (ES2)."""
         event = ProfileStateChanged(change=ProfileChange(change), eid=eid, iccid=iccid, mno_id=mno_id,
                                     smdp_id=self.smdp_oid, completed_at=when)
         enqueue(s, event, sender_role="smdp", sender_oid=self.smdp_oid, recipient=mno_id, interface="ES2")
+        due_now(s, self.doorbell)
 
 
 def deliver_due(db, *, from_address: str, session: requests.Session, now: datetime | None = None,
-                lease: float = 60.0, timeout: float = 10.0, limit: int = 50, sender_role: str = "smsr") -> int:
+                lease: float = 60.0, timeout: float = 10.0, limit: int = 50, sender_role: str = "smsr",
+                senders: int = 8) -> int:
     """Send every due outbox row of ``sender_role`` once (its From is ``from_address``); returns how many
-    were delivered. The SM-SR's and the SM-DP's workers may share one database: each sends its own."""
+    were delivered. The SM-SR's and the SM-DP's workers may share one database: each sends its own.
+
+    One batch: the due rows are leased in one transaction, rendered, POSTed, and their outcomes recorded in one
+    transaction. Rows to one address go in the order they were written, one after the other (a receiver sees an
+    operation's notifications in the order they happened); different addresses are served at the same time, by up
+    to ``senders`` threads, over the HTTP session's kept-alive connections."""
     now = now or _utcnow()
     timeout = min(timeout, lease / 2)  # a POST never outlives its lease, so no second worker sends it meanwhile
+    free = or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until < now)
     with db.session() as s:
         ids = list(s.scalars(select(OutboxMessage.id).where(
-            OutboxMessage.sender_role == sender_role,
-            OutboxMessage.delivered_at.is_(None), OutboxMessage.next_attempt_at <= now,
-            or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until < now),
-        ).order_by(OutboxMessage.id).limit(limit)))
-    delivered = 0
-    for row_id in ids:
-        with db.session() as s:
-            leased = s.execute(update(OutboxMessage).where(
-                OutboxMessage.id == row_id, OutboxMessage.delivered_at.is_(None),
-                or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until < now),
-            ).values(lease_until=now + timedelta(seconds=lease))).rowcount
-            if leased != 1:
-                continue
-            row = s.get(OutboxMessage, row_id)
-            s.expunge(row)
-            entity = get_entity(s, row.target_oid)
-            url = to = None
-            if row.address:
-                url = to = row.address
-            elif entity is not None:
-                url = (entity.notification_endpoint if row.kind == "notification" and entity.notification_endpoint
-                       else entity.endpoint)
-                to = wsa.entity_address(url, row.target_oid) if url else None
-        error = wire = None
+            OutboxMessage.sender_role == sender_role, OutboxMessage.delivered_at.is_(None),
+            OutboxMessage.next_attempt_at <= now, free).order_by(OutboxMessage.id).limit(limit)))
+        if not ids:
+            return 0
+        leased = set(s.scalars(update(OutboxMessage).where(
+            OutboxMessage.id.in_(ids), OutboxMessage.delivered_at.is_(None), free,
+        ).values(lease_until=now + timedelta(seconds=lease)).returning(OutboxMessage.id)))
+        rows = [r for r in s.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(leased))
+                                     .order_by(OutboxMessage.id))]
+        targets = {oid: get_entity(s, oid) for oid in {r.target_oid for r in rows if not r.address}}
+        for r in rows:
+            s.expunge(r)
+
+    def destination(row: OutboxMessage) -> tuple[str | None, str | None]:
+        if row.address:
+            return row.address, row.address
+        entity = targets.get(row.target_oid)
+        if entity is None:
+            return None, None
+        url = entity.notification_endpoint if row.kind == "notification" and entity.notification_endpoint \
+            else entity.endpoint
+        return url, (wsa.entity_address(url, row.target_oid) if url else None)
+
+    def send(row: OutboxMessage, url: str | None, to: str | None) -> str | None:
+        """None when delivered, else why not."""
         if url is None:
-            error = f"no endpoint is registered for {row.target_oid}"
-        else:
-            try:
-                wire = render(row, from_address=from_address, to=to)
-            except Exception as exc:  # noqa: BLE001 - our defect, logged and retried like any failed delivery
-                error = f"not rendered: {exc.__class__.__name__}: {' '.join(str(exc).split())[:300]}"
-        if wire is not None:
-            try:
-                response = session.post(url, data=wire.data, timeout=timeout,
-                                        headers={"Content-Type": wire.content_type})
-                if not 200 <= response.status_code < 300:
-                    error = f"HTTP {response.status_code}"
-            except requests.RequestException as exc:
-                error = short_error(exc)
-        with db.session() as s:
-            row = s.get(OutboxMessage, row_id)
-            row.attempts += 1
-            row.lease_until = None
+            return f"no endpoint is registered for {row.target_oid}"
+        try:
+            wire = render(row, from_address=from_address, to=to)
+        except Exception as exc:  # noqa: BLE001 - our defect, logged and retried like any failed delivery
+            return f"not rendered: {exc.__class__.__name__}: {' '.join(str(exc).split())[:300]}"
+        try:
+            response = session.post(url, data=wire.data, timeout=timeout, headers={"Content-Type": wire.content_type})
+        except requests.RequestException as exc:
+            return short_error(exc)
+        return None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+
+    by_address: dict[str | None, list[tuple[OutboxMessage, str | None]]] = {}
+    for row in rows:
+        url, to = destination(row)
+        by_address.setdefault(url, []).append((row, to))
+    errors: dict[int, str | None] = {}
+
+    def send_all(url: str | None, queue: list[tuple[OutboxMessage, str | None]]) -> None:
+        for row, to in queue:
+            errors[row.id] = send(row, url, to)
+
+    if len(by_address) == 1 or senders <= 1:
+        for url, queue in by_address.items():
+            send_all(url, queue)
+    else:
+        with ThreadPoolExecutor(max_workers=min(senders, len(by_address))) as pool:
+            for done in [pool.submit(send_all, url, queue) for url, queue in by_address.items()]:
+                done.result()
+
+    delivered_ids = [row_id for row_id, error in errors.items() if error is None]
+    with db.session() as s:
+        if delivered_ids:
+            s.execute(update(OutboxMessage).where(OutboxMessage.id.in_(delivered_ids)).values(
+                delivered_at=_utcnow(), attempts=OutboxMessage.attempts + 1, lease_until=None))
+        for row in rows:
+            error = errors.get(row.id)
             if error is None:
-                row.delivered_at = _utcnow()
-                delivered += 1
-            else:
-                delay = backoff(row.attempts)
-                row.last_error = error[:2000]
-                row.next_attempt_at = now + timedelta(seconds=delay)
-                log.warning("outbox %s: %s to %s not delivered (%s); attempt %d, next in %.0f s", row.id, row.operation,
-                            row.target_oid, error, row.attempts, delay)
-    return delivered
+                continue
+            attempts = row.attempts + 1
+            delay = backoff(attempts)
+            s.execute(update(OutboxMessage).where(OutboxMessage.id == row.id).values(
+                attempts=attempts, lease_until=None, last_error=error[:2000],
+                next_attempt_at=now + timedelta(seconds=delay)))
+            log.warning("outbox %s: %s to %s not delivered (%s); attempt %d, next in %.0f s", row.id, row.operation,
+                        row.target_oid, error, attempts, delay)
+    return len(delivered_ids)
 
 
 def backoff(attempts: int) -> float:

@@ -255,11 +255,12 @@ class EsxRuntime(Runtime):
     def platform(self):
         """The SM-SR's asynchronous operations (smsr_core.platform), built on first use."""
         if self._platform is None:
-            from esx.doorbell import SMSR_OPERATIONS, Doorbell
+            from esx.doorbell import SMSR_OPERATIONS, SMSR_OUTBOX, Doorbell
             from esx.outbox import OutboxSink
             from smsr_core.platform import Platform
 
-            self._platform = Platform(self.db, self.config.smsr_oid, OutboxSink(self.config.smsr_oid), self.box,
+            sink = OutboxSink(self.config.smsr_oid, Doorbell(Path(self.config.data_dir), SMSR_OUTBOX))
+            self._platform = Platform(self.db, self.config.smsr_oid, sink, self.box,
                                       self.config.timing(),
                                       doorbell=Doorbell(Path(self.config.data_dir), SMSR_OPERATIONS))
         return self._platform
@@ -268,7 +269,7 @@ class EsxRuntime(Runtime):
     def downloads(self):
         """The SM-DP's asynchronous functions (smdp_core.download), built on first use."""
         if self._downloads is None:
-            from esx.doorbell import SMDP_STEPS, Doorbell
+            from esx.doorbell import SMDP_OUTBOX, SMDP_STEPS, Doorbell
             from esx.outbox import SmdpOutboxSink
             from smdp_core.download import Downloads, SmdpIdentity
             from smdp_core.warehouse import Warehouse
@@ -277,7 +278,8 @@ class EsxRuntime(Runtime):
             identity = SmdpIdentity(oid=self.config.smdp_oid, key=self.pki.smdp_key, certificate=self.pki.smdp_gp_cert,
                                     ci_pem=self.pki.ci_cert_pem)
             self._downloads = Downloads(
-                self.db, identity, Warehouse(box), box, SmdpOutboxSink(self.config.smdp_oid), self._smsr_gateway,
+                self.db, identity, Warehouse(box), box,
+                SmdpOutboxSink(self.config.smdp_oid, Doorbell(Path(self.config.data_dir), SMDP_OUTBOX)), self._smsr_gateway,
                 self._eum_certificate, self.config.download_settings(),
                 new_message_id=lambda: wsa.new_message_id(self.config.smdp_oid),
                 doorbell=Doorbell(Path(self.config.data_dir), SMDP_STEPS))

@@ -55,14 +55,17 @@ class _Worker:
         self.stop_event = threading.Event()
 
     def _loop(self, step, bell: Bell) -> None:
-        """Run ``step``, then sleep until the poll interval ends or the loop's doorbell rings (esx.doorbell)."""
+        """Run ``step``; when it reports work done (a count), go round again at once (there may be more), else sleep
+        until the poll interval ends or the loop's doorbell rings (esx.doorbell)."""
         try:
             while not self.stop_event.is_set():
+                busy = False
                 try:
-                    step()
+                    busy = bool(step())
                 except Exception:  # keep going: the next tick retries from the database
                     log.exception("worker step failed")
-                bell.wait(self.poll)
+                if not busy:
+                    bell.wait(self.poll)
         finally:
             bell.close()
 
