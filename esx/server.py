@@ -9,6 +9,7 @@ the embedded default that binds to loopback only, the ``wsa:From`` EntityId name
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -294,7 +295,7 @@ class EsxRuntime(Runtime):
 
     def own_address(self, role: str) -> str:
         name = self.config.smsr_name if role == "smsr" else self.config.smdp_name
-        return wsa.entity_address(f"{self.config.url_for(role)}/{role}", self.own_oid(role), name)
+        return _entity_address(f"{self.config.url_for(role)}/{role}", self.own_oid(role), name)
 
     def caller_for(self, inbound: Inbound) -> Entity:
         from esx.binding.wsgi_adapter import LOCAL_CALLER
@@ -398,6 +399,9 @@ class EsxRuntime(Runtime):
             session.cert = tuple(str(p) for p in self.pki.tls_client(self.own_oid(role)))
             session.verify = str(self.pki.tls_ca_path)
         return session
+
+
+_entity_address = functools.lru_cache(maxsize=64)(wsa.entity_address)  # every response's wsa:From (urlencode)
 
 
 def _nested_eid(inbound: Inbound) -> str | None:

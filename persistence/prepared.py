@@ -35,7 +35,7 @@ from sqlalchemy.sql import ClauseElement
 
 
 class _Compiled:
-    __slots__ = ("sql", "names", "positional", "binds", "row", "processors")
+    __slots__ = ("sql", "names", "positional", "binds", "row", "processors", "converted")
 
     def __init__(self, stmt: ClauseElement, dialect, column_keys: list[str] | None) -> None:
         compiled = stmt.compile(dialect=dialect, column_keys=column_keys)
@@ -48,8 +48,10 @@ class _Compiled:
             cols = [rc[0] for rc in compiled._result_columns]  # keyname per result column, in order
             self.row = namedtuple("Row", cols, rename=True)
             self.processors = [rc[3]._cached_result_processor(dialect, None) for rc in compiled._result_columns]
+            # only the columns that have a processor are touched per row (most are plain str/int)
+            self.converted = [(i, p) for i, p in enumerate(self.processors) if p is not None]
         else:
-            self.row = self.processors = None
+            self.row = self.processors = self.converted = None
 
 
 class Prepared:
@@ -83,8 +85,17 @@ class Prepared:
 
     def all(self, conn: "DbapiConnection", **params) -> list:
         c = self._execute(conn, params)
-        procs, row = c.processors, c.row
-        return [row(*(p(v) if p else v for p, v in zip(procs, r))) for r in conn.cursor.fetchall()]
+        make, converted = c.row._make, c.converted
+        rows = conn.cursor.fetchall()
+        if not converted:
+            return [make(r) for r in rows]
+        out = []
+        for r in rows:
+            values = list(r)
+            for i, proc in converted:
+                values[i] = proc(values[i])
+            out.append(make(values))
+        return out
 
     def first(self, conn: "DbapiConnection", **params):
         rows = self.all(conn, **params)
