@@ -20,6 +20,9 @@ Rules this file keeps:
   commits what the connection did so far (on PostgreSQL the request's reads and its call-audit row are one
   transaction). A block that raised rolls back and gives the connection back; the next block checks out a fresh
   one. A nested :func:`one_connection` (a request this process serves to itself, in process) has its own.
+  On PostgreSQL the scope's transaction stays open from its first read to the block that commits (or to the end
+  of the scope): "idle in transaction" while a handler works in its own ORM sessions. It holds no row locks, and
+  under READ COMMITTED no snapshot beyond each statement.
 
 Pinned to the SQLAlchemy release in setup.cfg: it reads three compiler attributes that are not public API (``_bind_processors``, ``_result_columns``, ``_cached_result_processor``); tests/persistence/test_prepared.py catches a release that changes them.
 """
