@@ -9,7 +9,7 @@ the embedded default that binds to loopback only, the ``wsa:From`` EntityId name
 """
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import os
 import threading
@@ -17,16 +17,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, select
-
 from esx.audit import append_call
 from esx.binding import wsa
 from esx.binding.client import GsmaClient
 from esx.binding.soap import Inbound, Interface, Runtime, build_application
 from esx.binding.xmlparse import DEFAULT_MAX_BODY_BYTES
 from persistence.db import Database
-from persistence.entities import Entity, MnoSmdp, get_entity
-from persistence.prepared import Prepared, dbapi
+from persistence.entities import CallerCache, Entity, get_entity
+from persistence.prepared import dbapi, one_connection
 from sgp02 import codes
 from sgp02.codes import FunctionFailed, Status
 
@@ -246,6 +244,7 @@ class EsxRuntime(Runtime):
         self.registry = EisRegistry(self.db, config.smsr_oid, self.pki.ci_cert_pem, self.box,
                                     refuse_test_keys=config.auth == "mtls" and not config.allow_test_credentials)
         self.smdp = SmdpRelay(self._smsr_gateway)
+        self.callers = CallerCache(self.db.engine)
         self._platform = None
         self._downloads = None
         self._gateways: dict[tuple[str, str], Any] = {}
@@ -300,38 +299,39 @@ class EsxRuntime(Runtime):
 
     def own_address(self, role: str) -> str:
         name = self.config.smsr_name if role == "smsr" else self.config.smdp_name
-        return wsa.entity_address(f"{self.config.url_for(role)}/{role}", self.own_oid(role), name)
+        return _entity_address(f"{self.config.url_for(role)}/{role}", self.own_oid(role), name)
 
     def caller_for(self, inbound: Inbound) -> Entity:
         from esx.binding.wsgi_adapter import LOCAL_CALLER
 
         claimed = inbound.addressing.from_entity_id
         local = inbound.environ.get(LOCAL_CALLER)
-        # Core SELECTs, not the ORM: this runs for every served call (BENCHMARKS.md, issue 10).
-        with dbapi(self.db.engine) as c:
-            if local is not None:  # a call this instance makes to itself, in process (no socket, no certificate)
-                entity = _entity(c, _ENTITY_BY_OID, local)
-                if entity is None or (claimed and claimed != local):
-                    raise FunctionFailed(codes.CALLER_UNKNOWN, f"in-process caller {local} is not {claimed}")
-            elif self.config.auth == "mtls":
-                der = peer_certificate(inbound.environ)
-                entity = _entity(c, _ENTITY_BY_CERT, hashlib.sha256(der).hexdigest()) if der else None
-                if entity is None:
-                    raise FunctionFailed(codes.CALLER_UNKNOWN, "the TLS client certificate is not registered")
-                if claimed and claimed != entity.oid:
-                    raise FunctionFailed(codes.CALLER_UNKNOWN,
-                                         f"wsa:From names {claimed}, the client certificate is {entity.oid}")
-            else:
-                entity = _entity(c, _ENTITY_BY_OID, claimed) if claimed else None
-                if entity is None:
-                    raise FunctionFailed(codes.CALLER_UNKNOWN,
-                                         f"unknown requester {claimed!r} (wsa:From EntityId)" if claimed
-                                         else "wsa:From carries no EntityId", subject_identifier=claimed)
-            # An SM-DP acts for the MNOs that named it (persistence.entities.MnoSmdp; smsr_core.registry.may_manage).
-            served = frozenset(r.mno_id for r in _MNOS_OF_SMDP.all(c, smdp=entity.oid)) \
-                if entity.role == "smdp" else frozenset()
-        entity.served_mnos = served
+        # Looked up through the process's CallerCache (persistence.entities: found callers are kept CALLER_TTL
+        # seconds, changes made in this process are seen at once): this runs for every served call.
+        if local is not None:  # a call this instance makes to itself, in process (no socket, no certificate)
+            entity = self.callers.by_oid(local)
+            if entity is None or (claimed and claimed != local):
+                raise FunctionFailed(codes.CALLER_UNKNOWN, f"in-process caller {local} is not {claimed}")
+        elif self.config.auth == "mtls":
+            der = peer_certificate(inbound.environ)
+            entity = self.callers.by_certificate(der) if der else None
+            if entity is None:
+                raise FunctionFailed(codes.CALLER_UNKNOWN, "the TLS client certificate is not registered")
+            if claimed and claimed != entity.oid:
+                raise FunctionFailed(codes.CALLER_UNKNOWN,
+                                     f"wsa:From names {claimed}, the client certificate is {entity.oid}")
+        else:
+            entity = self.callers.by_oid(claimed) if claimed else None
+            if entity is None:
+                raise FunctionFailed(codes.CALLER_UNKNOWN,
+                                     f"unknown requester {claimed!r} (wsa:From EntityId)" if claimed
+                                     else "wsa:From carries no EntityId", subject_identifier=claimed)
         return entity
+
+    def request_scope(self):
+        """One pooled database connection for the call's caller lookup, handler reads and audit row
+        (persistence.prepared.one_connection)."""
+        return one_connection()
 
     def record_call(self, inbound: Inbound, status: Status, failure: FunctionFailed | None) -> None:
         with dbapi(self.db.engine, commit=True) as c:
@@ -405,16 +405,7 @@ class EsxRuntime(Runtime):
         return session
 
 
-_ENTITY = Entity.__table__
-_ENTITY_BY_OID = Prepared(select(_ENTITY).where(_ENTITY.c.oid == bindparam("key")))
-_ENTITY_BY_CERT = Prepared(select(_ENTITY).where(_ENTITY.c.cert_sha256 == bindparam("key")))
-_MNOS_OF_SMDP = Prepared(select(MnoSmdp.__table__.c.mno_id).where(MnoSmdp.__table__.c.smdp_id == bindparam("smdp")))
-
-
-def _entity(c, query: Prepared, key: str) -> Entity | None:
-    """The entity ``query`` finds for ``key``, as a detached Entity (what persistence.entities.get_entity returns)."""
-    row = query.first(c, key=key)
-    return Entity(**row._asdict()) if row is not None else None
+_entity_address = functools.lru_cache(maxsize=64)(wsa.entity_address)  # every response's wsa:From (urlencode)
 
 
 def _nested_eid(inbound: Inbound) -> str | None:

@@ -13,14 +13,19 @@ SM-DP acts, so the MNO says it once, here.
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from datetime import datetime, timezone
+from typing import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import DateTime, String, Text, delete, select
+from sqlalchemy import DateTime, String, Text, bindparam, delete, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from persistence.db import Base
+from persistence.db import Base, after_commit
+from persistence.prepared import Prepared, dbapi
 from sgp02.roles import Role
 
 
@@ -68,6 +73,7 @@ def set_mno_smdps(session: Session, mno_id: str, smdp_ids: list[str]) -> None:
     for smdp_id in dict.fromkeys(smdp_ids):
         session.add(MnoSmdp(mno_id=mno_id, smdp_id=smdp_id))
     session.flush()
+    _entities_written(session)
 
 
 def mnos_served_by(session: Session, smdp_id: str) -> frozenset[str]:
@@ -119,6 +125,7 @@ def upsert_entity(
         x509.load_pem_x509_certificate(signing_cert_pem)
         entity.signing_cert_pem = signing_cert_pem.decode()
     session.flush()
+    _entities_written(session)
     return entity
 
 
@@ -131,3 +138,77 @@ def get_entity(session: Session, oid: str | None) -> Entity | None:
 def entity_by_certificate(session: Session, cert_der: bytes) -> Entity | None:
     fp = hashlib.sha256(cert_der).hexdigest()
     return session.scalars(select(Entity).where(Entity.cert_sha256 == fp)).first()
+
+
+# -- callers, as served calls look them up --------------------------------------------------------
+
+CALLER_TTL = 5.0  # seconds a CallerCache entry is trusted without reading the database again
+
+
+class CallerCache:
+    """The entity behind a served call, by OID (``wsa:From``) or by TLS client-certificate fingerprint, with the
+    MNOs it acts for when it is an SM-DP (``served_mnos``): esx.server.EsxRuntime.caller_for on every call.
+
+    Entities change rarely (``esx entity add``), and each lookup was a database round trip per call. The rule:
+    - a caller that is found is kept for at most ``ttl`` seconds (:data:`CALLER_TTL`); a change made by another
+      process (the CLI, another worker) to its row or to the MNOs that named it is seen by this process within
+      ``ttl`` seconds. That includes a replaced or withdrawn certificate: the old one is still accepted for up to
+      ``ttl`` seconds after the change is committed;
+    - a change made in this process (:func:`upsert_entity`, :func:`set_mno_smdps`) empties every cache of the
+      process at once, and again when its unit of work commits;
+    - "not found" is never kept: an entity added a moment ago is known at its first call.
+    The values handed out are shared between calls and threads: read them, never change them.
+    """
+
+    def __init__(self, engine: Engine, ttl: float = CALLER_TTL, clock: Callable[[], float] = time.monotonic) -> None:
+        self.engine = engine
+        self.ttl = ttl
+        self.clock = clock
+        self._entries: dict[tuple[str, str], tuple[float, int, Entity]] = {}
+
+    def by_oid(self, oid: str) -> Entity | None:
+        return self._get("oid", oid)
+
+    def by_certificate(self, cert_der: bytes) -> Entity | None:
+        return self._get("cert", hashlib.sha256(cert_der).hexdigest())
+
+    def _get(self, kind: str, key: str) -> Entity | None:
+        now = self.clock()
+        hit = self._entries.get((kind, key))
+        if hit is not None and hit[0] > now and hit[1] == _generation:
+            return hit[2]
+        generation = _generation  # read before the database: a write meanwhile makes this entry stale at once
+        with dbapi(self.engine) as c:
+            row = (_ENTITY_BY_OID if kind == "oid" else _ENTITY_BY_CERT).first(c, key=key)
+            if row is None:
+                self._entries.pop((kind, key), None)
+                return None
+            served = frozenset(r.mno_id for r in _MNOS_OF_SMDP.all(c, smdp=row.oid)) \
+                if row.role == Role.SMDP.value else frozenset()
+        entity = Entity(**row._asdict())  # detached, as get_entity's would be once its session closed
+        entity.served_mnos = served
+        if len(self._entries) > 10_000:  # more distinct callers than any deployment has: start again
+            self._entries.clear()
+        self._entries[(kind, key)] = (now + self.ttl, generation, entity)
+        return entity
+
+
+_generation = 0
+_generation_lock = threading.Lock()
+
+
+def _forget_callers() -> None:
+    global _generation
+    with _generation_lock:
+        _generation += 1
+
+
+def _entities_written(session: Session) -> None:
+    _forget_callers()
+    after_commit(session, _forget_callers)
+
+
+_ENTITY = Entity.__table__
+_ENTITY_BY_OID = Prepared(select(_ENTITY).where(_ENTITY.c.oid == bindparam("key")))
+_ENTITY_BY_CERT = Prepared(select(_ENTITY).where(_ENTITY.c.cert_sha256 == bindparam("key")))
+_MNOS_OF_SMDP = Prepared(select(MnoSmdp.__table__.c.mno_id).where(MnoSmdp.__table__.c.smdp_id == bindparam("smdp")))

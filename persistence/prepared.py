@@ -14,7 +14,15 @@ Rules this file keeps:
   statement and commit (the benchmarks count them with those; the connection argument is None); nothing else
   of SQLAlchemy's event system is promised;
 - a connection that raised is rolled back before it goes back to the pool; the pool's pre-ping (PostgreSQL)
-  and reset-on-return still apply, since connections come from ``Engine.raw_connection``.
+  and reset-on-return still apply, since connections come from ``Engine.raw_connection``;
+- inside :func:`one_connection` (one served request: esx.binding.soap.dispatch), every :func:`dbapi` block on that
+  engine uses the same connection, checked out at its first use and returned at the end. A block's ``commit``
+  commits what the connection did so far (on PostgreSQL the request's reads and its call-audit row are one
+  transaction). A block that raised rolls back and gives the connection back; the next block checks out a fresh
+  one. A nested :func:`one_connection` (a request this process serves to itself, in process) has its own.
+  On PostgreSQL the scope's transaction stays open from its first read to the block that commits (or to the end
+  of the scope): "idle in transaction" while a handler works in its own ORM sessions. It holds no row locks, and
+  under READ COMMITTED no snapshot beyond each statement.
 
 Pinned to the SQLAlchemy release in setup.cfg: it reads three compiler attributes that are not public API (``_bind_processors``, ``_result_columns``, ``_cached_result_processor``); tests/persistence/test_prepared.py catches a release that changes them.
 """
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Iterator
 
 from sqlalchemy.engine import Engine
@@ -29,7 +38,7 @@ from sqlalchemy.sql import ClauseElement
 
 
 class _Compiled:
-    __slots__ = ("sql", "names", "positional", "binds", "row", "processors")
+    __slots__ = ("sql", "names", "positional", "binds", "row", "processors", "converted")
 
     def __init__(self, stmt: ClauseElement, dialect, column_keys: list[str] | None) -> None:
         compiled = stmt.compile(dialect=dialect, column_keys=column_keys)
@@ -42,8 +51,10 @@ class _Compiled:
             cols = [rc[0] for rc in compiled._result_columns]  # keyname per result column, in order
             self.row = namedtuple("Row", cols, rename=True)
             self.processors = [rc[3]._cached_result_processor(dialect, None) for rc in compiled._result_columns]
+            # only the columns that have a processor are touched per row (most are plain str/int)
+            self.converted = [(i, p) for i, p in enumerate(self.processors) if p is not None]
         else:
-            self.row = self.processors = None
+            self.row = self.processors = self.converted = None
 
 
 class Prepared:
@@ -77,8 +88,17 @@ class Prepared:
 
     def all(self, conn: "DbapiConnection", **params) -> list:
         c = self._execute(conn, params)
-        procs, row = c.processors, c.row
-        return [row(*(p(v) if p else v for p, v in zip(procs, r))) for r in conn.cursor.fetchall()]
+        make, converted = c.row._make, c.converted
+        rows = conn.cursor.fetchall()
+        if not converted:
+            return [make(r) for r in rows]
+        out = []
+        for r in rows:
+            values = list(r)
+            for i, proc in converted:
+                values[i] = proc(values[i])
+            out.append(make(values))
+        return out
 
     def first(self, conn: "DbapiConnection", **params):
         rows = self.all(conn, **params)
@@ -95,10 +115,39 @@ class DbapiConnection:
         self.engine, self.raw, self.cursor = engine, raw, raw.cursor()
 
 
+class _Shared:
+    """The connections of one :func:`one_connection` scope, by engine (checked out at first use)."""
+
+    __slots__ = ("by_engine",)
+
+    def __init__(self) -> None:
+        self.by_engine: dict[int, DbapiConnection] = {}
+
+
+_scope: ContextVar[_Shared | None] = ContextVar("persistence.prepared.scope", default=None)
+
+
+@contextmanager
+def one_connection() -> Iterator[None]:
+    """Every :func:`dbapi` block inside shares one pooled connection per engine (see the module doc)."""
+    shared = _Shared()
+    token = _scope.set(shared)
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+        for conn in shared.by_engine.values():
+            conn.raw.close()  # back to the pool, which rolls back whatever was not committed
+
+
 @contextmanager
 def dbapi(engine: Engine, *, commit: bool = False) -> Iterator[DbapiConnection]:
     """A pooled DBAPI connection for :class:`Prepared` statements; with ``commit``, committed on success.
-    Rolled back on any exception (and, by the pool, on return)."""
+    Rolled back on any exception (and, by the pool, on return). Inside :func:`one_connection`, the scope's."""
+    shared = _scope.get()
+    if shared is not None:
+        yield from _shared_block(shared, engine, commit)
+        return
     raw = engine.raw_connection()
     try:
         conn = DbapiConnection(engine, raw)
@@ -112,3 +161,22 @@ def dbapi(engine: Engine, *, commit: bool = False) -> Iterator[DbapiConnection]:
         raise
     finally:
         raw.close()
+
+
+def _shared_block(shared: _Shared, engine: Engine, commit: bool) -> Iterator[DbapiConnection]:
+    conn = shared.by_engine.get(id(engine))
+    if conn is None:
+        conn = shared.by_engine[id(engine)] = DbapiConnection(engine, engine.raw_connection())
+    try:
+        yield conn
+        if commit:
+            conn.raw.commit()
+            for fn in engine.dispatch.commit:
+                fn(None)
+    except BaseException:
+        del shared.by_engine[id(engine)]  # the next block starts afresh on another connection
+        try:
+            conn.raw.rollback()
+        finally:
+            conn.raw.close()
+        raise

@@ -30,9 +30,10 @@ parse (or a body element no interface defines) gets a SOAP fault.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, ContextManager, Iterable
 
 from lxml import etree
 from spyne import AnyXml, Application, Fault, ServiceBase, const as spyne_const, rpc
@@ -194,6 +195,10 @@ class Runtime:
     def record_call(self, inbound: Inbound, status: Status, failure: FunctionFailed | None) -> None:
         pass
 
+    def request_scope(self) -> ContextManager[Any]:
+        """Held around one call's caller lookup, handler and audit record (esx.server: one database connection)."""
+        return nullcontext()
+
 
 # -- dispatch ----------------------------------------------------------------------------------
 
@@ -203,6 +208,15 @@ def dispatch(runtime: Runtime, interface: Interface, inbound: Inbound) -> etree.
     op = inbound.operation
     started = inbound.received_at
     handler = interface.handlers.get(op.name)
+    with runtime.request_scope():
+        status, failure, reply = _run_and_record(runtime, interface, inbound, handler)
+    return _finish(runtime, inbound, handler, started, status, failure, reply)
+
+
+def _run_and_record(runtime: Runtime, interface: Interface, inbound: Inbound,
+                    handler: Handler | None) -> tuple[Status, FunctionFailed | None, Reply]:
+    """Authorise, run the handler, append the call to the audit trail: the outcome."""
+    op = inbound.operation
     failure: FunctionFailed | None = None
     reply = Reply()
     try:
@@ -243,6 +257,12 @@ def dispatch(runtime: Runtime, interface: Interface, inbound: Inbound) -> etree.
             runtime.record_call(inbound, status, failure)
         except Exception:
             log.exception("could not append %s to the audit trail", op.name)
+    return status, failure, reply
+
+
+def _finish(runtime: Runtime, inbound: Inbound, handler, started: datetime, status: Status,
+            failure: FunctionFailed | None, reply: Reply) -> etree._Element | None:
+    op = inbound.operation
     if op.one_way:
         if failure is not None:
             reject = getattr(handler, "reject", None)

@@ -11,6 +11,7 @@ accepted on input, the GSMA form is emitted.
 """
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -50,6 +51,11 @@ def entity_id_of(address: str | None) -> str | None:
     """The ``EntityId`` query parameter of a WS-A address, if any."""
     if not address:
         return None
+    return _entity_id_of(address)
+
+
+@functools.lru_cache(maxsize=1024)  # a pure function of the text; peers send the same few From addresses
+def _entity_id_of(address: str) -> str | None:
     query = urlsplit(address.strip()).query
     values = parse_qs(query).get("EntityId")
     return values[0] if values else None

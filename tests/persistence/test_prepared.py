@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import JSON, Boolean, Column, DateTime, Integer, MetaData, String, Table, bindparam, event, select
 
 from persistence.db import Database
-from persistence.prepared import Prepared, dbapi
+from persistence.prepared import Prepared, dbapi, one_connection
 from tests.e2e.conftest import _postgres_database
 
 meta = MetaData()
@@ -61,3 +61,36 @@ def test_a_failed_unit_is_rolled_back(db):
             raise RuntimeError("fails before the commit")
     with dbapi(db.engine) as conn:
         assert BY_ID.first(conn, id=1) is None
+
+
+def test_one_connection_is_shared_by_the_blocks_inside(db):
+    checkouts = []
+    event.listen(db.engine.pool, "checkout", lambda *a: checkouts.append(1))
+    with one_connection():
+        with dbapi(db.engine) as first:
+            assert BY_ID.first(first, id=1) is None
+        with dbapi(db.engine, commit=True) as second:
+            INSERT.run(second, id=1, name="x", at=AT, doc=None, flag=True)
+        assert second is first
+        with one_connection():  # a request served in process inside another has its own
+            with dbapi(db.engine) as inner:
+                assert inner is not first
+    assert len(checkouts) == 2
+    with dbapi(db.engine) as conn:
+        assert BY_ID.first(conn, id=1).name == "x"  # committed by the block that asked to
+
+
+def test_a_failed_block_in_one_connection_rolls_back_and_the_next_starts_afresh(db):
+    with one_connection():
+        with pytest.raises(RuntimeError):
+            with dbapi(db.engine) as failed:
+                INSERT.run(failed, id=1, name="x", at=AT, doc=None, flag=True)
+                raise RuntimeError("fails before the commit")
+        with dbapi(db.engine, commit=True) as fresh:
+            assert fresh is not failed
+            assert BY_ID.first(fresh, id=1) is None
+            INSERT.run(fresh, id=2, name="y", at=AT, doc=None, flag=True)
+        with dbapi(db.engine) as uncommitted:
+            INSERT.run(uncommitted, id=3, name="z", at=AT, doc=None, flag=True)
+    with dbapi(db.engine) as conn:  # the scope's end returns its connection: what no block committed is gone
+        assert [BY_ID.first(conn, id=i) is not None for i in (1, 2, 3)] == [False, True, False]
