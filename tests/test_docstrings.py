@@ -55,6 +55,8 @@ def unresolved(path: Path, root: Path = REPO) -> list[str]:
         ref = (m.group("role") or m.group("literal") or m.group("prose")).rstrip(".")
         if text[m.end():m.end() + 1] == "(":
             continue  # a call written out (``keys.enc.hex()``): a value, not a name
+        if m.group("prose") and text[m.start() - 1:m.start()] in "\"'" and text[m.end():m.end() + 1] in "\"'":
+            continue  # a string value in code (a ContextVar's name), not a reference
         if not resolves(ref, module):
             out.append(f"{path.relative_to(root)}:{text[:m.start()].count(chr(10)) + 1}: {ref}")
     return out
