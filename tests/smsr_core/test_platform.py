@@ -941,11 +941,15 @@ def _drop_isd_r(h: OtaHarness, eid: str) -> None:
         s.execute(delete(SecurityDomainRow).where(SecurityDomainRow.eid == eid, SecurityDomainRow.role == "ISD-R"))
 
 
-def test_a_command_that_cannot_be_built_fails_alone(h):
+@pytest.mark.parametrize("started", [True, False], ids=["started-first", "started-with-its-packet"])
+def test_a_command_that_cannot_be_built_fails_alone(h, started):
+    """Also when the operation starts in the step that builds its first packet (the worker's tick): the start,
+    rolled back with the failure, is made again on its own, and the operation ends as one started first would."""
     enable = h.request(Function.ENABLE, EID1, SPARE1)
     other = h.request(Function.DELETE, EID2, SPARE2)
     _drop_isd_r(h, EID1)
-    h.start()
+    if started:
+        h.start()
     [t] = h.send_due()  # no exception out of the worker's step
     assert t.reached == EID2
     op = h.op(enable)
