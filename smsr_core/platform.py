@@ -22,6 +22,7 @@ from typing import Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from keys.scp80 import PorStatus
 from keys.secretbox import SecretBox
@@ -413,11 +414,13 @@ class Platform:
                 codes.EID_UNKNOWN, f"EID {op.eid} is not known to this SM-SR", subject_identifier=op.eid), now=now)
             return
         self._ota(s, op.eid)
-        older = s.scalars(select(Operation.id).where(Operation.eid == op.eid, Operation.state == QUEUED,
-                                                     Operation.id < op.id).limit(1)).first()
-        claimed = older is None and s.execute(
-            update(EuiccOta).where(EuiccOta.eid == op.eid, EuiccOta.active_operation_id.is_(None))
-            .values(active_operation_id=op.id)).rowcount == 1
+        # Claimed only when free and no older operation of the eUICC is queued, in one conditional UPDATE.
+        older = select(Operation.id).where(Operation.eid == op.eid, Operation.state == QUEUED, Operation.id < op.id)
+        claimed = s.execute(
+            update(EuiccOta).where(EuiccOta.eid == op.eid, EuiccOta.active_operation_id.is_(None), ~older.exists())
+            .values(active_operation_id=op.id).execution_options(synchronize_session=False)).rowcount == 1
+        if claimed:  # what the UPDATE wrote, in the loaded row too (not a change to flush)
+            set_committed_value(s.get(EuiccOta, op.eid), "active_operation_id", op.id)
         if not claimed:  # the operation that frees the eUICC wakes it (_finish)
             engine.wait(op, None)
             return
@@ -448,7 +451,12 @@ class Platform:
         elif function is Function.SEND_DATA:
             self._check_send_data(op, euicc, caller)
         else:
-            row = profile_for_caller(s, caller, op.eid, op.params["iccid"])
+            # The profile as loaded with the eUICC when it is there and the caller may manage it; anything else
+            # is decided (and its error chosen) by the registry's rule.
+            iccid = op.params["iccid"].upper()
+            row = next((p for p in euicc.profiles if p.iccid == iccid), None) if euicc is not None else None
+            if row is None or not may_manage(caller, row):
+                row = profile_for_caller(s, caller, op.eid, op.params["iccid"])
             if op.params.get("isd_p_aid") != row.isd_p_aid:
                 op.params = {**op.params, "isd_p_aid": row.isd_p_aid}
 
