@@ -7,7 +7,7 @@ SM-DP's (:class:`SmdpWorker`): it runs the due steps of downloads and relayed ES
 A worker holds one SMPP transceiver bind (``esx.smpp.Esme``) and runs two loops:
 
 - the operation loop (``SmsrWorker.tick``): expire what ran out of time, handle SMS from the
-  inbox (PoRs and card notifications), start queued operations, send due commands;
+  inbox (PoRs and card notifications), start queued operations and send due commands;
 - the delivery loop: POST due callbacks and notifications from the outbox.
 
 Every SMS the SMSC delivers is written to ``sms_inbox`` inside ``on_deliver``, before the ESME
@@ -128,7 +128,7 @@ class SmsrWorker(_Worker):
         p.expire(now)
         for out in p.process_inbox(now):
             self.send(out)
-        p.start_ready(now)
+        # due_sends starts the queued operations too, each with its first packet in one transaction
         for out in p.due_sends(utcnow()):
             self.send(out)
 

@@ -22,6 +22,7 @@ from typing import Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from keys.scp80 import PorStatus
 from keys.secretbox import SecretBox
@@ -363,7 +364,7 @@ class Platform:
                 out.append(sms_)
 
         def defect(op_id: int) -> None:
-            self._cannot_send(op_id, now, "the SM-SR could not build the command for this eUICC")
+            self._cannot_send(op_id, now, "the SM-SR could not build the command for this eUICC", start=steps)
 
         engine.run_leased(ids, lambda op_id: True, run, defect)
         return out
@@ -373,9 +374,9 @@ class Platform:
             if not engine.lease(s, Operation, op_id, now, self.timing.lease, Operation.state != DONE,
                                 Operation.step.in_(steps), Operation.expires_at > now):
                 return None
-            op = s.get(Operation, op_id)
-            # What the steps read, in one statement, and held here: the session keeps only weak references.
-            euicc = self._euicc(s, op.eid)  # noqa: F841
+            # What the steps read (the row, its eUICC with profiles and domains, its OTA state), in one statement,
+            # and held here: the session keeps only weak references.
+            op, euicc, ota = self._unit(s, Operation.id == op_id)  # noqa: F841
             while True:
                 step = op.step
                 outbound = CARD_OPERATION.runner(self, step)(s, op, now)
@@ -413,11 +414,13 @@ class Platform:
                 codes.EID_UNKNOWN, f"EID {op.eid} is not known to this SM-SR", subject_identifier=op.eid), now=now)
             return
         self._ota(s, op.eid)
-        older = s.scalars(select(Operation.id).where(Operation.eid == op.eid, Operation.state == QUEUED,
-                                                     Operation.id < op.id).limit(1)).first()
-        claimed = older is None and s.execute(
-            update(EuiccOta).where(EuiccOta.eid == op.eid, EuiccOta.active_operation_id.is_(None))
-            .values(active_operation_id=op.id)).rowcount == 1
+        # Claimed only when free and no older operation of the eUICC is queued, in one conditional UPDATE.
+        older = select(Operation.id).where(Operation.eid == op.eid, Operation.state == QUEUED, Operation.id < op.id)
+        claimed = s.execute(
+            update(EuiccOta).where(EuiccOta.eid == op.eid, EuiccOta.active_operation_id.is_(None), ~older.exists())
+            .values(active_operation_id=op.id).execution_options(synchronize_session=False)).rowcount == 1
+        if claimed:  # what the UPDATE wrote, in the loaded row too (not a change to flush)
+            set_committed_value(s.get(EuiccOta, op.eid), "active_operation_id", op.id)
         if not claimed:  # the operation that frees the eUICC wakes it (_finish)
             engine.wait(op, None)
             return
@@ -448,7 +451,12 @@ class Platform:
         elif function is Function.SEND_DATA:
             self._check_send_data(op, euicc, caller)
         else:
-            row = profile_for_caller(s, caller, op.eid, op.params["iccid"])
+            # The profile as loaded with the eUICC when it is there and the caller may manage it; anything else
+            # is decided (and its error chosen) by the registry's rule.
+            iccid = op.params["iccid"].upper()
+            row = next((p for p in euicc.profiles if p.iccid == iccid), None) if euicc is not None else None
+            if row is None or not may_manage(caller, row):
+                row = profile_for_caller(s, caller, op.eid, op.params["iccid"])
             if op.params.get("isd_p_aid") != row.isd_p_aid:
                 op.params = {**op.params, "isd_p_aid": row.isd_p_aid}
 
@@ -597,12 +605,21 @@ class Platform:
         if sms_.operation_id is not None:
             self._cannot_send(sms_.operation_id, now, "the SM-SR could not submit the SMS to this eUICC")
 
-    def _cannot_send(self, op_id: int, now: datetime, message: str) -> None:
+    def _cannot_send(self, op_id: int, now: datetime, message: str, start: tuple[str, ...] = ()) -> None:
         """End an operation that cannot be sent: FAILED 1.2/4.2, eUICC freed; dirty + audit when an
-        earlier transmission may have reached the card."""
+        earlier transmission may have reached the card.
+
+        With ``start`` (the steps :meth:`_run_due` ran) a queued operation is started first, in this transaction:
+        its start and its first packet were one transaction, which rolled back with the failure, and an operation
+        that cannot be sent ends as one started on its own would (:meth:`start_ready`, then the send failing)."""
         try:
             with self.db.session() as s:
+                # the lease before the row is read (the UPDATE would compare the loaded row's dates otherwise)
+                queued = QUEUED in start and engine.lease(s, Operation, op_id, now, self.timing.lease,
+                                                          Operation.step == QUEUED)
                 op = s.get(Operation, op_id)
+                if queued:
+                    self.start(s, op, now)
                 if op is None or op.state != ACTIVE:
                     return
                 if op.sent_any:
@@ -722,7 +739,8 @@ class Platform:
 
     def _handle_parts(self, s: Session, parts: list, now: datetime) -> tuple[str, OutboundSms | None]:
         source = parts[0].source_addr
-        euicc = self.link.euicc_for_address(s, source)
+        # The eUICC, its OTA state and its operation in flight in one statement, held here (weak references).
+        euicc, ota, active = self._card(s, self.link.eid_at_address(source))  # noqa: F841
         if euicc is None:
             return f"ignored: no eUICC answers at {source}", None
         try:
@@ -740,6 +758,25 @@ class Platform:
         """The eUICC with its profiles and security domains (one statement)."""
         return s.scalars(select(Euicc).where(Euicc.eid == eid)
                          .options(joinedload(Euicc.profiles), joinedload(Euicc.domains))).unique().first()
+
+    @staticmethod
+    def _unit(s: Session, where) -> tuple[Operation | None, Euicc | None, EuiccOta | None]:
+        """What a step works on, in one statement: the operation ``where`` selects, its eUICC with profiles and
+        security domains, and its OTA state (each None when missing). Later ``s.get`` of these finds them in the
+        session without SQL; the caller holds them (the session keeps only weak references)."""
+        row = s.execute(select(Operation, Euicc, EuiccOta).where(where)
+                        .outerjoin(Euicc, Euicc.eid == Operation.eid).outerjoin(EuiccOta, EuiccOta.eid == Operation.eid)
+                        .options(joinedload(Euicc.profiles), joinedload(Euicc.domains))).unique().first()
+        return (row[0], row[1], row[2]) if row is not None else (None, None, None)
+
+    def _card(self, s: Session, eid) -> tuple[Euicc | None, EuiccOta | None, Operation | None]:
+        """What an SMS from the card works on, in one statement: the eUICC ``eid`` (a value or a scalar subquery)
+        with profiles and security domains, its OTA state and the operation in flight (None when missing)."""
+        row = s.execute(select(Euicc, EuiccOta, Operation).where(Euicc.eid == eid)
+                        .outerjoin(EuiccOta, EuiccOta.eid == Euicc.eid)
+                        .outerjoin(Operation, Operation.id == EuiccOta.active_operation_id)
+                        .options(joinedload(Euicc.profiles), joinedload(Euicc.domains))).unique().first()
+        return (row[0], row[1], row[2]) if row is not None else (None, None, None)
 
     def _active_op(self, s: Session, eid: str) -> Operation | None:
         ota = self._ota(s, eid)

@@ -104,10 +104,15 @@ class SmsLink:
                               "(ASCII digits only): the eUICC cannot be reached by SMS")
         return msisdn
 
+    @staticmethod
+    def eid_at_address(msisdn: str):
+        """The EID of the eUICC that has a profile with MSISDN ``msisdn``, as a scalar subquery."""
+        return select(ProfileRow.eid).where(ProfileRow.msisdn == msisdn.lstrip("+")).limit(1).scalar_subquery()
+
     def euicc_for_address(self, s: Session, msisdn: str) -> Euicc | None:
         """The eUICC that has a profile with MSISDN ``msisdn``, with its profiles and security domains loaded (the
         PoR or notification it sent needs both), in one statement."""
-        eid = select(ProfileRow.eid).where(ProfileRow.msisdn == msisdn.lstrip("+")).limit(1).scalar_subquery()
+        eid = self.eid_at_address(msisdn)
         return s.scalars(select(Euicc).where(Euicc.eid == eid)
                          .options(joinedload(Euicc.profiles), joinedload(Euicc.domains))).unique().first()
 

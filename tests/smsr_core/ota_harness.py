@@ -227,8 +227,7 @@ class OtaHarness:
         """One round of ``SmsrWorker.tick``, in its order."""
         self.expire(now)
         self.process(now)
-        self.start(now)
-        self.send_due(now)
+        self.send_due(now)  # starts the queued operations too (each with its first packet)
 
     def run(self, eid: str, now: datetime = T0) -> None:
         """Start, send, PoR, notification, confirmation: one operation of ``eid`` from queued to its end."""
