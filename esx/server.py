@@ -25,7 +25,7 @@ from esx.binding.client import GsmaClient
 from esx.binding.soap import Inbound, Interface, Runtime, build_application
 from esx.binding.xmlparse import DEFAULT_MAX_BODY_BYTES
 from persistence.db import Database
-from persistence.entities import Entity, MnoSmdp, get_entity
+from persistence.entities import Entity, EntityCache, MnoSmdp
 from persistence.prepared import Prepared, dbapi
 from sgp02 import codes
 from sgp02.codes import FunctionFailed, Status
@@ -249,6 +249,8 @@ class EsxRuntime(Runtime):
         self._platform = None
         self._downloads = None
         self._gateways: dict[tuple[str, str], Any] = {}
+        # The SM-SR (per ES3 call) and the EUM (per ECASD check) the SM-DP looks up: at most 10 s stale.
+        self._peers = EntityCache(self.db, max_age=10.0)
         self._lock = threading.Lock()
 
     @property
@@ -287,11 +289,10 @@ class EsxRuntime(Runtime):
 
     def _eum_certificate(self, eum_id: str) -> bytes | None:
         """The EUM's certificate as registered with this instance (ES1 and the SM-DP's ECASD checks)."""
-        with self.db.session() as s:
-            entity = get_entity(s, eum_id)
-            if entity is None or entity.role != "eum" or not entity.signing_cert_pem:
-                return None
-            return entity.signing_cert_pem.encode()
+        entity = self._peers.get(eum_id)
+        if entity is None or entity.role != "eum" or not entity.signing_cert_pem:
+            return None
+        return entity.signing_cert_pem.encode()
 
     # -- identity --------------------------------------------------------------------------------
 
@@ -363,11 +364,10 @@ class EsxRuntime(Runtime):
     def _smsr_gateway(self, smsr_id: str):
         from esx.es3.client import Es3SmsrGateway
 
-        with self.db.session() as s:
-            entity = get_entity(s, smsr_id)
-            if entity is None or entity.role != "smsr" or not entity.endpoint:
-                return None
-            endpoint = entity.endpoint
+        entity = self._peers.get(smsr_id)
+        if entity is None or entity.role != "smsr" or not entity.endpoint:
+            return None
+        endpoint = entity.endpoint
         local = smsr_id == self.config.smsr_oid and self.smsr_colocated
         key = (smsr_id, "in-process" if local else endpoint)
         with self._lock:

@@ -13,7 +13,10 @@ SM-DP acts, so the MNO says it once, here.
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from datetime import datetime, timezone
+from typing import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -126,6 +129,40 @@ def get_entity(session: Session, oid: str | None) -> Entity | None:
     if not oid:
         return None
     return session.get(Entity, oid)
+
+
+class EntityCache:
+    """Entities by OID for a process's own hot paths, where a peer is looked up for every call it is sent (the SM-DP's
+    SM-SR for each ES3 call, the EUM for each ECASD check): an entity read is reused for at most ``max_age`` seconds.
+
+    The bound on staleness: a change made by ``esx entity add`` (a new endpoint, role or certificate) reaches a
+    running process within ``max_age`` seconds. Only entities found are kept, so an OID registered a moment ago is
+    seen at once. Not for identifying callers (esx.server.caller_for reads the database on every request). The
+    entities handed out are detached copies; several threads may share one cache."""
+
+    def __init__(self, db, max_age: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.db = db
+        self.max_age = max_age
+        self.clock = clock
+        self._kept: dict[str, tuple[float, Entity]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, oid: str | None) -> Entity | None:
+        if not oid:
+            return None
+        now = self.clock()
+        with self._lock:
+            kept = self._kept.get(oid)
+        if kept is not None and now - kept[0] < self.max_age:
+            return kept[1]
+        with self.db.session() as s:
+            entity = get_entity(s, oid)
+            if entity is None:
+                return None
+            s.expunge(entity)
+        with self._lock:
+            self._kept[oid] = (now, entity)
+        return entity
 
 
 def entity_by_certificate(session: Session, cert_der: bytes) -> Entity | None:

@@ -182,3 +182,39 @@ def test_a_send_data_step_costs_at_most_seven_statements(dp):  # noqa: F811
     assert (answered.statements, answered.transactions) == (2, 1)
     assert worker.statements + answered.statements <= 7
     assert result(dp.run(op_id, EID1)) == ("EXECUTED_SUCCESS", None, None)
+
+
+# -- the profile package --------------------------------------------------------------------------------------------
+
+
+def test_the_package_is_personalised_once_per_download(demo_instance, tmp_path, monkeypatch):  # noqa: F811
+    """CreateISDP needs the package's size and the download step its bytes: one personalisation serves both (and
+    every batch of segments), and the worker forgets it once the last segment is answered."""
+    import shutil
+
+    shutil.copytree(demo_instance, tmp_path / "instance")
+    h = OtaHarness(tmp_path / "instance", TIMING)
+    dp = SmdpHarness(h, Settings(segment_size=512, segments_per_send=1, callback_grace=30.0))  # a SendData per segment
+    built = []
+    personalise = download_module.saip.personalise
+    monkeypatch.setattr(download_module.saip, "personalise", lambda *a, **k: built.append(1) or personalise(*a, **k))
+    op_id = download(dp)
+    assert result(dp.run(op_id, EID1)) == ("EXECUTED_SUCCESS", None, None)
+    sends = [p for op, p in dp.sent if op == "ES3-SendData"]
+    assert len(sends) >= 5 and len(built) == 1  # 3 of key establishment and SCP03t, 2+ of segments
+    assert dp.downloads._packages == {}
+    h.close()
+
+
+def test_a_worker_that_did_not_build_the_package_builds_the_same_bytes(dp):  # noqa: F811
+    """Personalisation is deterministic: a worker on another host (or after a restart) sends what the first would."""
+    op_id = download(dp)
+    until_step(dp, op_id, "download")
+    from smdp_core.op_models import SmdpOperation
+
+    with dp.h.db.session() as s:
+        op = s.get(SmdpOperation, op_id)
+        kept = dp.downloads._package(s, op)
+        fresh = SmdpHarness(dp.h, Settings(segment_size=512, segments_per_send=3, callback_grace=30.0))
+        assert fresh.downloads._packages == {}
+        assert fresh.downloads._package(s, op) == kept
