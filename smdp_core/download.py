@@ -67,7 +67,7 @@ from keys.tlv import encode_tlv
 from ota import es8, saip
 from persistence.db import Database
 from persistence.engine import (ACTIVE, Doorbell, Flow, Silent, Step, accept_once, due, due_now, lease,
-                                record_result, reuses_call_id, run_leased, utc, validity_until, wait)
+                                lease_row, record_result, reuses_call_id, run_leased, utc, validity_until, wait)
 from sgp02 import codes
 from sgp02.codes import FunctionFailed, PeerUnreachable, Status, StatusCode
 from sgp02.ecasd import verified_ecasd_key
@@ -384,9 +384,10 @@ class Downloads:
         as the engine's rule says) and is reported by run_leased when _exchange raises it again."""
         try:
             with self.db.session() as s:
-                if not lease(s, SmdpOperation, op_id, now, self.settings.lease, SmdpOperation.state == ACTIVE):
+                op = lease_row(s, SmdpOperation, op_id, now, self.settings.lease, SmdpOperation.state == ACTIVE)
+                if op is None:
                     return False
-                taken[op_id] = self._prepare(s, op_id, now)
+                taken[op_id] = self._prepare(s, op, now)
                 return True
         except Exception as defect:
             with self.db.session() as s:
@@ -395,13 +396,10 @@ class Downloads:
             taken[op_id] = defect
             return True
 
-    def _prepare(self, s: Session, op_id: int, now: datetime) -> _Taken | None:
+    def _prepare(self, s: Session, op: SmdpOperation, now: datetime) -> _Taken | None:
         """The leased row's step: the table's ``run``, and for an ES3 request its MessageID fixed before it leaves.
         None when the step ended in this transaction (or the row awaits: its deadline came, or a callback its
         handler could not take is stored)."""
-        op = s.get(SmdpOperation, op_id, with_for_update=True)
-        if op is None or op.state != ACTIVE:
-            return None
         if op.phase == AWAIT:
             self._await(s, op, now)
             return None
