@@ -137,7 +137,7 @@ class EntityCache:
 
     The bound on staleness: a change made by ``esx entity add`` (a new endpoint, role or certificate) reaches a
     running process within ``max_age`` seconds. Only entities found are kept, so an OID registered a moment ago is
-    seen at once. Not for identifying callers (esx.server.caller_for reads the database on every request). The
+    seen at once. Not for identifying callers (esx.server.EsxRuntime.caller_for reads the database on every request). The
     entities handed out are detached copies; several threads may share one cache."""
 
     def __init__(self, db, max_age: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
