@@ -23,7 +23,7 @@ from esx.binding.client import GsmaClient
 from esx.binding.soap import Inbound, Interface, Runtime, build_application
 from esx.binding.xmlparse import DEFAULT_MAX_BODY_BYTES
 from persistence.db import Database
-from persistence.entities import CallerCache, Entity, get_entity
+from persistence.entities import Entity, EntityCache
 from persistence.prepared import dbapi, one_connection
 from sgp02 import codes
 from sgp02.codes import FunctionFailed, Status
@@ -244,7 +244,9 @@ class EsxRuntime(Runtime):
         self.registry = EisRegistry(self.db, config.smsr_oid, self.pki.ci_cert_pem, self.box,
                                     refuse_test_keys=config.auth == "mtls" and not config.allow_test_credentials)
         self.smdp = SmdpRelay(self._smsr_gateway)
-        self.callers = CallerCache(self.db.engine)
+        # Every entity this process looks up (callers, the SM-SR per ES3 call, the EUM per ECASD check), kept for at
+        # most CALLER_TTL seconds (persistence.entities.EntityCache).
+        self.entities = EntityCache(self.db.engine)
         self._platform = None
         self._downloads = None
         self._gateways: dict[tuple[str, str], Any] = {}
@@ -286,11 +288,10 @@ class EsxRuntime(Runtime):
 
     def _eum_certificate(self, eum_id: str) -> bytes | None:
         """The EUM's certificate as registered with this instance (ES1 and the SM-DP's ECASD checks)."""
-        with self.db.session() as s:
-            entity = get_entity(s, eum_id)
-            if entity is None or entity.role != "eum" or not entity.signing_cert_pem:
-                return None
-            return entity.signing_cert_pem.encode()
+        entity = self.entities.by_oid(eum_id) if eum_id else None
+        if entity is None or entity.role != "eum" or not entity.signing_cert_pem:
+            return None
+        return entity.signing_cert_pem.encode()
 
     # -- identity --------------------------------------------------------------------------------
 
@@ -306,22 +307,22 @@ class EsxRuntime(Runtime):
 
         claimed = inbound.addressing.from_entity_id
         local = inbound.environ.get(LOCAL_CALLER)
-        # Looked up through the process's CallerCache (persistence.entities: found callers are kept CALLER_TTL
+        # Looked up through the process's EntityCache (persistence.entities: found callers are kept CALLER_TTL
         # seconds, changes made in this process are seen at once): this runs for every served call.
         if local is not None:  # a call this instance makes to itself, in process (no socket, no certificate)
-            entity = self.callers.by_oid(local)
+            entity = self.entities.by_oid(local)
             if entity is None or (claimed and claimed != local):
                 raise FunctionFailed(codes.CALLER_UNKNOWN, f"in-process caller {local} is not {claimed}")
         elif self.config.auth == "mtls":
             der = peer_certificate(inbound.environ)
-            entity = self.callers.by_certificate(der) if der else None
+            entity = self.entities.by_certificate(der) if der else None
             if entity is None:
                 raise FunctionFailed(codes.CALLER_UNKNOWN, "the TLS client certificate is not registered")
             if claimed and claimed != entity.oid:
                 raise FunctionFailed(codes.CALLER_UNKNOWN,
                                      f"wsa:From names {claimed}, the client certificate is {entity.oid}")
         else:
-            entity = self.callers.by_oid(claimed) if claimed else None
+            entity = self.entities.by_oid(claimed) if claimed else None
             if entity is None:
                 raise FunctionFailed(codes.CALLER_UNKNOWN,
                                      f"unknown requester {claimed!r} (wsa:From EntityId)" if claimed
@@ -363,11 +364,10 @@ class EsxRuntime(Runtime):
     def _smsr_gateway(self, smsr_id: str):
         from esx.es3.client import Es3SmsrGateway
 
-        with self.db.session() as s:
-            entity = get_entity(s, smsr_id)
-            if entity is None or entity.role != "smsr" or not entity.endpoint:
-                return None
-            endpoint = entity.endpoint
+        entity = self.entities.by_oid(smsr_id) if smsr_id else None
+        if entity is None or entity.role != "smsr" or not entity.endpoint:
+            return None
+        endpoint = entity.endpoint
         local = smsr_id == self.config.smsr_oid and self.smsr_colocated
         key = (smsr_id, "in-process" if local else endpoint)
         with self._lock:

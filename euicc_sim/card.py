@@ -83,9 +83,10 @@ import json
 import logging
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -274,6 +275,9 @@ class Card:
     first_attach_notified: bool = False
     # packages to write beside the state file at the next save (file name -> DER); not part of the state
     staged_packages: dict[str, bytes] = field(default_factory=dict, repr=False)
+    # inside one_save(): how deep, and whether a save was asked for (not part of the state)
+    _deferring: int = field(default=0, repr=False, compare=False)
+    _save_asked: bool = field(default=False, repr=False, compare=False)
 
     # --- construction and persistence ------------------------------------------------------------------------------
 
@@ -308,11 +312,27 @@ class Card:
     # half the loopback SMSC's time per command: off by default for a simulated card, on where a lab wants it.
     fsync = False
 
+    @contextmanager
+    def one_save(self) -> Iterator[None]:
+        """The saves asked for inside (one per command of a script, and the PoR record) become one, when the block
+        ends (also when it raises): what the whole packet changed is written at once, before its PoR leaves."""
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
+            if not self._deferring and self._save_asked:
+                self.save()
+
     def save(self) -> None:
         """Write the state atomically: a temporary file in the same folder, (fsync,) os.replace, (fsync the folder).
 
         Staged packages are written first (same way), so the state never names a missing file; package files that
-        no ISD-P names any more are removed afterwards."""
+        no ISD-P names any more are removed afterwards. Inside :meth:`one_save`, only noted."""
+        if self._deferring:
+            self._save_asked = True
+            return
+        self._save_asked = False
         for name, der in self.staged_packages.items():
             self._write_atomic(self.path.with_name(name), der)
         # The state holds the card's SCP80 and ISD-P keys: owner-only, like the ECASD private key beside it.

@@ -171,8 +171,11 @@ class CardOta:
                     # The new counter is saved with whatever the script changes, and at the latest with the
                     # PoR record, before the PoR leaves: a replay can never run the script twice.
                     self.card.scp80["counter"] = counter
-                    data = run(command.data)
-                    return self._record(counter, packet, self._por(keyset, spi, tar, counter, 0x00, data))
+                    with self.card.one_save():  # the script's changes, the counter and the PoR record: one write
+                        data = run(command.data)
+                        por = self._record(counter, packet, self._por(keyset, spi, tar, counter, 0x00, data))
+                    self.mtime = self.path.stat().st_mtime_ns
+                    return por
         return self._por(keyset, spi, tar, counter, status, data)
 
     def _por(self, keyset: scp80.Scp80Keyset, spi: scp80.Spi, tar: bytes, counter: int, status: int,

@@ -18,8 +18,9 @@ row                         event                                      engine fu
                                                                        one the requester's MessageID or
                                                                        FunctionCallIdentifier already made
 not done, due, no lease     a worker looks for work                    :func:`due` lists it, :func:`lease`
-                                                                       takes it (one worker only), the flow
-                                                                       runs the step the table names
+                                                                       (or :func:`lease_row`) takes it (one
+                                                                       worker only), the flow runs the step
+                                                                       the table names
 leased                      the step sent something and waits          :func:`wait`: next attempt = deadline,
                                                                        lease released
 leased                      the peer was away                          :func:`wait` until a retry time
@@ -211,6 +212,17 @@ def lease(s: Session, model: type[Row], row_id: int, now: datetime, seconds: flo
     when = model.next_attempt_at if when is None else when
     return s.execute(update(model).where(model.id == row_id, when <= now, _free(model, now), *conditions)
                      .values(lease_until=now + timedelta(seconds=seconds))).rowcount == 1
+
+
+def lease_row(s: Session, model: type[Row], row_id: int, now: datetime, seconds: float, *conditions,
+              when=None) -> Row | None:
+    """:func:`lease` and the row in one statement (UPDATE ... RETURNING): the leased row, loaded into ``s`` for the
+    step to change, or None when :func:`lease` would have said False. For a flow that reads the row it leases."""
+    when = model.next_attempt_at if when is None else when
+    stmt = (update(model).where(model.id == row_id, when <= now, _free(model, now), *conditions)
+            .values(lease_until=now + timedelta(seconds=seconds)).returning(model)
+            .execution_options(synchronize_session=False, populate_existing=True))
+    return s.scalars(stmt).first()
 
 
 def wait(row: EngineRow, until: datetime | None) -> None:

@@ -135,19 +135,13 @@ def get_entity(session: Session, oid: str | None) -> Entity | None:
     return session.get(Entity, oid)
 
 
-def entity_by_certificate(session: Session, cert_der: bytes) -> Entity | None:
-    fp = hashlib.sha256(cert_der).hexdigest()
-    return session.scalars(select(Entity).where(Entity.cert_sha256 == fp)).first()
+CALLER_TTL = 5.0  # seconds an EntityCache entry is trusted without reading the database again
 
 
-# -- callers, as served calls look them up --------------------------------------------------------
-
-CALLER_TTL = 5.0  # seconds a CallerCache entry is trusted without reading the database again
-
-
-class CallerCache:
-    """The entity behind a served call, by OID (``wsa:From``) or by TLS client-certificate fingerprint, with the
-    MNOs it acts for when it is an SM-DP (``served_mnos``): esx.server.EsxRuntime.caller_for on every call.
+class EntityCache:
+    """Entities by OID (a caller's ``wsa:From``, the SM-SR an SM-DP calls for every ES3 request, the EUM of every
+    ECASD check) or by TLS client-certificate fingerprint (a caller), with the MNOs an SM-DP acts for
+    (``served_mnos``): esx.server.EsxRuntime.caller_for on every call, and the peers a process calls.
 
     Entities change rarely (``esx entity add``), and each lookup was a database round trip per call. The rule:
     - a caller that is found is kept for at most ``ttl`` seconds (:data:`CALLER_TTL`); a change made by another

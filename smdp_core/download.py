@@ -38,12 +38,20 @@ C-MAC under keys the SM-SR cannot derive).
 
 Secrets (the ephemeral private key, the ISD-P keyset, the SCP03t session) are kept in the row sealed by
 :class:`~keys.secretbox.SecretBox`, so a worker on another host can carry on.
+
+The profile package is personalised once per download (ota.saip, from the stock's sealed values) when CreateISDP needs
+its size, and kept in the worker's memory for the download step (at most :data:`PACKAGES_KEPT`, dropped when the last
+segment is answered or the row ends); never in the database. Personalisation is deterministic, so a worker that does
+not hold it (another host, a restart) builds the same bytes again. The IMSI and MSISDN (not secret: they go to the
+SM-SR with ProfileDownloadCompleted) are kept in the row's progress when the profile is reserved.
 """
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Protocol
@@ -59,7 +67,7 @@ from keys.tlv import encode_tlv
 from ota import es8, saip
 from persistence.db import Database
 from persistence.engine import (ACTIVE, Doorbell, Flow, Silent, Step, accept_once, due, due_now, lease,
-                                record_result, reuses_call_id, run_leased, utc, validity_until, wait)
+                                lease_row, record_result, reuses_call_id, run_leased, utc, validity_until, wait)
 from sgp02 import codes
 from sgp02.codes import FunctionFailed, PeerUnreachable, Status, StatusCode
 from sgp02.ecasd import verified_ecasd_key
@@ -109,6 +117,9 @@ RELAY_FLOW = Flow("ES2-Enable/Disable/DeleteProfile", [
 ])
 
 SEND, AWAIT = "send", "await"
+
+# Personalised packages a worker keeps between CreateISDP and the download step (one per download in flight).
+PACKAGES_KEPT = 64
 
 # Subject 8.3 (ISD-P) with reason 6.1 (verification failed) for a key establishment whose receipt or
 # card cryptogram does not verify: our choice (sgp02-wire.md 4.4 lists only 8.3/4.2 for ES3.SendData;
@@ -219,6 +230,8 @@ class Downloads:
         self.settings = settings or Settings()
         self.new_message_id = new_message_id or (lambda: f"urn:uuid:{uuid.uuid4()}")
         self.doorbell = doorbell or Silent()  # rung after a transaction that makes a row due now
+        self._packages: OrderedDict[int, tuple[str, bytes]] = OrderedDict()  # op id -> (ICCID, package)
+        self._packages_lock = threading.Lock()
         DOWNLOAD_FLOW.check(self)
         RELAY_FLOW.check(self)
 
@@ -371,9 +384,10 @@ class Downloads:
         as the engine's rule says) and is reported by run_leased when _exchange raises it again."""
         try:
             with self.db.session() as s:
-                if not lease(s, SmdpOperation, op_id, now, self.settings.lease, SmdpOperation.state == ACTIVE):
+                op = lease_row(s, SmdpOperation, op_id, now, self.settings.lease, SmdpOperation.state == ACTIVE)
+                if op is None:
                     return False
-                taken[op_id] = self._prepare(s, op_id, now)
+                taken[op_id] = self._prepare(s, op, now)
                 return True
         except Exception as defect:
             with self.db.session() as s:
@@ -382,13 +396,10 @@ class Downloads:
             taken[op_id] = defect
             return True
 
-    def _prepare(self, s: Session, op_id: int, now: datetime) -> _Taken | None:
+    def _prepare(self, s: Session, op: SmdpOperation, now: datetime) -> _Taken | None:
         """The leased row's step: the table's ``run``, and for an ES3 request its MessageID fixed before it leaves.
         None when the step ended in this transaction (or the row awaits: its deadline came, or a callback its
         handler could not take is stored)."""
-        op = s.get(SmdpOperation, op_id, with_for_update=True)
-        if op is None or op.state != ACTIVE:
-            return None
         if op.phase == AWAIT:
             self._await(s, op, now)
             return None
@@ -526,6 +537,7 @@ class Downloads:
         """The row is done and its ES2 callback is in the outbox, in one transaction."""
         record_result(op, status, failure, now)
         op.phase, op.awaiting_message_id, op.callback, op.secrets = None, None, None, None
+        self._forget_package(op)
         self.sink.callback(s, op, status, failure)
 
     def _failed(self, s: Session, op: SmdpOperation, failure: FunctionFailed, now: datetime) -> None:
@@ -588,7 +600,7 @@ class Downloads:
         held = self.warehouse.reserve(s, mno_id=op.requester_id, eid=op.eid, download_id=op.id,
                                       profile_type=op.profile_type, iccid=op.iccid)
         op.iccid, op.profile_type = held.iccid, held.profile_type
-        op.progress = {**op.progress, "reserved": True}
+        op.progress = {**op.progress, "reserved": True, "imsi": held.imsi, "msisdn": held.msisdn}
 
     @staticmethod
     def _ecasd_key(op: SmdpOperation) -> ec.EllipticCurvePublicKey:
@@ -606,10 +618,25 @@ class Downloads:
     # -- create_isdp -------------------------------------------------------------------------
 
     def _package(self, s: Session, op: SmdpOperation) -> bytes:
+        """The download's personalised package: the one this worker built for it, else built (the same bytes)."""
+        with self._packages_lock:
+            kept = self._packages.get(op.id)
+        if kept is not None and kept[0] == op.iccid:
+            return kept[1]
         held: Reserved = self.warehouse.held(s, op.iccid)
-        return saip.personalise(held.template, saip.Personalisation(
+        package = saip.personalise(held.template, saip.Personalisation(
             iccid=held.iccid, imsi=held.imsi, msisdn=held.msisdn, ki=held.ki, opc=held.opc, pin1=held.pin1,
             puk1=held.puk1, pin2=held.pin2, puk2=held.puk2, adm1=held.adm1), profile_type=held.profile_type)
+        with self._packages_lock:
+            self._packages[op.id] = (op.iccid, package)
+            self._packages.move_to_end(op.id)
+            while len(self._packages) > PACKAGES_KEPT:
+                self._packages.popitem(last=False)
+        return package
+
+    def _forget_package(self, op: SmdpOperation) -> None:
+        with self._packages_lock:
+            self._packages.pop(op.id, None)
 
     def _send_create_isdp(self, s: Session, op: SmdpOperation, now: datetime) -> Es3Request:
         size = len(self._package(s, op))
@@ -782,6 +809,7 @@ class Downloads:
         self._seal(op, {**rest, "scp03t": host.state()})
         op.progress = {**op.progress, "segments_done": op.progress["segments_done"] + secrets["batch_size"]}
         if secrets["last"]:
+            self._forget_package(op)
             self._advance(s, op, now)
         else:
             self._goto(s, op, "download", now)  # the next batch of segments
@@ -789,9 +817,12 @@ class Downloads:
     # -- completed / enable ------------------------------------------------------------------
 
     def _run_completed(self, s: Session, op: SmdpOperation, now: datetime) -> Es3Call:
-        held = self.warehouse.held(s, op.iccid)
+        if "imsi" in op.progress:  # kept when the profile was reserved
+            address = SubscriptionAddress(imsi=op.progress["imsi"], msisdn=op.progress.get("msisdn"))
+        else:  # a row reserved before the address was kept there
+            held = self.warehouse.held(s, op.iccid)
+            address = SubscriptionAddress(imsi=held.imsi, msisdn=held.msisdn)
         eid, iccid, ptype = op.eid, op.iccid, op.profile_type
-        address = SubscriptionAddress(imsi=held.imsi, msisdn=held.msisdn)
         return Es3Call(lambda port: port.profile_download_completed(eid, iccid, profile_type=ptype, address=address),
                        self._completed)
 

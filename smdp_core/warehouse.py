@@ -357,11 +357,14 @@ class Warehouse:
     def _move(self, s: Session, iccid: str, event: str, **values) -> bool:
         """One conditional UPDATE along the table; True if this call moved the profile."""
         sources, target = TRANSITIONS[event]
-        result = s.execute(
-            update(StockProfile)
-            .where(StockProfile.iccid == iccid, StockProfile.state.in_([state.value for state in sources]))
-            .values(state=target.value, state_changed_at=_now(), **values)
-            .execution_options(synchronize_session="fetch"))
+        # No autoflush: the caller's pending changes (the download's row) are written once, at its commit, not
+        # flushed by this statement as a second UPDATE; nothing here reads them.
+        with s.no_autoflush:
+            result = s.execute(
+                update(StockProfile)
+                .where(StockProfile.iccid == iccid, StockProfile.state.in_([state.value for state in sources]))
+                .values(state=target.value, state_changed_at=_now(), **values)
+                .execution_options(synchronize_session="fetch"))
         return result.rowcount == 1
 
     def _transition(self, s: Session, iccid: str, event: str, **values) -> None:

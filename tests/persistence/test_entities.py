@@ -1,11 +1,11 @@
-"""persistence.entities.CallerCache: how long a served process trusts what it read of its callers."""
+"""persistence.entities.EntityCache: how long a process trusts what it read of an entity (a caller, a peer)."""
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import update
 
 from persistence.db import Database, migrate
-from persistence.entities import CallerCache, Entity, set_mno_smdps, upsert_entity
+from persistence.entities import Entity, EntityCache, set_mno_smdps, upsert_entity
 
 
 class Clock:
@@ -31,7 +31,7 @@ def db(tmp_path):
 
 def test_a_change_from_another_process_is_seen_within_the_ttl(db):
     clock = Clock()
-    cache = CallerCache(db.engine, ttl=5.0, clock=clock)
+    cache = EntityCache(db.engine, ttl=5.0, clock=clock)
     assert cache.by_oid("1.1").role == "mno"
     assert cache.by_oid("1.2").served_mnos == frozenset({"1.1"})
     with db.engine.begin() as c:  # as `esx entity add` in another process would: no invalidation here
@@ -43,7 +43,7 @@ def test_a_change_from_another_process_is_seen_within_the_ttl(db):
 
 
 def test_a_change_in_this_process_is_seen_at_once_and_unknown_callers_are_not_kept(db):
-    cache = CallerCache(db.engine, ttl=3600.0, clock=Clock())
+    cache = EntityCache(db.engine, ttl=3600.0, clock=Clock())
     assert cache.by_oid("1.2").served_mnos == frozenset({"1.1"})
     assert cache.by_oid("1.3") is None
     with db.session() as s:

@@ -210,7 +210,7 @@ class SmdpHarness:
     # -- readers ------------------------------------------------------------------------------------------
 
     def op(self, op_id: int) -> SmdpOperation:
-        with self.h.db.session() as s:
+        with self.sql.paused(), self.h.db.session() as s:  # the test's reading, not the SM-DP's work
             op = s.get(SmdpOperation, op_id)
             s.expunge(op)
             return op
