@@ -26,6 +26,7 @@ Timings live here and in BENCHMARKS.md, not in tests.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -101,7 +102,8 @@ def crypto_bound(seconds: float = 3.0) -> dict:
     return out
 
 
-def downloads(euiccs: int, timeout: float, warmup: int = 4, poll_interval: float = 0.2) -> dict:
+def downloads(euiccs: int, timeout: float, warmup: int = 4, poll_interval: float = 0.2,
+              database_url: str | None = None) -> dict:
     from esx.binding import wsa
     from esx.binding.client import GsmaClient
 
@@ -115,6 +117,7 @@ def downloads(euiccs: int, timeout: float, warmup: int = 4, poll_interval: float
     try:
         t0 = time.monotonic()
         doc = json.loads(esx("init", "--data-dir", str(data_dir), "--demo", str(euiccs + warmup),
+                             *(["--database-url", database_url] if database_url else []),
                              "--public-url", f"http://127.0.0.1:{smsr_port}",
                              "--smdp-url", f"http://127.0.0.1:{smdp_port}"))
         config_path = data_dir / "esx.json"
@@ -175,6 +178,7 @@ def downloads(euiccs: int, timeout: float, warmup: int = 4, poll_interval: float
         wall = end - start
         return {
             "esx": ota_ops.esx_version(), "warmup": warmup, "poll_interval": poll_interval,
+            "database": "postgresql" if database_url else "sqlite",
             "euiccs": euiccs, "init_s": round(init_s, 1), "wall_s": round(wall, 2),
             "cpu_ms_per_download": round(1000 * sum(cpu.values()) / euiccs, 1),
             "downloads_per_s": round(euiccs / wall, 3),
@@ -192,6 +196,26 @@ def downloads(euiccs: int, timeout: float, warmup: int = 4, poll_interval: float
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def throwaway_database(server_url: str | None):
+    """None (SQLite in the instance's directory), or a new database on the PostgreSQL server, dropped afterwards."""
+    if server_url is None:
+        yield None
+        return
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    name = f"esx_bench_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--euiccs", type=int, default=10)
@@ -200,6 +224,9 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=4, help="downloads run first and not counted (default 4)")
     ap.add_argument("--poll-interval", type=float, default=0.2,
                     help="ota.poll_interval of the workers (default 0.2 s, esx's own default)")
+    ap.add_argument("--postgresql", metavar="URL", nargs="?", const="postgresql+psycopg2://postgres@127.0.0.1:5432/test",
+                    default=None, help="run on a throw-away database created on this PostgreSQL server (default "
+                                       "%(const)s) instead of the embedded SQLite")
     ap.add_argument("--compare", type=Path, default=None, metavar="ROOT",
                     help="first run the same downloads with the esx of checkout ROOT (its .venv; e.g. a worktree of an "
                          "older commit), then with this one: old and new side by side")
@@ -212,12 +239,16 @@ def main() -> int:
     results = {"machine": {"nproc": os.cpu_count()}, "crypto": crypto_bound(0.2 if args.smoke else 3.0)}
     log(f"crypto bound: {results['crypto']}")
     if not args.crypto_only:
+        def run() -> dict:
+            with throwaway_database(args.postgresql) as url:
+                return downloads(args.euiccs, args.timeout, args.warmup, args.poll_interval, url)
+
         if args.compare is not None:
             ota_ops.use_checkout(args.compare)
-            results["downloads_compared"] = downloads(args.euiccs, args.timeout, args.warmup, args.poll_interval)
+            results["downloads_compared"] = run()
             log(f"downloads with {args.compare}: {results['downloads_compared']}")
             ota_ops.use_checkout(REPO)
-        results["downloads"] = downloads(args.euiccs, args.timeout, args.warmup, args.poll_interval)
+        results["downloads"] = run()
         log(f"downloads: {results['downloads']}")
     text = json.dumps(results, indent=2)
     if args.json:
