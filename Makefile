@@ -7,7 +7,7 @@ DATA   ?= var
 BIND   ?= 127.0.0.1:8080
 SMSC_PORT ?= 2775
 
-.PHONY: install run test bench bench-ota bench-download clean
+.PHONY: install run test bench bench-ota bench-download bench-compare clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,15 @@ bench-ota: install
 	$(PY) bench/ota_ops.py --matrix
 
 bench-download: install
-	$(PY) bench/downloads.py --euiccs 10
+	$(PY) bench/downloads.py --euiccs 30
+
+# Old and new side by side, one after the other on the same machine state: OLD is a checkout of an earlier
+# commit with its own .venv, e.g. `git worktree add --detach ../esx-old 87829b0 && make -C ../esx-old install`.
+bench-compare: install
+	@test -n "$(OLD)" || (echo "usage: make bench-compare OLD=../esx-old" && exit 2)
+	$(PY) bench/downloads.py --euiccs 30 --compare $(OLD)
+	$(PY) bench/ota_ops.py --euiccs 20 --rounds 3 --esx-root $(OLD)
+	$(PY) bench/ota_ops.py --euiccs 20 --rounds 3
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache
