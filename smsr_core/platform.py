@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -30,6 +30,7 @@ from ota import es5, es8, sms
 from persistence import engine
 from persistence.db import Database
 from persistence.engine import Doorbell, Flow, Silent, Step, utc
+from persistence.prepared import Prepared, dbapi
 from sgp02 import codes
 from sgp02 import eis as v
 from sgp02.codes import FunctionFailed, Status
@@ -109,6 +110,22 @@ queued behind the eUICC's other operations. Rules checked again before any comma
 4.4): access as above, then smsr_core.isdp.check (POL2, the fall-back profile never deleted or disabled, the
 enabled profile never deleted). The card enforces POL1 and answers 69E1 (8.2.2/3.8) or 6985 (8.1/3.8).
 """
+
+
+_IN = SmsInbox.__table__
+# The inbox's statements, built once (persistence.prepared for the per-tick lease; Core on the session's connection
+# for the per-SMS writes, inside the transaction that handles the SMS).
+_LEASE_INBOX = Prepared(
+    update(_IN).where(_IN.c.processed_at.is_(None), or_(_IN.c.lease_until.is_(None), _IN.c.lease_until < bindparam("now")))
+    .values(lease_until=bindparam("until"))
+    .returning(_IN.c.id, _IN.c.source_addr, _IN.c.concat_ref, _IN.c.received_at, _IN.c.user_data))
+_OURS = and_(_IN.c.id.in_(bindparam("ids", expanding=True)), _IN.c.processed_at.is_(None),
+             _IN.c.lease_until == bindparam("until"))
+_MARK_INBOX = update(_IN).where(_OURS).values(processed_at=bindparam("processed_at"), outcome=bindparam("outcome"),
+                                              lease_until=None)
+_RELEASE_INBOX = update(_IN).where(_OURS).values(lease_until=None)
+_DROP_INBOX = update(_IN).where(_IN.c.id.in_(bindparam("ids", expanding=True)), _IN.c.processed_at.is_(None)).values(
+    processed_at=bindparam("processed_at"), outcome=bindparam("outcome"))
 
 
 class Function(str, Enum):
@@ -678,12 +695,16 @@ class Platform:
     # -- what the card sends back ------------------------------------------------------------
 
     def process_inbox(self, now: datetime) -> list[OutboundSms]:
-        """Handle complete SMS from the inbox (PoRs, card notifications); returns confirmations to send."""
+        """Handle complete SMS from the inbox (PoRs, card notifications); returns confirmations to send.
+
+        Every free row is leased and read in one statement (UPDATE ... RETURNING, its own transaction); each SMS
+        (its parts) is then handled in a transaction of its own, which marks its rows processed only while this
+        worker's lease still holds them (:meth:`_process_group`). A concatenated SMS whose parts other workers
+        leased meanwhile is incomplete here: its lease is released at once, and the next tick takes it whole."""
         out: list[OutboundSms] = []
-        with self.db.session() as s:
-            rows = s.execute(select(SmsInbox.id, SmsInbox.source_addr, SmsInbox.concat_ref, SmsInbox.received_at,
-                                    SmsInbox.user_data).where(
-                SmsInbox.processed_at.is_(None), engine.free(SmsInbox, now)).order_by(SmsInbox.id)).all()
+        until = now + timedelta(seconds=self.timing.lease)
+        with dbapi(self.db.engine, commit=True) as conn:
+            rows = sorted(_LEASE_INBOX.all(conn, now=now, until=until), key=lambda r: r.id)
         groups: dict[tuple[str, int], list] = {}
         for r in rows:
             key = (r.source_addr, r.concat_ref) if r.concat_ref is not None else (r.source_addr, -r.id)
@@ -691,7 +712,7 @@ class Platform:
         for parts in groups.values():
             ids = [p.id for p in parts]
             try:
-                confirmation = self._process_group(parts, now)
+                confirmation = self._process_group(parts, now, until)
             except Exception:  # one unreadable group must not hold up the others
                 log.exception("SMS %s could not be processed", ids)
                 self._park(ids, now)
@@ -713,28 +734,28 @@ class Platform:
         except Exception:
             log.exception("SMS %s could not be set aside", ids)
 
-    def _process_group(self, parts: list, now: datetime) -> OutboundSms | None:
-        """One SMS (all its parts, as read by :meth:`process_inbox`) in one transaction: the state change and what
-        it owes commit together."""
+    def _process_group(self, parts: list, now: datetime, until: datetime) -> OutboundSms | None:
+        """One SMS (all its parts, leased until ``until`` by :meth:`process_inbox`) in one transaction: the state
+        change, what it owes and its rows marked processed commit together, or not at all when the lease ran out and
+        another worker took the rows meanwhile."""
         ids = [p.id for p in parts]
         with self.db.session() as s:
-            leased = s.execute(update(SmsInbox).where(
-                SmsInbox.id.in_(ids), SmsInbox.processed_at.is_(None), engine.free(SmsInbox, now))
-                .values(lease_until=now + timedelta(seconds=self.timing.lease))).rowcount
-            if leased != len(ids):
-                s.rollback()
-                return None
             try:
                 outcome, confirmation = self._handle_parts(s, parts, now)
             except sms.IncompleteMessage:  # its other parts may still come: it waits, up to INBOX_GIVE_UP
                 stale = [p.id for p in parts if utc(p.received_at) < now - timedelta(seconds=INBOX_GIVE_UP)]
-                s.execute(update(SmsInbox).where(SmsInbox.id.in_(ids)).values(lease_until=None))
+                conn = s.connection()
+                conn.execute(_RELEASE_INBOX, {"ids": ids, "until": until})
                 if stale:
-                    s.execute(update(SmsInbox).where(SmsInbox.id.in_(stale)).values(
-                        processed_at=now, outcome="dropped: concatenated SMS never completed"))
+                    conn.execute(_DROP_INBOX, {"ids": stale, "processed_at": now,
+                                                "outcome": "dropped: concatenated SMS never completed"})
                 return None
-            s.execute(update(SmsInbox).where(SmsInbox.id.in_(ids)).values(
-                processed_at=now, outcome=outcome[:200], lease_until=None))
+            s.flush()
+            marked = s.connection().execute(_MARK_INBOX, {"ids": ids, "until": until, "processed_at": now,
+                                                          "outcome": outcome[:200]}).rowcount
+            if marked != len(ids):  # our lease ran out and another worker has them: its handling counts
+                s.rollback()
+                return None
             return confirmation
 
     def _handle_parts(self, s: Session, parts: list, now: datetime) -> tuple[str, OutboundSms | None]:
