@@ -21,7 +21,7 @@ from enum import Enum
 from typing import Protocol
 
 from sqlalchemy import and_, bindparam, or_, select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, aliased, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from keys.scp80 import PorStatus
@@ -113,6 +113,7 @@ enabled profile never deleted). The card enforces POL1 and answers 69E1 (8.2.2/3
 
 
 _IN = SmsInbox.__table__
+_NONE_HELD = "smsr.none_held"  # Session.info: the eUICCs seen without held operations in this unit of work (_card)
 # The inbox's statements, built once (persistence.prepared for the per-tick lease; Core on the session's connection
 # for the per-SMS writes, inside the transaction that handles the SMS).
 _LEASE_INBOX = Prepared(
@@ -298,6 +299,8 @@ class Platform:
                        expires_at=now + timedelta(seconds=self.timing.default_validity),
                        state=HELD if held else QUEUED, step=HELD if held else QUEUED,
                        next_attempt_at=None if held else now, attempts=0, sent_any=False)
+        if held:
+            s.info.get(_NONE_HELD, set()).discard(eid)
         s.add(op)
         return op
 
@@ -792,12 +795,19 @@ class Platform:
 
     def _card(self, s: Session, eid) -> tuple[Euicc | None, EuiccOta | None, Operation | None]:
         """What an SMS from the card works on, in one statement: the eUICC ``eid`` (a value or a scalar subquery)
-        with profiles and security domains, its OTA state and the operation in flight (None when missing)."""
-        row = s.execute(select(Euicc, EuiccOta, Operation).where(Euicc.eid == eid)
+        with profiles and security domains, its OTA state and the operation in flight (None when missing); and
+        whether it has held operations (when not, :meth:`_held` needs no statement in this session)."""
+        held = aliased(Operation)
+        any_held = select(held.id).where(held.eid == Euicc.eid, held.state == HELD).exists()
+        row = s.execute(select(Euicc, EuiccOta, Operation, any_held).where(Euicc.eid == eid)
                         .outerjoin(EuiccOta, EuiccOta.eid == Euicc.eid)
                         .outerjoin(Operation, Operation.id == EuiccOta.active_operation_id)
                         .options(joinedload(Euicc.profiles), joinedload(Euicc.domains))).unique().first()
-        return (row[0], row[1], row[2]) if row is not None else (None, None, None)
+        if row is None:
+            return None, None, None
+        if not row[3]:
+            s.info.setdefault(_NONE_HELD, set()).add(row[0].eid)
+        return row[0], row[1], row[2]
 
     def _active_op(self, s: Session, eid: str) -> Operation | None:
         ota = self._ota(s, eid)
@@ -920,6 +930,10 @@ class Platform:
         return script.executed == commands and script.last_sw == es5.SW_OK
 
     def _held(self, s: Session, eid: str) -> list[Operation]:
+        """The held operations of ``eid``; none without a statement when :meth:`_card` saw none and this session
+        held none since (:meth:`queue_internal`)."""
+        if eid in s.info.get(_NONE_HELD, ()):
+            return []
         return list(s.scalars(select(Operation).where(Operation.eid == eid, Operation.state == HELD)))
 
     def on_confirmation_por(self, s: Session, euicc: Euicc, message: CardMessage, now: datetime) -> str:
