@@ -112,7 +112,10 @@ enabled profile never deleted). The card enforces POL1 and answers 69E1 (8.2.2/3
 """
 
 
-_IN = SmsInbox.__table__
+_IN, _OP = SmsInbox.__table__, Operation.__table__
+_EXPIRED = Prepared(select(_OP.c.id).where(_OP.c.state != bindparam("done"), _OP.c.expires_at <= bindparam("now"))
+                    .order_by(_OP.c.id))
+_DUE: dict[tuple[str, ...], Prepared] = {}  # Platform._due's scan, per tuple of steps
 _NONE_HELD = "smsr.none_held"  # Session.info: the eUICCs seen without held operations in this unit of work (_card)
 # The inbox's statements, built once (persistence.prepared for the per-tick lease; Core on the session's connection
 # for the per-SMS writes, inside the transaction that handles the SMS).
@@ -367,15 +370,24 @@ class Platform:
 
     # -- the due steps (the engine's due/lease, dispatched through CARD_OPERATION) --------------------------------
 
-    def _due(self, s: Session, now: datetime, steps: tuple[str, ...]) -> list[int]:
-        return engine.due(s, Operation, now, Operation.state != DONE, Operation.step.in_(steps),
-                          Operation.expires_at > now)
+    def _due(self, now: datetime, steps: tuple[str, ...]) -> list[int]:
+        """persistence.engine.due's rule for the rows at ``steps`` not expired, as a prepared statement (a per-tick
+        scan: persistence.prepared, no transaction of its own on SQLite)."""
+        scan = _DUE.get(steps)
+        if scan is None:
+            step = _OP.c.step
+            scan = _DUE[steps] = Prepared(select(_OP.c.id).where(
+                _OP.c.next_attempt_at <= bindparam("now"),
+                or_(_OP.c.lease_until.is_(None), _OP.c.lease_until < bindparam("now")),
+                _OP.c.state != bindparam("done"), or_(*(step == bindparam(f"step{i}") for i in range(len(steps)))),
+                _OP.c.expires_at > bindparam("now")).order_by(_OP.c.id))
+        with dbapi(self.db.engine) as conn:
+            return [r.id for r in scan.all(conn, now=now, done=DONE, **{f"step{i}": st for i, st in enumerate(steps)})]
 
     def _run_due(self, now: datetime, steps: tuple[str, ...], chain: bool) -> list[OutboundSms]:
         """Lease every due row at one of ``steps`` and run its step; with ``chain``, a step that leaves its row due
         at once runs on in the same transaction (a started operation sends its first packet)."""
-        with self.db.session() as s:
-            ids = self._due(s, now, steps)
+        ids = self._due(now, steps)
         out: list[OutboundSms] = []
 
         def run(op_id: int) -> None:
@@ -408,8 +420,7 @@ class Platform:
     def start_ready(self, now: datetime) -> int:
         """Start the due queued operations (the rules, the eUICC claimed) without sending: how many started."""
         started = 0
-        with self.db.session() as s:
-            ids = self._due(s, now, (QUEUED,))
+        ids = self._due(now, (QUEUED,))
         for op_id in ids:
             with self.db.session() as s:
                 if not engine.lease(s, Operation, op_id, now, self.timing.lease, Operation.step == QUEUED):
@@ -679,8 +690,8 @@ class Platform:
     # -- expiry ------------------------------------------------------------------------------
 
     def expire(self, now: datetime) -> int:
-        with self.db.session() as s:
-            ids = engine.expired(s, Operation, now)
+        with dbapi(self.db.engine) as conn:  # persistence.engine.expired's rule, prepared (a per-tick scan)
+            ids = [r.id for r in _EXPIRED.all(conn, now=now, done=DONE)]
         for op_id in ids:
             with self.db.session() as s:
                 op = s.get(Operation, op_id)
