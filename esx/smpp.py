@@ -17,7 +17,11 @@ PDU, leave an SMSC ``unbind`` unanswered and can lose a half-read PDU on a socke
 
 * one **reader thread** owns the connection: connect, ``bind_transceiver``, then a ``select`` loop that reads every
   PDU and dispatches it. ``deliver_sm`` calls ``on_deliver`` right there and answers ``deliver_sm_resp`` only after
-  it returns (ESME_ROK) or raises (ESME_RX_T_APPN, so the SMSC keeps the message and redelivers it).
+  it returns (ESME_ROK) or raises (ESME_RX_T_APPN, so the SMSC keeps the message and redelivers it). With
+  ``on_deliver_many``, the PDUs already waiting on the socket are read together (at most :data:`MAX_BATCH`) and their
+  deliver_sm handed over in one call (the worker stores them in one transaction), then each is answered: an
+  acknowledged SMS is still always stored first. Every other PDU is dispatched as it is read; an ``unbind`` first
+  answers the deliver_sm read before it.
   ``submit_sm_resp`` / ``generic_nack`` complete the submitter's future found by sequence number. After
   ``enquire_link_interval`` seconds without traffic it sends ``enquire_link``; no answer within
   ``response_timeout`` counts as a dead link. On any connection failure every pending submit fails with
@@ -63,6 +67,8 @@ from ota.smpp import (
 
 log = logging.getLogger(__name__)
 
+MAX_BATCH = 64  # PDUs read together from the socket when they are already there (on_deliver_many)
+
 @dataclass(frozen=True)
 class SmppConfig:
     """Where and how the ESME binds. ``source_addr`` is the SM-SR's own SMS address."""
@@ -98,9 +104,11 @@ class _LinkClosed(Exception):
 class Esme:
     """The SM-SR's SMPP transceiver; see the module docstring for the threading model."""
 
-    def __init__(self, config: SmppConfig, on_deliver: Callable[[ShortMessage], None]) -> None:
+    def __init__(self, config: SmppConfig, on_deliver: Callable[[ShortMessage], None],
+                 on_deliver_many: Callable[[list[ShortMessage]], None] | None = None) -> None:
         self._config = config
         self._on_deliver = on_deliver
+        self._on_deliver_many = on_deliver_many
         self._sequences = SequenceGenerator()
         self._send_lock = threading.Lock()  # one PDU on the wire at a time; guards _client
         self._client: smpp_client.Client | None = None
@@ -256,14 +264,57 @@ class Esme:
             readable, _, _ = select.select([sock], [], [], wait)
             if not readable:
                 continue
+            if self._on_deliver_many is not None:
+                got_any = self._read_batch(client, sock)
+            else:
+                try:
+                    pdu = client.read_pdu()  # ConnectionError on EOF; the rest of a started PDU within the timeout
+                except exceptions.UnknownCommandError as exc:  # framing intact, but no sequence to nack
+                    log.warning("SMPP: ignored PDU: %s", exc)
+                    continue
+                self._dispatch(pdu)
+                got_any = True
+            if got_any:
+                last_heard = time.monotonic()
+                enquire_sent_at = None
+
+    def _read_batch(self, client: smpp_client.Client, sock) -> bool:
+        """Read the PDUs already waiting (at least one, at most MAX_BATCH); dispatch them, the deliver_sm together
+        (on_deliver_many, then each deliver_sm_resp). A read that fails (the link is lost) leaves the deliver_sm read
+        before it unstored and unanswered: the SMSC delivers them again. Whether any PDU was read."""
+        delivers: list[command.Command] = []
+        got_any = False
+        for n in range(MAX_BATCH):
+            if n and not select.select([sock], [], [], 0)[0]:
+                break
             try:
                 pdu = client.read_pdu()  # ConnectionError on EOF; the rest of a started PDU within the timeout
             except exceptions.UnknownCommandError as exc:  # framing intact, but no sequence to nack
                 log.warning("SMPP: ignored PDU: %s", exc)
                 continue
-            last_heard = time.monotonic()
-            enquire_sent_at = None
+            got_any = True
+            if pdu.command == "deliver_sm":
+                delivers.append(pdu)
+                continue
+            if pdu.command in ("unbind", "unbind_resp"):  # ends the link: answer what came before it first
+                self._deliver_batch(delivers)
+                delivers = []
             self._dispatch(pdu)
+        self._deliver_batch(delivers)
+        return got_any
+
+    def _deliver_batch(self, pdus: list[command.Command]) -> None:
+        """Hand deliver_sm to on_deliver_many in one call, then answer each (ESME_RX_T_APPN to all when it raised)."""
+        if not pdus:
+            return
+        try:
+            self._on_deliver_many([message_from_pdu(pdu) for pdu in pdus])
+            status = ESME_ROK
+        except Exception:
+            log.exception("on_deliver_many failed; answering ESME_RX_T_APPN so the SMSC redelivers")
+            status = ESME_RX_T_APPN
+        for pdu in pdus:
+            self._send(response_pdu(pdu, status))
 
     def _dispatch(self, pdu: command.Command) -> None:
         name = pdu.command

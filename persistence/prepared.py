@@ -8,8 +8,9 @@ the SQL text, the bind order and the type processors (SQLite's DATETIME strings,
 computed once from SQLAlchemy's own compiler, so a row reads exactly as ``Connection.execute`` would return it.
 
 Rules this file keeps:
-- only simple statements whose parameters are named ``bindparam`` s (SELECT) or column keys (INSERT): no
+- only simple statements whose parameters are named ``bindparam`` s (SELECT, UPDATE) or column keys (INSERT): no
   ``limit()``/``offset()`` (SQLAlchemy makes those anonymous bind parameters), no literal values;
+- a statement with a RETURNING clause reads its rows as a SELECT does (:meth:`Prepared.all`);
 - the engine's ``before_cursor_execute``/``after_cursor_execute`` and ``commit`` listeners still see every
   statement and commit (the benchmarks count them with those; the connection argument is None); nothing else
   of SQLAlchemy's event system is promised;
@@ -47,7 +48,7 @@ class _Compiled:
         self.names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
         procs = compiled._bind_processors
         self.binds = [(name, procs.get(name)) for name in self.names]
-        if stmt.is_select:
+        if compiled._result_columns:  # a SELECT, or an INSERT/UPDATE ... RETURNING
             cols = [rc[0] for rc in compiled._result_columns]  # keyname per result column, in order
             self.row = namedtuple("Row", cols, rename=True)
             self.processors = [rc[3]._cached_result_processor(dialect, None) for rc in compiled._result_columns]

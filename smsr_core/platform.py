@@ -20,8 +20,8 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Protocol
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy.orm import Session, aliased, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from keys.scp80 import PorStatus
@@ -30,6 +30,7 @@ from ota import es5, es8, sms
 from persistence import engine
 from persistence.db import Database
 from persistence.engine import Doorbell, Flow, Silent, Step, utc
+from persistence.prepared import Prepared, dbapi
 from sgp02 import codes
 from sgp02 import eis as v
 from sgp02.codes import FunctionFailed, Status
@@ -109,6 +110,26 @@ queued behind the eUICC's other operations. Rules checked again before any comma
 4.4): access as above, then smsr_core.isdp.check (POL2, the fall-back profile never deleted or disabled, the
 enabled profile never deleted). The card enforces POL1 and answers 69E1 (8.2.2/3.8) or 6985 (8.1/3.8).
 """
+
+
+_IN, _OP = SmsInbox.__table__, Operation.__table__
+_EXPIRED = Prepared(select(_OP.c.id).where(_OP.c.state != bindparam("done"), _OP.c.expires_at <= bindparam("now"))
+                    .order_by(_OP.c.id))
+_DUE: dict[tuple[str, ...], Prepared] = {}  # Platform._due's scan, per tuple of steps
+_NONE_HELD = "smsr.none_held"  # Session.info: the eUICCs seen without held operations in this unit of work (_card)
+# The inbox's statements, built once (persistence.prepared for the per-tick lease; Core on the session's connection
+# for the per-SMS writes, inside the transaction that handles the SMS).
+_LEASE_INBOX = Prepared(
+    update(_IN).where(_IN.c.processed_at.is_(None), or_(_IN.c.lease_until.is_(None), _IN.c.lease_until < bindparam("now")))
+    .values(lease_until=bindparam("until"))
+    .returning(_IN.c.id, _IN.c.source_addr, _IN.c.concat_ref, _IN.c.received_at, _IN.c.user_data))
+_OURS = and_(_IN.c.id.in_(bindparam("ids", expanding=True)), _IN.c.processed_at.is_(None),
+             _IN.c.lease_until == bindparam("until"))
+_MARK_INBOX = update(_IN).where(_OURS).values(processed_at=bindparam("processed_at"), outcome=bindparam("outcome"),
+                                              lease_until=None)
+_RELEASE_INBOX = update(_IN).where(_OURS).values(lease_until=None)
+_DROP_INBOX = update(_IN).where(_IN.c.id.in_(bindparam("ids", expanding=True)), _IN.c.processed_at.is_(None)).values(
+    processed_at=bindparam("processed_at"), outcome=bindparam("outcome"))
 
 
 class Function(str, Enum):
@@ -281,6 +302,8 @@ class Platform:
                        expires_at=now + timedelta(seconds=self.timing.default_validity),
                        state=HELD if held else QUEUED, step=HELD if held else QUEUED,
                        next_attempt_at=None if held else now, attempts=0, sent_any=False)
+        if held:
+            s.info.get(_NONE_HELD, set()).discard(eid)
         s.add(op)
         return op
 
@@ -347,15 +370,24 @@ class Platform:
 
     # -- the due steps (the engine's due/lease, dispatched through CARD_OPERATION) --------------------------------
 
-    def _due(self, s: Session, now: datetime, steps: tuple[str, ...]) -> list[int]:
-        return engine.due(s, Operation, now, Operation.state != DONE, Operation.step.in_(steps),
-                          Operation.expires_at > now)
+    def _due(self, now: datetime, steps: tuple[str, ...]) -> list[int]:
+        """persistence.engine.due's rule for the rows at ``steps`` not expired, as a prepared statement (a per-tick
+        scan: persistence.prepared, no transaction of its own on SQLite)."""
+        scan = _DUE.get(steps)
+        if scan is None:
+            step = _OP.c.step
+            scan = _DUE[steps] = Prepared(select(_OP.c.id).where(
+                _OP.c.next_attempt_at <= bindparam("now"),
+                or_(_OP.c.lease_until.is_(None), _OP.c.lease_until < bindparam("now")),
+                _OP.c.state != bindparam("done"), or_(*(step == bindparam(f"step{i}") for i in range(len(steps)))),
+                _OP.c.expires_at > bindparam("now")).order_by(_OP.c.id))
+        with dbapi(self.db.engine) as conn:
+            return [r.id for r in scan.all(conn, now=now, done=DONE, **{f"step{i}": st for i, st in enumerate(steps)})]
 
     def _run_due(self, now: datetime, steps: tuple[str, ...], chain: bool) -> list[OutboundSms]:
         """Lease every due row at one of ``steps`` and run its step; with ``chain``, a step that leaves its row due
         at once runs on in the same transaction (a started operation sends its first packet)."""
-        with self.db.session() as s:
-            ids = self._due(s, now, steps)
+        ids = self._due(now, steps)
         out: list[OutboundSms] = []
 
         def run(op_id: int) -> None:
@@ -388,8 +420,7 @@ class Platform:
     def start_ready(self, now: datetime) -> int:
         """Start the due queued operations (the rules, the eUICC claimed) without sending: how many started."""
         started = 0
-        with self.db.session() as s:
-            ids = self._due(s, now, (QUEUED,))
+        ids = self._due(now, (QUEUED,))
         for op_id in ids:
             with self.db.session() as s:
                 if not engine.lease(s, Operation, op_id, now, self.timing.lease, Operation.step == QUEUED):
@@ -659,8 +690,8 @@ class Platform:
     # -- expiry ------------------------------------------------------------------------------
 
     def expire(self, now: datetime) -> int:
-        with self.db.session() as s:
-            ids = engine.expired(s, Operation, now)
+        with dbapi(self.db.engine) as conn:  # persistence.engine.expired's rule, prepared (a per-tick scan)
+            ids = [r.id for r in _EXPIRED.all(conn, now=now, done=DONE)]
         for op_id in ids:
             with self.db.session() as s:
                 op = s.get(Operation, op_id)
@@ -678,12 +709,16 @@ class Platform:
     # -- what the card sends back ------------------------------------------------------------
 
     def process_inbox(self, now: datetime) -> list[OutboundSms]:
-        """Handle complete SMS from the inbox (PoRs, card notifications); returns confirmations to send."""
+        """Handle complete SMS from the inbox (PoRs, card notifications); returns confirmations to send.
+
+        Every free row is leased and read in one statement (UPDATE ... RETURNING, its own transaction); each SMS
+        (its parts) is then handled in a transaction of its own, which marks its rows processed only while this
+        worker's lease still holds them (:meth:`_process_group`). A concatenated SMS whose parts other workers
+        leased meanwhile is incomplete here: its lease is released at once, and the next tick takes it whole."""
         out: list[OutboundSms] = []
-        with self.db.session() as s:
-            rows = s.execute(select(SmsInbox.id, SmsInbox.source_addr, SmsInbox.concat_ref, SmsInbox.received_at,
-                                    SmsInbox.user_data).where(
-                SmsInbox.processed_at.is_(None), engine.free(SmsInbox, now)).order_by(SmsInbox.id)).all()
+        until = now + timedelta(seconds=self.timing.lease)
+        with dbapi(self.db.engine, commit=True) as conn:
+            rows = sorted(_LEASE_INBOX.all(conn, now=now, until=until), key=lambda r: r.id)
         groups: dict[tuple[str, int], list] = {}
         for r in rows:
             key = (r.source_addr, r.concat_ref) if r.concat_ref is not None else (r.source_addr, -r.id)
@@ -691,7 +726,7 @@ class Platform:
         for parts in groups.values():
             ids = [p.id for p in parts]
             try:
-                confirmation = self._process_group(parts, now)
+                confirmation = self._process_group(parts, now, until)
             except Exception:  # one unreadable group must not hold up the others
                 log.exception("SMS %s could not be processed", ids)
                 self._park(ids, now)
@@ -713,28 +748,28 @@ class Platform:
         except Exception:
             log.exception("SMS %s could not be set aside", ids)
 
-    def _process_group(self, parts: list, now: datetime) -> OutboundSms | None:
-        """One SMS (all its parts, as read by :meth:`process_inbox`) in one transaction: the state change and what
-        it owes commit together."""
+    def _process_group(self, parts: list, now: datetime, until: datetime) -> OutboundSms | None:
+        """One SMS (all its parts, leased until ``until`` by :meth:`process_inbox`) in one transaction: the state
+        change, what it owes and its rows marked processed commit together, or not at all when the lease ran out and
+        another worker took the rows meanwhile."""
         ids = [p.id for p in parts]
         with self.db.session() as s:
-            leased = s.execute(update(SmsInbox).where(
-                SmsInbox.id.in_(ids), SmsInbox.processed_at.is_(None), engine.free(SmsInbox, now))
-                .values(lease_until=now + timedelta(seconds=self.timing.lease))).rowcount
-            if leased != len(ids):
-                s.rollback()
-                return None
             try:
                 outcome, confirmation = self._handle_parts(s, parts, now)
             except sms.IncompleteMessage:  # its other parts may still come: it waits, up to INBOX_GIVE_UP
                 stale = [p.id for p in parts if utc(p.received_at) < now - timedelta(seconds=INBOX_GIVE_UP)]
-                s.execute(update(SmsInbox).where(SmsInbox.id.in_(ids)).values(lease_until=None))
+                conn = s.connection()
+                conn.execute(_RELEASE_INBOX, {"ids": ids, "until": until})
                 if stale:
-                    s.execute(update(SmsInbox).where(SmsInbox.id.in_(stale)).values(
-                        processed_at=now, outcome="dropped: concatenated SMS never completed"))
+                    conn.execute(_DROP_INBOX, {"ids": stale, "processed_at": now,
+                                                "outcome": "dropped: concatenated SMS never completed"})
                 return None
-            s.execute(update(SmsInbox).where(SmsInbox.id.in_(ids)).values(
-                processed_at=now, outcome=outcome[:200], lease_until=None))
+            s.flush()
+            marked = s.connection().execute(_MARK_INBOX, {"ids": ids, "until": until, "processed_at": now,
+                                                          "outcome": outcome[:200]}).rowcount
+            if marked != len(ids):  # our lease ran out and another worker has them: its handling counts
+                s.rollback()
+                return None
             return confirmation
 
     def _handle_parts(self, s: Session, parts: list, now: datetime) -> tuple[str, OutboundSms | None]:
@@ -771,12 +806,19 @@ class Platform:
 
     def _card(self, s: Session, eid) -> tuple[Euicc | None, EuiccOta | None, Operation | None]:
         """What an SMS from the card works on, in one statement: the eUICC ``eid`` (a value or a scalar subquery)
-        with profiles and security domains, its OTA state and the operation in flight (None when missing)."""
-        row = s.execute(select(Euicc, EuiccOta, Operation).where(Euicc.eid == eid)
+        with profiles and security domains, its OTA state and the operation in flight (None when missing); and
+        whether it has held operations (when not, :meth:`_held` needs no statement in this session)."""
+        held = aliased(Operation)
+        any_held = select(held.id).where(held.eid == Euicc.eid, held.state == HELD).exists()
+        row = s.execute(select(Euicc, EuiccOta, Operation, any_held).where(Euicc.eid == eid)
                         .outerjoin(EuiccOta, EuiccOta.eid == Euicc.eid)
                         .outerjoin(Operation, Operation.id == EuiccOta.active_operation_id)
                         .options(joinedload(Euicc.profiles), joinedload(Euicc.domains))).unique().first()
-        return (row[0], row[1], row[2]) if row is not None else (None, None, None)
+        if row is None:
+            return None, None, None
+        if not row[3]:
+            s.info.setdefault(_NONE_HELD, set()).add(row[0].eid)
+        return row[0], row[1], row[2]
 
     def _active_op(self, s: Session, eid: str) -> Operation | None:
         ota = self._ota(s, eid)
@@ -899,6 +941,10 @@ class Platform:
         return script.executed == commands and script.last_sw == es5.SW_OK
 
     def _held(self, s: Session, eid: str) -> list[Operation]:
+        """The held operations of ``eid``; none without a statement when :meth:`_card` saw none and this session
+        held none since (:meth:`queue_internal`)."""
+        if eid in s.info.get(_NONE_HELD, ()):
+            return []
         return list(s.scalars(select(Operation).where(Operation.eid == eid, Operation.state == HELD)))
 
     def on_confirmation_por(self, s: Session, euicc: Euicc, message: CardMessage, now: datetime) -> str:

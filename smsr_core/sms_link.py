@@ -77,18 +77,34 @@ def isd_r_keyset(isd_r: v.SecurityDomain) -> scp80.Scp80Keyset:
 
 
 class SmsLink:
+    """Opening the ISD-R's sealed keys (AES-GCM, JSON) is the costly part of every packet built or read: the
+    ISD-R's keyset and TAR are kept per sealed value (its bytes; a domain's keysets, AID and TARs are only ever
+    written together with a fresh seal, smsr_core.models.domain_row), at most :attr:`CACHED` of them."""
+
+    CACHED = 4096
+
     def __init__(self, box: SecretBox) -> None:
         self.box = box  # opens the ISD-R's sealed key values (smsr_core.models)
+        self._opened: dict[tuple[str, bytes], tuple[scp80.Scp80Keyset, bytes]] = {}
 
-    def _isd_r(self, euicc: Euicc) -> v.SecurityDomain:
-        return domain_value(next(d for d in euicc.domains if d.role == "ISD-R"), self.box)
+    def _keys(self, euicc: Euicc) -> tuple[scp80.Scp80Keyset, bytes]:
+        row = next(d for d in euicc.domains if d.role == "ISD-R")
+        key = (row.eid, row.sealed_keys) if row.sealed_keys is not None else None
+        found = self._opened.get(key) if key is not None else None
+        if found is None:
+            isd_r = domain_value(row, self.box)
+            found = (isd_r_keyset(isd_r), bytes.fromhex(isd_r.tars[0] if isd_r.tars else isd_r.aid[-6:-2]))
+            if key is not None:
+                if len(self._opened) >= self.CACHED:
+                    self._opened.clear()
+                self._opened[key] = found
+        return found
 
     def keyset(self, euicc: Euicc) -> scp80.Scp80Keyset:
-        return isd_r_keyset(self._isd_r(euicc))
+        return self._keys(euicc)[0]
 
     def tar(self, euicc: Euicc) -> bytes:
-        isd_r = self._isd_r(euicc)
-        return bytes.fromhex(isd_r.tars[0] if isd_r.tars else isd_r.aid[-6:-2])
+        return self._keys(euicc)[1]
 
     def destination(self, euicc: Euicc) -> str:
         """The enabled profile's MSISDN (module doc); :class:`Unreachable` when there is none to use."""

@@ -349,3 +349,20 @@ def test_limits_and_stop_leaves_no_thread(pdu_log: Path) -> None:
     smsc.stop()
     assert set(threading.enumerate()) == before
     assert [line["command"] for line in log_lines(pdu_log)][-2:] == ["unbind", "unbind_resp"]
+
+
+def test_on_deliver_many_gets_every_deliver_sm_and_each_is_answered(smsc: LoopbackSmsc, pdu_log: Path) -> None:
+    """With on_deliver_many the reader hands over the deliver_sm it has read together (one transaction in the
+    worker); every one arrives once and is answered ESME_ROK after that call returned."""
+    batches: list[list[ShortMessage]] = []
+    esme = Esme(config(smsc.port), lambda m: batches.append([m]), on_deliver_many=batches.append)
+    esme.start()
+    try:
+        assert esme.wait_bound(3)
+        for n in range(5):
+            smsc.deliver(ShortMessage(EUICC_MSISDN, SMSR_ADDR, POR_SMS[:-1] + bytes([n])))
+        assert wait_for(lambda: sum(len(b) for b in batches) == 5)
+        assert sorted(m.short_message[-1] for b in batches for m in b) == list(range(5))
+        assert wait_for(lambda: len(log_lines(pdu_log, "deliver_sm_resp")) == 5)
+    finally:
+        esme.stop()
