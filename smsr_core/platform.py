@@ -123,6 +123,9 @@ _LEASE_INBOX = Prepared(
     update(_IN).where(_IN.c.processed_at.is_(None), or_(_IN.c.lease_until.is_(None), _IN.c.lease_until < bindparam("now")))
     .values(lease_until=bindparam("until"))
     .returning(_IN.c.id, _IN.c.source_addr, _IN.c.concat_ref, _IN.c.received_at, _IN.c.user_data))
+# Is anything waiting? A read first, so an empty inbox costs no write (no writer lock on SQLite) at every tick.
+_INBOX_WAITING = Prepared(select(_IN.c.id).where(
+    _IN.c.processed_at.is_(None), or_(_IN.c.lease_until.is_(None), _IN.c.lease_until < bindparam("now"))))
 _OURS = and_(_IN.c.id.in_(bindparam("ids", expanding=True)), _IN.c.processed_at.is_(None),
              _IN.c.lease_until == bindparam("until"))
 _MARK_INBOX = update(_IN).where(_OURS).values(processed_at=bindparam("processed_at"), outcome=bindparam("outcome"),
@@ -717,6 +720,9 @@ class Platform:
         leased meanwhile is incomplete here: its lease is released at once, and the next tick takes it whole."""
         out: list[OutboundSms] = []
         until = now + timedelta(seconds=self.timing.lease)
+        with dbapi(self.db.engine) as conn:
+            if _INBOX_WAITING.first(conn, now=now) is None:
+                return out
         with dbapi(self.db.engine, commit=True) as conn:
             rows = sorted(_LEASE_INBOX.all(conn, now=now, until=until), key=lambda r: r.id)
         groups: dict[tuple[str, int], list] = {}
