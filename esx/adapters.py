@@ -1,6 +1,8 @@
 """Small helpers every interface adapter uses to read requests and build replies."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 from lxml import etree
 
 from esx.binding.ns import GSMA
@@ -30,9 +32,25 @@ def flag(inbound: Inbound, local: str) -> bool:
     return (inbound.text(local) or "false") in ("true", "1")
 
 
+# Rendered EIS elements kept per process, keyed by the ``Eis`` value itself (frozen, hashable): the key is what
+# was read from the database for this very request, so a change of any field by any writer, in this process or
+# another, is another key, and nothing needs invalidating; a stale entry only ages out. 1,024 entries of ~5 kB
+# text (plus their keys) are a few MB per process.
+EIS_CACHE_SIZE = 1024
+
+
+@lru_cache(maxsize=EIS_CACHE_SIZE)
+def _rendered_eis(eis: Eis) -> bytes:
+    return etree.tostring(render_eis(etree.Element("holder"), eis))
+
+
 def eis_element(eis: Eis) -> etree._Element:
-    holder = etree.Element("holder")
-    return render_eis(holder, eis)
+    """The Eis element for ``eis``: one parse of its cached text (38 elements built and the two signed parts
+    parsed only the first time this value is rendered: BENCHMARKS.md, GetEIS third round)."""
+    try:
+        return etree.fromstring(_rendered_eis(eis))
+    except TypeError:  # a value built with a list somewhere is not hashable: rendered as it is
+        return render_eis(etree.Element("holder"), eis)
 
 
 class AsyncFunction:
