@@ -51,3 +51,37 @@ def test_any_change_of_the_eis_is_rendered_afresh(eis):
     for other in changed:
         assert etree.tostring(eis_element(other)) == _direct(other) != _direct(eis)
     assert adapters._rendered_eis.cache_info().hits == 0
+
+
+@pytest.fixture(scope="module")
+def signed_eis(tmp_path_factory):
+    """A real EIS, signed by a development EUM and parsed back (as tests/esx/test_outbox.py builds it)."""
+    from esx.demo import signed_eis_element
+    from esx.eis_xml import parse_eis
+    from keys.pki import DevPki
+
+    pki = DevPki.generate(tmp_path_factory.mktemp("pki") / "pki", smdp_oid="1.3.6.1.4.1.99999.3.1", smsr_oid=SMSR,
+                          eum_oid="1.3.6.1.4.1.99999.4.1", mno_oid="1.3.6.1.4.1.99999.2.1")
+    value = build_eis(eid=EID, eum_id="1.3.6.1.4.1.99999.4.1", smsr_id=SMSR, ecasd_cert=b"\x7f\x21\x00",
+                      profiles=demo_profiles(1), isd_r=isd_r_domain({k: bytes(16) for k in ("enc", "mac", "dek")}))
+    return parse_eis(signed_eis_element(value, pki.eum_key, pki.eum_cert_pem))
+
+
+def test_an_eis_is_checked_against_the_xsd_once_and_the_rest_of_the_response_every_time(eis, signed_eis):
+    from esx.adapters import eis_reply
+    from esx.binding.soap import _validate_without, response_element, utcnow
+    from sgp02.codes import Status
+
+    adapters._rendered_eis.cache_clear()
+    reply = eis_reply(eis)
+    assert reply.checked == ()  # this test's signed parts are empty stand-ins: EISType refuses them
+    reply = eis_reply(signed_eis)
+    assert reply.checked == tuple(reply.children)
+    body = response_element(f"{{{adapters.GSMA}}}ES4-GetEISResponse", utcnow(), Status.EXECUTED_SUCCESS,
+                            children=reply.children)
+    before = etree.tostring(body)
+    assert _validate_without(body, reply.checked) is None
+    assert etree.tostring(body) == before  # put back where it was
+    body.find(f"{{{adapters.GSMA}}}ProcessingStart").text = "yesterday"
+    assert _validate_without(body, reply.checked) is not None  # the rest is still validated
+
