@@ -23,6 +23,11 @@ spyne stays replaceable (python-stack.md section 4):
    is validated against our XSD before it leaves. One-way operations answer ``202 Accepted`` with
    an empty body.
 
+Steps 1-5 are plain functions (``split_envelope``, ``read_inbound``, ``dispatch``, ``response_envelope``). A
+well-formed request to a synchronous operation runs them directly (``GsmaWsgiApplication._serve_direct``), without
+spyne's per-request contexts and events; spyne answers everything else (faults, WSDL/XSD, one-way operations) with
+the same steps, so both give the same bytes.
+
 A schema-invalid request to a synchronous function gets a normal response with Status FAILED
 and 1.6/2.1 (2.2 for a missing element) whose Message names the element. Only XML we cannot
 parse (or a body element no interface defines) gets a SOAP fault.
