@@ -752,7 +752,8 @@ def main() -> int:
             esx.stop()
             lines, statuses = gunicorn_access_lines(esx.log_path)
             results.setdefault("access_log", {})[model] = {"post_lines": lines, "by_status": statuses}
-            log(f"  esx access log ({model}): {lines} POSTs by status {statuses}")
+            log(f"  esx access log ({model}): {lines} POSTs by status {statuses}" if lines else
+                f"  esx access log ({model}): off (esx's default; the calls are counted in call_audit below)")
         results["audit"] = audit_counts(config.database_url)
         log(f"call_audit ES4-GetEIS rows by status {results['audit']}")
         # the headline run: the default model, nothing held

@@ -62,6 +62,11 @@ def serving_limits(config: Config | None = None, role: str = "smsr") -> Limits:
                   max_connections_per_client=int(s("max_connections_per_client")))
 
 
+def access_log(setting) -> str | None:
+    """gunicorn's ``accesslog`` for the ``serving.access_log`` setting: None (no line at all) for "off"."""
+    return None if setting in (None, False, "", "off") else str(setting)
+
+
 def app_threads(setting, role: str) -> int:
     """Application threads per process. "auto": one for the SM-SR alone, four when the process
     serves the SM-DP.
@@ -89,7 +94,7 @@ def run(config: Config, *, role: str, bind: str, workers: int) -> None:
         "worker_class": WORKER_CLASSES[model],
         "timeout": 120,
         "graceful_timeout": 30,
-        "accesslog": "-",
+        "accesslog": access_log(config.serving_setting("access_log")),
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": f"esx-{role}",

@@ -79,6 +79,9 @@ SERVING_DEFAULTS = {
     "max_header_bytes": 32768,  # request line + headers; more is 431
     "max_connections": 256,  # per worker process; above it the worker stops accepting
     "max_connections_per_client": 32,  # per worker process and client IP address; the excess is closed at once
+    # gunicorn's access log: "off" (every served call is a call_audit row already), "-" (stdout) or a file
+    # path. One line per request cost ~5 % of a GetEIS (BENCHMARKS.md, GetEIS third round).
+    "access_log": "off",
 }
 
 

@@ -14,7 +14,7 @@ Rules this file keeps:
 - the engine's ``before_cursor_execute``/``after_cursor_execute`` and ``commit`` listeners still see every
   statement and commit (the benchmarks count them with those; the connection argument is None); nothing else
   of SQLAlchemy's event system is promised;
-- a connection that raised is rolled back before it goes back to the pool; the pool's pre-ping (PostgreSQL)
+- a connection that raised is rolled back before it goes back to the pool; the ping of idle connections (PostgreSQL, persistence.db)
   and reset-on-return still apply, since connections come from ``Engine.raw_connection``;
 - inside :func:`one_connection` (one served request: esx.binding.soap.dispatch), every :func:`dbapi` block on that
   engine uses the same connection, checked out at its first use and returned at the end. A block's ``commit``

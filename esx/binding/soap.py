@@ -23,12 +23,18 @@ spyne stays replaceable (python-stack.md section 4):
    is validated against our XSD before it leaves. One-way operations answer ``202 Accepted`` with
    an empty body.
 
+Steps 1-5 are plain functions (``split_envelope``, ``read_inbound``, ``dispatch``, ``response_envelope``). A
+well-formed request to a synchronous operation runs them directly (``GsmaWsgiApplication._serve_direct``), without
+spyne's per-request contexts and events; spyne answers everything else (faults, WSDL/XSD, one-way operations) with
+the same steps, so both give the same bytes.
+
 A schema-invalid request to a synchronous function gets a normal response with Status FAILED
 and 1.6/2.1 (2.2 for a missing element) whose Message names the element. Only XML we cannot
 parse (or a body element no interface defines) gets a SOAP fault.
 """
 from __future__ import annotations
 
+import io
 import logging
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -38,7 +44,7 @@ from typing import Any, Callable, ContextManager, Iterable
 from lxml import etree
 from spyne import AnyXml, Application, Fault, ServiceBase, const as spyne_const, rpc
 from spyne.protocol.soap import Soap12
-from spyne.server.wsgi import WsgiApplication
+from spyne.server.wsgi import WsgiApplication, WsgiMethodContext
 
 from sgp02 import codes
 from sgp02.codes import FunctionFailed, Status, StatusCode
@@ -102,6 +108,9 @@ class Reply:
 
     children: list[etree._Element] = field(default_factory=list)
     warning: FunctionFailed | None = None
+    # Children whose exact text already passed our XSD in a response of the same type (a cached EIS:
+    # esx.adapters.eis_reply). The response is validated without them, the rest of it as always (response_envelope).
+    checked: tuple[etree._Element, ...] = ()
 
 
 Handler = Callable[[Any, Inbound], "Reply | list[etree._Element] | None"]
@@ -205,6 +214,12 @@ class Runtime:
 
 def dispatch(runtime: Runtime, interface: Interface, inbound: Inbound) -> etree._Element | None:
     """Run one operation and build its response element (None for an accepted one-way call)."""
+    return dispatch_checked(runtime, interface, inbound)[0]
+
+
+def dispatch_checked(runtime: Runtime, interface: Interface,
+                     inbound: Inbound) -> tuple[etree._Element | None, tuple[etree._Element, ...]]:
+    """:func:`dispatch`, and the children of the response that need no second XSD check (``Reply.checked``)."""
     op = inbound.operation
     started = inbound.received_at
     handler = interface.handlers.get(op.name)
@@ -260,8 +275,8 @@ def _run_and_record(runtime: Runtime, interface: Interface, inbound: Inbound,
     return status, failure, reply
 
 
-def _finish(runtime: Runtime, inbound: Inbound, handler, started: datetime, status: Status,
-            failure: FunctionFailed | None, reply: Reply) -> etree._Element | None:
+def _finish(runtime: Runtime, inbound: Inbound, handler, started: datetime, status: Status, failure: FunctionFailed | None,
+            reply: Reply) -> tuple[etree._Element | None, tuple[etree._Element, ...]]:
     op = inbound.operation
     if op.one_way:
         if failure is not None:
@@ -270,13 +285,14 @@ def _finish(runtime: Runtime, inbound: Inbound, handler, started: datetime, stat
                 # Accepted (202): the requester is known, so the failure goes back as the
                 # function's callback, like every other outcome of an asynchronous function.
                 reject(runtime, inbound, failure)
-                return None
+                return None, ()
             # Nobody to call back (unknown requester), no MessageID a callback could relate to, or a
             # function we do not offer: refused with a fault carrying the status code; nothing accepted.
             raise Fault("Client.FunctionFailed", f"{failure.code.subject}/{failure.code.reason}: {failure.message}")
-        return None
-    return response_element(op.output_element, started, status, failure,
-                            [] if failure is not None and status is not Status.EXECUTED_WITHWARNING else reply.children)
+        return None, ()
+    if failure is not None and status is not Status.EXECUTED_WITHWARNING:
+        return response_element(op.output_element, started, status, failure), ()
+    return response_element(op.output_element, started, status, failure, reply.children), reply.checked
 
 
 def _blank_identifier(addressing: wsa.Addressing, body: etree._Element) -> contract.SchemaViolation | None:
@@ -322,6 +338,95 @@ class VersionMismatch(Fault):
         return env
 
 
+# -- the request and response documents (no spyne) --------------------------------------------
+
+
+def split_envelope(root: etree._Element, interface: Interface) -> tuple[list[etree._Element], etree._Element]:
+    """The header blocks and the one body element of a SOAP 1.2 envelope for ``interface``; a Fault otherwise."""
+    if root.tag != f"{{{SOAP12}}}Envelope":
+        if etree.QName(root).localname == "Envelope":
+            # Another SOAP version (1.1, or an unknown envelope namespace): the VersionMismatch fault of
+            # SOAP 1.2 part 1 section 5.4.7, with the Upgrade header that names the one we support.
+            raise VersionMismatch(etree.QName(root).namespace)
+        raise Fault("Client.NotSoap12", f"expected a SOAP 1.2 Envelope, got {root.tag}")
+    header = root.find(f"{{{SOAP12}}}Header")
+    body = root.find(f"{{{SOAP12}}}Body")
+    if body is None:
+        raise Fault("Client.NoBody", "the envelope has no Body")
+    children = [c for c in body if isinstance(c.tag, str)]
+    if len(children) != 1:
+        raise Fault("Client.BadBody", "the Body must hold exactly one element")
+    if children[0].tag not in interface.contract.by_input_element():
+        raise Fault("Client.UnknownOperation", f"{etree.QName(children[0]).localname} is not an operation of this endpoint")
+    blocks = [c for c in header if isinstance(c.tag, str)] if header is not None else []
+    return blocks, children[0]
+
+
+def read_inbound(interface: Interface, header_blocks: list[etree._Element], body_el: etree._Element,
+                 environ: dict) -> Inbound:
+    """Validate WS-A and the body against our XSD; the request as a handler sees it (a violation is carried,
+    not raised: a synchronous function answers it with a FAILED status)."""
+    op = interface.contract.by_input_element()[body_el.tag]
+    violation = None
+    present = set()
+    for block in header_blocks:
+        if contract.is_wsa_element(block):
+            present.add(etree.QName(block).localname)
+            violation = violation or contract.validate(block)
+    missing = [h for h in REQUIRED_WSA if h not in present]
+    if violation is None and missing:
+        violation = contract.SchemaViolation(
+            codes.MISSING_PARAMETER, f"missing WS-Addressing header wsa:{missing[0]}"
+        )
+    contract.normalise_variants(body_el)
+    violation = violation or contract.validate(body_el)
+    addressing = wsa.read_addressing(header_blocks)
+    violation = violation or _blank_identifier(addressing, body_el)
+    return Inbound(operation=op, body=body_el, addressing=addressing, received_at=utcnow(), environ=environ,
+                   violation=violation)
+
+
+def response_envelope(runtime: Runtime, interface: Interface, inbound: Inbound, body_el: etree._Element,
+                      checked: tuple[etree._Element, ...] = ()) -> etree._Element:
+    """The response envelope around ``body_el``, which is validated first: never send what the contract forbids.
+    Its ``checked`` children (``Reply.checked``) are left out of the validation: they passed it before."""
+    problem = _validate_without(body_el, checked)
+    if problem is not None:  # our defect
+        log.error("outgoing %s violates the schema: %s", body_el.tag, problem.message)
+        raise Fault("Server.InvalidResponse", "the response could not be built")
+    env = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"env": SOAP12, "wsa": WSA, "rps": GSMA})
+    header = etree.SubElement(env, f"{{{SOAP12}}}Header")
+    wsa.write_addressing(
+        header,
+        wsa.Addressing(
+            from_address=runtime.own_address(interface.own_role),
+            to=inbound.addressing.from_address or wsa.ANONYMOUS,
+            message_id=wsa.new_message_id(runtime.own_oid(interface.own_role)),
+            action=inbound.operation.output_action,
+            relates_to=inbound.addressing.message_id,
+        ),
+    )
+    etree.SubElement(env, f"{{{SOAP12}}}Body").append(body_el)
+    return env
+
+
+def _validate_without(body_el: etree._Element, checked: tuple[etree._Element, ...]) -> contract.SchemaViolation | None:
+    if not checked:
+        return contract.validate(body_el)
+    places = [(body_el.index(child), child) for child in checked]
+    for _, child in places:
+        body_el.remove(child)
+    try:
+        return contract.validate(body_el)
+    finally:
+        for index, child in places:
+            body_el.insert(index, child)
+
+
+def envelope_bytes(env: etree._Element) -> bytes:
+    return etree.tostring(env, xml_declaration=True, encoding="utf-8")
+
+
 # -- the spyne protocol ------------------------------------------------------------------------
 
 
@@ -349,53 +454,13 @@ class GsmaSoap12(Soap12):
 
     # 2. envelope -> header blocks + body element
     def decompose_incoming_envelope(self, ctx, message=Soap12.REQUEST):
-        root = ctx.in_document
-        if root.tag != f"{{{SOAP12}}}Envelope":
-            if etree.QName(root).localname == "Envelope":
-                # Another SOAP version (1.1, or an unknown envelope namespace): the VersionMismatch fault of
-                # SOAP 1.2 part 1 section 5.4.7, with the Upgrade header that names the one we support.
-                raise VersionMismatch(etree.QName(root).namespace)
-            raise Fault("Client.NotSoap12", f"expected a SOAP 1.2 Envelope, got {root.tag}")
-        header = root.find(f"{{{SOAP12}}}Header")
-        body = root.find(f"{{{SOAP12}}}Body")
-        if body is None:
-            raise Fault("Client.NoBody", "the envelope has no Body")
-        children = [c for c in body if isinstance(c.tag, str)]
-        if len(children) != 1:
-            raise Fault("Client.BadBody", "the Body must hold exactly one element")
-        ctx.in_header_doc = [c for c in header if isinstance(c.tag, str)] if header is not None else []
-        ctx.in_body_doc = children[0]
-        ctx.method_request_string = children[0].tag
-        if children[0].tag not in self.interface.contract.by_input_element():
-            raise Fault("Client.UnknownOperation", f"{etree.QName(children[0]).localname} is not an operation of this endpoint")
+        ctx.in_header_doc, ctx.in_body_doc = split_envelope(ctx.in_document, self.interface)
+        ctx.method_request_string = ctx.in_body_doc.tag
 
     # 3. tree -> Inbound
     def deserialize(self, ctx, message):
         self.event_manager.fire_event("before_deserialize", ctx)
-        op = self.interface.contract.by_input_element()[ctx.in_body_doc.tag]
-        violation = None
-        present = set()
-        for block in ctx.in_header_doc:
-            if contract.is_wsa_element(block):
-                present.add(etree.QName(block).localname)
-                violation = violation or contract.validate(block)
-        missing = [h for h in REQUIRED_WSA if h not in present]
-        if violation is None and missing:
-            violation = contract.SchemaViolation(
-                codes.MISSING_PARAMETER, f"missing WS-Addressing header wsa:{missing[0]}"
-            )
-        contract.normalise_variants(ctx.in_body_doc)
-        violation = violation or contract.validate(ctx.in_body_doc)
-        addressing = wsa.read_addressing(ctx.in_header_doc)
-        violation = violation or _blank_identifier(addressing, ctx.in_body_doc)
-        ctx.udc = Inbound(
-                operation=op,
-                body=ctx.in_body_doc,
-                addressing=addressing,
-                received_at=utcnow(),
-                environ=ctx.transport.req_env,
-                violation=violation,
-            )
+        ctx.udc = read_inbound(self.interface, ctx.in_header_doc, ctx.in_body_doc, ctx.transport.req_env)
         ctx.in_object = [ctx.udc]
         self.event_manager.fire_event("after_deserialize", ctx)
 
@@ -413,33 +478,14 @@ class GsmaSoap12(Soap12):
             ctx.transport.resp_code = "202 Accepted"
             ctx.out_document = None
             return
-        problem = contract.validate(body_el)
-        if problem is not None:  # our defect: never send what the contract forbids
-            log.error("outgoing %s violates the schema: %s", body_el.tag, problem.message)
-            raise Fault("Server.InvalidResponse", "the response could not be built")
-        inbound: Inbound = ctx.udc
-        runtime: Runtime = ctx.app.esx_runtime
-        env = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"env": SOAP12, "wsa": WSA, "rps": GSMA})
-        header = etree.SubElement(env, f"{{{SOAP12}}}Header")
-        wsa.write_addressing(
-            header,
-            wsa.Addressing(
-                from_address=runtime.own_address(self.interface.own_role),
-                to=inbound.addressing.from_address or wsa.ANONYMOUS,
-                message_id=wsa.new_message_id(runtime.own_oid(self.interface.own_role)),
-                action=inbound.operation.output_action,
-                relates_to=inbound.addressing.message_id,
-            ),
-        )
-        etree.SubElement(env, f"{{{SOAP12}}}Body").append(body_el)
-        ctx.out_document = env
+        ctx.out_document = response_envelope(ctx.app.esx_runtime, self.interface, ctx.udc, body_el)
         self.event_manager.fire_event("after_serialize", ctx)
 
     def create_out_string(self, ctx, charset=None):
         if ctx.out_document is None:
             ctx.out_string = [b""]
             return
-        ctx.out_string = [etree.tostring(ctx.out_document, xml_declaration=True, encoding="utf-8")]
+        ctx.out_string = [envelope_bytes(ctx.out_document)]
 
     def fault_to_http_response_code(self, fault):
         if isinstance(fault, VersionMismatch):
@@ -470,12 +516,57 @@ class GsmaWsgiApplication(WsgiApplication):
         if method == "GET":
             return self._serve_contract(environ, start_response, query)
         try:
+            if method == "POST":
+                answered = self._serve_direct(environ, start_response)
+                if answered is not None:
+                    return answered
             return super().__call__(environ, start_response, wsgi_url)
         except Exception:  # last resort: a Receiver fault, never an HTML 500 page
             log.exception("unhandled error serving %s", environ.get("PATH_INFO"))
             body = fault_bytes("env:Receiver", "internal error")
             start_response("500 Internal Server Error", [("Content-Type", SOAP12_CONTENT_TYPE), ("Content-Length", str(len(body)))])
             return [body]
+
+    def _serve_direct(self, environ, start_response) -> list[bytes] | None:
+        """A well-formed request to a synchronous operation, without spyne's per-request machinery.
+
+        spyne would build a method context, an in and an out protocol context, fire a dozen events and look the
+        method up, only to call :func:`dispatch` and our ``serialize``: here the same functions run directly.
+        Everything else returns None before anything happened, and spyne answers it as before (the body read
+        here is handed back to it): a body without a length or over the limit, XML we refuse, an envelope we
+        refuse, a one-way operation (its refusals are faults raised after the handler ran). So the bytes on the
+        wire, faults included, are those of the spyne path."""
+        length = environ.get("CONTENT_LENGTH")
+        if not length or not length.isdigit() or int(length) > self.max_content_length:
+            return None
+        data = environ["wsgi.input"].read(int(length))
+        environ["wsgi.input"] = io.BytesIO(data)  # for spyne, if it answers after all
+        try:
+            root = parse_xml(data, max_bytes=self.max_content_length)
+            header_blocks, body_el = split_envelope(root, self.interface)
+        except (XmlRejected, Fault):
+            return None
+        if self.interface.contract.by_input_element()[body_el.tag].one_way:
+            return None
+        inbound = read_inbound(self.interface, header_blocks, body_el, environ)
+        runtime: Runtime = self.app.esx_runtime
+        try:
+            out = envelope_bytes(response_envelope(runtime, self.interface, inbound,
+                                                   *dispatch_checked(runtime, self.interface, inbound)))
+        except Fault as fault:  # Server.InvalidResponse
+            return self._fault(environ, start_response, fault, inbound)
+        except Exception:  # as spyne answers an exception escaping a service method
+            log.exception("unexpected error serving %s", inbound.operation.name)
+            return self._fault(environ, start_response, Fault("Server", "Internal Error"), inbound)
+        start_response("200 OK", [("Content-Type", SOAP12_CONTENT_TYPE), ("Content-Length", str(len(out)))])
+        return [out]
+
+    def _fault(self, environ, start_response, fault: Fault, inbound: Inbound) -> list[bytes]:
+        """``fault`` as spyne writes it (its context and protocol, our ``serialize``)."""
+        ctx = WsgiMethodContext(self, environ, self.app.out_protocol.mime_type)
+        ctx.udc = inbound
+        ctx.out_error = fault
+        return self.handle_error(ctx, [], fault, start_response)
 
     def handle_error(self, p_ctx, others, error, start_response):
         # Faults (unparseable XML, unknown operation, refused one-way calls, our own defects): one line each.

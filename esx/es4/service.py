@@ -1,15 +1,14 @@
 """ES4 (MNO -> SM-SR). Thin adapters over ``smsr_core.registry`` (sync) and ``smsr_core.platform`` (async)."""
 from __future__ import annotations
 
-from esx.adapters import AsyncFunction, caller_of, eis_element, required
+from esx.adapters import AsyncFunction, caller_of, eis_reply, required
 from esx.binding.soap import Inbound, Interface, Reply
 from esx.eis_xml import parse_pol2, parse_subscription_address
 from smsr_core.platform import Function
 
 
 def get_eis(rt, inbound: Inbound) -> Reply:
-    eis = rt.registry.get_eis(caller_of(inbound), required(inbound, "Eid"))
-    return Reply([eis_element(eis)])
+    return eis_reply(rt.registry.get_eis(caller_of(inbound), required(inbound, "Eid")))
 
 
 def update_policy_rules(rt, inbound: Inbound) -> Reply:

@@ -94,3 +94,32 @@ def test_a_failed_block_in_one_connection_rolls_back_and_the_next_starts_afresh(
             INSERT.run(uncommitted, id=3, name="z", at=AT, doc=None, flag=True)
     with dbapi(db.engine) as conn:  # the scope's end returns its connection: what no block committed is gone
         assert [BY_ID.first(conn, id=i) is not None for i in (1, 2, 3)] == [False, True, False]
+
+
+def test_postgresql_pings_only_a_connection_that_sat_idle(monkeypatch):
+    """persistence.db: no ``SELECT 1`` for a connection in use a moment ago; one that sat idle is pinged, and
+    when the server dropped it meanwhile the pool connects afresh instead of failing the call."""
+    import sqlalchemy as sa
+
+    from persistence import db as db_module
+
+    for url in _postgres_database():
+        database = Database(url)
+
+        def pid():
+            with dbapi(database.engine, commit=True) as c:
+                cur = c.raw.cursor()
+                cur.execute("SELECT pg_backend_pid()")
+                return cur.fetchone()[0]
+
+        first = pid()
+        monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 3600.0)
+        assert pid() == first  # in use a moment ago: handed out as it is
+        killer = sa.create_engine(url)
+        with killer.connect() as k:
+            k.execute(sa.text(f"SELECT pg_terminate_backend({first})"))
+            k.commit()
+        killer.dispose()
+        monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 0.0)
+        assert pid() != first  # idle: pinged, found dead, replaced
+        database.dispose()
