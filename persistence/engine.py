@@ -154,19 +154,27 @@ def accept_once(s: Session, row: Row) -> tuple[Row, bool]:
     """Add ``row``, a new asynchronous request, unless it replays one already made: same requester and the same
     MessageID or FunctionCallIdentifier. Returns ``(the row in force, True when it is row)``; a new row is flushed,
     so it has its id."""
+    existing = replayed(s, row)
+    if existing is not None:
+        return existing, False
+    s.add(row)
+    s.flush()
+    return row, True
+
+
+def replayed(s: Session, row: Row) -> Row | None:
+    """The row in force that ``row`` (a new request, not added yet) replays, or None: :func:`accept_once`'s check, for
+    a flow that writes a new row itself once it knows all it holds (one INSERT rather than an INSERT and an UPDATE).
+    Such a flow keeps the rule: the unique constraints make a concurrent replay fail at that INSERT."""
     model = type(row)
     conds = []
     if row.message_id:
         conds.append(model.message_id == row.message_id)
     if row.function_call_id:
         conds.append(model.function_call_id == row.function_call_id)
-    if conds:
-        existing = s.scalars(select(model).where(model.requester_id == row.requester_id, or_(*conds))).first()
-        if existing is not None:
-            return existing, False
-    s.add(row)
-    s.flush()
-    return row, True
+    if not conds:
+        return None
+    return s.scalars(select(model).where(model.requester_id == row.requester_id, or_(*conds))).first()
 
 
 def reuses_call_id(row: EngineRow, message_id: str | None) -> bool:

@@ -67,7 +67,8 @@ from keys.tlv import encode_tlv
 from ota import es8, saip
 from persistence.db import Database
 from persistence.engine import (ACTIVE, Doorbell, Flow, Silent, Step, accept_once, due, due_now, lease,
-                                lease_row, record_result, reuses_call_id, run_leased, utc, validity_until, wait)
+                                lease_row, record_result, replayed, reuses_call_id, run_leased, utc,
+                                validity_until, wait)
 from sgp02 import codes
 from sgp02.codes import FunctionFailed, PeerUnreachable, Status, StatusCode
 from sgp02.ecasd import verified_ecasd_key
@@ -75,7 +76,7 @@ from sgp02.eis import Eis, SubscriptionAddress
 
 from .op_models import SmdpOperation
 from .relay import owned_profile, smsr_named
-from .warehouse import Reserved, Warehouse
+from .warehouse import Claim, Reserved, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -267,11 +268,14 @@ class Downloads:
         # The SM-SR is asked before any transaction is open: it may share this database (SQLite's writer lock).
         checked, verdict = self._relay_access(req) if req.function in RELAYED else (False, None)
         with self.db.session() as s:
-            op, new = accept_once(s, self._new_row(req))
-            if not new:
-                if reuses_call_id(op, req.message_id):
-                    self._answer_other_message(s, req, codes.call_id_reused(req.function_call_id, op.message_id))
-                return op.id, False
+            op = self._new_row(req)
+            found = replayed(s, op)
+            if found is not None:
+                if reuses_call_id(found, req.message_id):
+                    self._answer_other_message(s, req, codes.call_id_reused(req.function_call_id, found.message_id))
+                return found.id, False
+            # The new row is written once, with what it holds (accept_once would INSERT it, then UPDATE it): a
+            # download's when its profile is reserved (the reservation names the row's id), the others' below.
             try:
                 smsr_named(self.smsr_for, op.smsr_id)
                 if verdict is not None:
@@ -283,6 +287,9 @@ class Downloads:
                 due_now(s, self.doorbell)
             except FunctionFailed as failure:
                 self._finish(s, op, failure.status, failure, now=req.received_at)
+            if op.id is None:
+                s.add(op)
+                s.flush()
             return op.id, True
 
     def reject(self, req: Es2Request, failure: FunctionFailed) -> None:
@@ -596,11 +603,24 @@ class Downloads:
         self._advance(s, op, now)
 
     def _reserve(self, s: Session, op: SmdpOperation) -> None:
-        """A profile of the MNO's type (or the ICCID it named) held for this download (warehouse.reserve's codes)."""
-        held = self.warehouse.reserve(s, mno_id=op.requester_id, eid=op.eid, download_id=op.id,
-                                      profile_type=op.profile_type, iccid=op.iccid)
-        op.iccid, op.profile_type = held.iccid, held.profile_type
-        op.progress = {**op.progress, "reserved": True, "imsi": held.imsi, "msisdn": held.msisdn}
+        """A profile of the MNO's type (or the ICCID it named) held for this download (warehouse.claim's codes). A new
+        row is written here, with the profile (the stock's ``download_id`` is its id); nothing is kept of a refusal."""
+        before = op.iccid, op.profile_type, op.progress
+
+        def hold(claimed: Claim) -> int:
+            op.iccid, op.profile_type = claimed.iccid, claimed.profile_type
+            op.progress = {**before[2], "reserved": True, "imsi": claimed.imsi, "msisdn": claimed.msisdn}
+            if op.id is None:
+                s.add(op)
+            s.flush()  # the INSERT; an UPDATE only when another worker took the candidate first
+            return op.id
+
+        try:
+            self.warehouse.claim(s, mno_id=op.requester_id, eid=op.eid, profile_type=op.profile_type, iccid=op.iccid,
+                                 hold=hold)
+        except FunctionFailed:
+            op.iccid, op.profile_type, op.progress = before
+            raise
 
     @staticmethod
     def _ecasd_key(op: SmdpOperation) -> ec.EllipticCurvePublicKey:

@@ -101,6 +101,16 @@ class Reserved:
     adm1: str | None = field(repr=False)
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A profile chosen for a download (:meth:`Warehouse.claim`): what the download's row keeps, no secret."""
+
+    iccid: str
+    imsi: str
+    msisdn: str | None
+    profile_type: str
+
+
 class StockState(str, Enum):
     AVAILABLE = "available"
     RESERVED = "reserved"
@@ -275,7 +285,20 @@ class Warehouse:
 
     def reserve(self, s: Session, *, mno_id: str, eid: str, download_id: int, profile_type: str | None,
                 iccid: str | None) -> Reserved:
-        """Reserve a profile for ES2-DownloadProfile: the ``iccid`` asked for, else any of ``profile_type``.
+        """Reserve a profile for ES2-DownloadProfile: the ``iccid`` asked for, else any of ``profile_type``; the
+        profile's values with its secrets opened. The codes are :meth:`claim`'s."""
+        claimed = self.claim(s, mno_id=mno_id, eid=eid, profile_type=profile_type, iccid=iccid,
+                             hold=lambda _: download_id)
+        return self.held(s, claimed.iccid)
+
+    def claim(self, s: Session, *, mno_id: str, eid: str, profile_type: str | None, iccid: str | None,
+              hold: Callable[[Claim], int]) -> Claim:
+        """Reserve a profile for a download whose row is not written yet: the ``iccid`` asked for, else any of
+        ``profile_type``. ``hold(candidate)`` writes the download's row with the candidate and returns its id; the
+        conditional UPDATE then moves the profile with that id as ``download_id``. So the row is written once, with its
+        ICCID, and the profile is not read again. A candidate another worker took in between is followed by the next
+        one, and ``hold`` is called again with it (the row was written already: the caller updates it). No secret is
+        opened here (:meth:`held` does, when a step needs them).
 
         Codes (sgp02.codes, sgp02-wire.md 4.4 for ES2.DownloadProfile):
         neither given 1.6/2.3; type unknown 8.2.5/3.9, of another MNO 8.2.5/1.2, no profile of the
@@ -291,23 +314,23 @@ class Warehouse:
                 raise FunctionFailed(codes.PROFILE_TYPE_UNKNOWN, subject_identifier=profile_type)
             if ptype.mno_id != mno_id:
                 raise FunctionFailed(codes.PROFILE_TYPE_NOT_ALLOWED, subject_identifier=profile_type)
-        values = {"eid": eid, "download_id": download_id}
-        if iccid is not None:
-            row = s.get(StockProfile, iccid)
-            if row is None:
-                raise FunctionFailed(codes.ICCID_UNKNOWN, subject_identifier=iccid)
-            row_type = s.get(ProfileType, row.profile_type_id)
-            if row_type.mno_id != mno_id:
-                raise FunctionFailed(codes.ICCID_NOT_ALLOWED, subject_identifier=iccid)
-            if ptype is not None and row_type.id != ptype.id:
-                raise FunctionFailed(codes.ICCID_INVALID, f"ICCID {iccid} is not of profile type {profile_type}",
-                                     subject_identifier=iccid)
-            if not self._move(s, iccid, "reserve", **values):
-                raise FunctionFailed(codes.ICCID_IN_USE, subject_identifier=iccid)
-            ptype = row_type
-        else:
-            iccid = self._reserve_any(s, ptype, values)
-        return self._reserved(s.get(StockProfile, iccid, populate_existing=True), ptype)
+        if iccid is None:
+            return self._claim_any(s, ptype, eid, hold)
+        row = s.get(StockProfile, iccid)
+        if row is None:
+            raise FunctionFailed(codes.ICCID_UNKNOWN, subject_identifier=iccid)
+        row_type = s.get(ProfileType, row.profile_type_id)
+        if row_type.mno_id != mno_id:
+            raise FunctionFailed(codes.ICCID_NOT_ALLOWED, subject_identifier=iccid)
+        if ptype is not None and row_type.id != ptype.id:
+            raise FunctionFailed(codes.ICCID_INVALID, f"ICCID {iccid} is not of profile type {profile_type}",
+                                 subject_identifier=iccid)
+        if row.state != StockState.AVAILABLE.value:  # as read; the UPDATE below decides a race
+            raise FunctionFailed(codes.ICCID_IN_USE, subject_identifier=iccid)
+        claimed = Claim(iccid=row.iccid, imsi=row.imsi, msisdn=row.msisdn, profile_type=row_type.name)
+        if not self._move(s, iccid, "reserve", eid=eid, download_id=hold(claimed)):
+            raise FunctionFailed(codes.ICCID_IN_USE, subject_identifier=iccid)
+        return claimed
 
     def held(self, s: Session, iccid: str) -> Reserved:
         """The values of a profile a download holds (reserved or downloading), e.g. for a later step or a retry."""
@@ -325,8 +348,8 @@ class Warehouse:
                         pin1=sealed["pin1"], puk1=sealed["puk1"], pin2=sealed["pin2"], puk2=sealed["puk2"],
                         adm1=sealed.get("adm1"))
 
-    def _reserve_any(self, s: Session, ptype: ProfileType, values: dict) -> str:
-        available = (select(StockProfile.iccid)
+    def _claim_any(self, s: Session, ptype: ProfileType, eid: str, hold: Callable[[Claim], int]) -> Claim:
+        available = (select(StockProfile.iccid, StockProfile.imsi, StockProfile.msisdn)
                      .where(StockProfile.profile_type_id == ptype.id, StockProfile.state == StockState.AVAILABLE.value)
                      .order_by(StockProfile.iccid))
         if s.get_bind().dialect.name == "postgresql":
@@ -335,13 +358,14 @@ class Warehouse:
         else:
             available = available.limit(20)
         while True:
-            candidates = s.scalars(available).all()
+            candidates = s.execute(available).all()
             if not candidates:
                 raise FunctionFailed(codes.PROFILE_TYPE_NO_STOCK, f"no profile of type {ptype.name} is available",
                                      subject_identifier=ptype.name)
-            for iccid in candidates:
-                if self._move(s, iccid, "reserve", **values):
-                    return iccid
+            for iccid, imsi, msisdn in candidates:
+                claimed = Claim(iccid=iccid, imsi=imsi, msisdn=msisdn, profile_type=ptype.name)
+                if self._move(s, iccid, "reserve", eid=eid, download_id=hold(claimed)):
+                    return claimed
             # Every candidate was taken by another worker since the SELECT: look again.
 
     def mark_downloading(self, s: Session, iccid: str) -> None:
