@@ -1,7 +1,7 @@
 """Every mapped table of esx, imported in one place so that Alembic sees the whole schema."""
 from esx.audit import CallRecord  # noqa: F401
 from persistence.db import Base
-from persistence.entities import Entity, MnoSmdp  # noqa: F401
+from persistence.entities import Entity, EntityVersion, MnoSmdp  # noqa: F401
 from persistence.outbox import OutboxMessage  # noqa: F401
 from smdp_core.models import ProfileBatch, ProfileType, StockProfile  # noqa: F401
 from smdp_core.op_models import SmdpOperation  # noqa: F401

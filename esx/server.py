@@ -247,8 +247,8 @@ class EsxRuntime(Runtime):
         self.registry = EisRegistry(self.db, config.smsr_oid, self.pki.ci_cert_pem, self.box,
                                     refuse_test_keys=config.auth == "mtls" and not config.allow_test_credentials)
         self.smdp = SmdpRelay(self._smsr_gateway)
-        # Every entity this process looks up (callers, the SM-SR per ES3 call, the EUM per ECASD check), kept for at
-        # most CALLER_TTL seconds (persistence.entities.EntityCache).
+        # Every entity this process looks up (callers, the SM-SR per ES3 call, the EUM per ECASD check), kept while the
+        # registry's version has not moved (persistence.entities.EntityCache).
         self.entities = EntityCache(self.db.engine)
         self._platform = None
         self._downloads = None
@@ -310,8 +310,8 @@ class EsxRuntime(Runtime):
 
         claimed = inbound.addressing.from_entity_id
         local = inbound.environ.get(LOCAL_CALLER)
-        # Looked up through the process's EntityCache (persistence.entities: found callers are kept CALLER_TTL
-        # seconds, changes made in this process are seen at once): this runs for every served call.
+        # Looked up through the process's EntityCache (persistence.entities: a found caller is handed out again while
+        # the registry's version has not moved; any change is seen at the next call): this runs for every served call.
         if local is not None:  # a call this instance makes to itself, in process (no socket, no certificate)
             entity = self.entities.by_oid(local)
             if entity is None or (claimed and claimed != local):

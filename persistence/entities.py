@@ -13,18 +13,15 @@ SM-DP acts, so the MNO says it once, here.
 from __future__ import annotations
 
 import hashlib
-import threading
-import time
 from datetime import datetime, timezone
-from typing import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import DateTime, String, Text, bindparam, delete, select
+from sqlalchemy import BigInteger, DateTime, Integer, String, Text, bindparam, delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from persistence.db import Base, after_commit
+from persistence.db import Base
 from persistence.prepared import Prepared, dbapi
 from sgp02.roles import Role
 
@@ -73,7 +70,6 @@ def set_mno_smdps(session: Session, mno_id: str, smdp_ids: list[str]) -> None:
     for smdp_id in dict.fromkeys(smdp_ids):
         session.add(MnoSmdp(mno_id=mno_id, smdp_id=smdp_id))
     session.flush()
-    _entities_written(session)
 
 
 def mnos_served_by(session: Session, smdp_id: str) -> frozenset[str]:
@@ -125,7 +121,6 @@ def upsert_entity(
         x509.load_pem_x509_certificate(signing_cert_pem)
         entity.signing_cert_pem = signing_cert_pem.decode()
     session.flush()
-    _entities_written(session)
     return entity
 
 
@@ -135,7 +130,13 @@ def get_entity(session: Session, oid: str | None) -> Entity | None:
     return session.get(Entity, oid)
 
 
-CALLER_TTL = 5.0  # seconds an EntityCache entry is trusted without reading the database again
+class EntityVersion(Base):
+    """One number that every change to ``entity`` or ``mno_smdp`` moves, by database triggers (migration 0008)."""
+
+    __tablename__ = "entity_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
 
 
 class EntityCache:
@@ -143,22 +144,17 @@ class EntityCache:
     ECASD check) or by TLS client-certificate fingerprint (a caller), with the MNOs an SM-DP acts for
     (``served_mnos``): esx.server.EsxRuntime.caller_for on every call, and the peers a process calls.
 
-    Entities change rarely (``esx entity add``), and each lookup was a database round trip per call. The rule:
-    - a caller that is found is kept for at most ``ttl`` seconds (:data:`CALLER_TTL`); a change made by another
-      process (the CLI, another worker) to its row or to the MNOs that named it is seen by this process within
-      ``ttl`` seconds. That includes a replaced or withdrawn certificate: the old one is still accepted for up to
-      ``ttl`` seconds after the change is committed;
-    - a change made in this process (:func:`upsert_entity`, :func:`set_mno_smdps`) empties every cache of the
-      process at once, and again when its unit of work commits;
-    - "not found" is never kept: an entity added a moment ago is known at its first call.
-    The values handed out are shared between calls and threads: read them, never change them.
+    Entities change rarely (``esx entity add``) and are read on every call. The rule: an entity read is kept with
+    the registry's version (:class:`EntityVersion`, moved by triggers on every change to ``entity`` or ``mno_smdp``,
+    by any process, the CLI included) and handed out again while that version has not moved: each lookup costs one
+    read of one row instead of the entity's and its pairings'. A change, a replaced or withdrawn certificate
+    included, is seen at the next call. "Not found" is never kept. The values handed out are shared between calls and
+    threads: read them, never change them.
     """
 
-    def __init__(self, engine: Engine, ttl: float = CALLER_TTL, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.ttl = ttl
-        self.clock = clock
-        self._entries: dict[tuple[str, str], tuple[float, int, Entity]] = {}
+        self._entries: dict[tuple[str, str], tuple[int, Entity]] = {}
 
     def by_oid(self, oid: str) -> Entity | None:
         return self._get("oid", oid)
@@ -167,12 +163,11 @@ class EntityCache:
         return self._get("cert", hashlib.sha256(cert_der).hexdigest())
 
     def _get(self, kind: str, key: str) -> Entity | None:
-        now = self.clock()
-        hit = self._entries.get((kind, key))
-        if hit is not None and hit[0] > now and hit[1] == _generation:
-            return hit[2]
-        generation = _generation  # read before the database: a write meanwhile makes this entry stale at once
         with dbapi(self.engine) as c:
+            version = _VERSION.first(c).version
+            hit = self._entries.get((kind, key))
+            if hit is not None and hit[0] == version:
+                return hit[1]
             row = (_ENTITY_BY_OID if kind == "oid" else _ENTITY_BY_CERT).first(c, key=key)
             if row is None:
                 self._entries.pop((kind, key), None)
@@ -183,26 +178,12 @@ class EntityCache:
         entity.served_mnos = served
         if len(self._entries) > 10_000:  # more distinct callers than any deployment has: start again
             self._entries.clear()
-        self._entries[(kind, key)] = (now + self.ttl, generation, entity)
+        self._entries[(kind, key)] = (version, entity)
         return entity
 
 
-_generation = 0
-_generation_lock = threading.Lock()
-
-
-def _forget_callers() -> None:
-    global _generation
-    with _generation_lock:
-        _generation += 1
-
-
-def _entities_written(session: Session) -> None:
-    _forget_callers()
-    after_commit(session, _forget_callers)
-
-
 _ENTITY = Entity.__table__
+_VERSION = Prepared(select(EntityVersion.__table__.c.version))  # its one row
 _ENTITY_BY_OID = Prepared(select(_ENTITY).where(_ENTITY.c.oid == bindparam("key")))
 _ENTITY_BY_CERT = Prepared(select(_ENTITY).where(_ENTITY.c.cert_sha256 == bindparam("key")))
 _MNOS_OF_SMDP = Prepared(select(MnoSmdp.__table__.c.mno_id).where(MnoSmdp.__table__.c.smdp_id == bindparam("smdp")))
