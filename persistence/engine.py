@@ -36,7 +36,8 @@ The rules the engine keeps:
 - *Accept once.* A replay (the same requester and MessageID, or the same FunctionCallIdentifier) finds the row in
   force and runs nothing again (the unique constraints make a race between two workers fail, not duplicate).
 - *One worker per attempt.* A row is run only under a lease taken with a conditional UPDATE, so several workers
-  on one PostgreSQL never run the same attempt; a worker killed mid-step leaves a lease that simply runs out.
+  on one PostgreSQL never run the same attempt. A worker killed mid-step either rolls back (a step that runs in the
+  transaction of its lease) or leaves a committed lease that simply runs out (a step that calls a peer after it).
 - *No transaction across the wire.* A step that calls a peer commits what it needs first (e.g. the MessageID of
   the request it sends), calls, then records the outcome in a new transaction; a peer may share the database
   (SQLite's writer lock).

@@ -30,6 +30,7 @@ from keys.secretbox import SecretBox
 from keys.test_credentials import is_public_test_key
 from keys.xmldsig import verify_eis_signature
 from persistence.db import Database
+from persistence.prepared import dbapi
 from sgp02 import codes
 from sgp02 import eis as v
 from sgp02.codes import FunctionFailed
@@ -37,7 +38,7 @@ from sgp02.ecasd import verified_ecasd_key
 from sgp02.eis import eis_seen_by
 from sgp02.roles import Caller, may_manage
 
-from persistence.prepared import dbapi
+from . import isdp
 from .models import Euicc, ProfileRow, apply_profile, euicc_row, load_eis, profile_value
 
 POL2_ACTIONS = ("ENABLE", "DISABLE", "DELETE")
@@ -176,14 +177,16 @@ class EisRegistry:
             validate_pol2(pol2)
         with self.db.session() as s:
             row = self._profile_for_update(s, caller, eid, iccid)
-            if row.state not in (v.ProfileState.CREATED.value, v.ProfileState.DISABLED.value):
+            try:  # the ISD-P lifecycle decides (smsr_core.isdp: Created or Disabled, on PERSONALISED, -> Disabled)
+                personalised = isdp.after(v.ProfileState(row.state), isdp.Event.PERSONALISED)
+            except isdp.IllegalTransition:
                 raise FunctionFailed(codes.EUICC_REFUSED, f"profile {iccid} is {row.state}, not being downloaded",
-                                     subject_identifier=iccid)
+                                     subject_identifier=iccid) from None
             if address is not None:
                 self._check_address_free(s, row, address, iccid)
             profile = profile_value(row)
             profile = replace(
-                profile, state=v.ProfileState.DISABLED,
+                profile, state=personalised.to,
                 profile_type=profile_type if profile_type is not None else profile.profile_type,
                 subscription_address=address if address is not None else profile.subscription_address,
                 pol2=pol2 if pol2 is not None else profile.pol2,
