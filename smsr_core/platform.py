@@ -79,8 +79,8 @@ Any step but done: the validity period ends -> done EXPIRED 1.6/5.3 (+ dirty + a
 Only one operation per eUICC is active at a time: ``euicc_ota.active_operation_id`` is claimed with a conditional
 UPDATE, so several workers on one PostgreSQL cannot start two; an operation that ends frees its eUICC and makes the
 eUICC's queued operations due. Leases (persistence.engine.lease) keep two workers from running the same attempt; a
-step runs in the transaction of its lease, so a worker killed mid-step leaves nothing behind (the SMS it may already
-have handed to the SMSC is the packet a retransmission repeats). A transaction that makes work due at once (a request
+step runs in the transaction of its lease, so a worker killed mid-step rolls it back; one killed after the step
+committed and before its SMS left (or was recorded as sent) leaves the packet to a retransmission: the same bytes. A transaction that makes work due at once (a request
 accepted, an answer that ends an operation or moves it on) rings the :class:`~persistence.engine.Doorbell`.
 
 The EIS follows the card, never leads it: profile states change only when the card has answered (PoR status words,
