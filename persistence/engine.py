@@ -64,7 +64,6 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from persistence.db import after_commit
 from sgp02.codes import FunctionFailed, Status
 
-
 log = logging.getLogger(__name__)
 
 ACTIVE, DONE = "active", "done"
@@ -269,6 +268,21 @@ def run_leased(ids: Iterable[int], take: Callable[[int], bool], run: Callable[[i
 
 
 # -- finishing ---------------------------------------------------------------------------------------------------
+
+
+def finish_once(s: Session, row: EngineRow) -> bool:
+    """Claim the end of ``row`` for this unit of work, before it records the result and emits what it owes: a
+    conditional UPDATE (the row is not done yet) that two units of work cannot both win (SQLite has one writer;
+    PostgreSQL makes the second wait for the first's commit, then finds the row done). False: another worker ended it
+    meanwhile (its expiry and its answer at the same moment, a lease that ran out); this one must not end it again,
+    so a requester never gets two callbacks for one request. A row not written yet (refused as it is accepted) is
+    nobody else's to end."""
+    if row.id is None:
+        return True
+    s.flush()
+    model = type(row)
+    return s.execute(update(model).where(model.id == row.id, model.state != DONE).values(state=DONE)
+                     .execution_options(synchronize_session=False)).rowcount == 1
 
 
 def record_result(row: EngineRow, status: Status, failure: FunctionFailed | None, now: datetime) -> None:

@@ -66,9 +66,26 @@ from keys.secretbox import SecretBox
 from keys.tlv import encode_tlv
 from ota import es8, saip
 from persistence.db import Database
-from persistence.engine import (ACTIVE, Doorbell, Flow, Silent, Step, accept_once, due, due_now, lease,
-                                lease_row, record_result, replayed, reuses_call_id, run_leased, utc,
-                                validity_until, wait)
+from persistence.engine import (
+    ACTIVE,
+    Doorbell,
+    Flow,
+    Silent,
+    Step,
+    accept_once,
+    due,
+    due_now,
+    finish_once,
+    lease,
+    lease_row,
+    record_result,
+    replayed,
+    reuses_call_id,
+    run_leased,
+    utc,
+    validity_until,
+    wait,
+)
 from sgp02 import codes
 from sgp02.codes import FunctionFailed, PeerUnreachable, Status, StatusCode
 from sgp02.ecasd import verified_ecasd_key
@@ -541,7 +558,10 @@ class Downloads:
 
     def _finish(self, s: Session, op: SmdpOperation, status: Status, failure: FunctionFailed | None, *,
                 now: datetime) -> None:
-        """The row is done and its ES2 callback is in the outbox, in one transaction."""
+        """The row is done and its ES2 callback is in the outbox, in one transaction (once: finish_once)."""
+        if not finish_once(s, op):
+            log.info("SM-DP operation %s was ended by another worker meanwhile: not ended again", op.id)
+            return
         record_result(op, status, failure, now)
         op.phase, op.awaiting_message_id, op.callback, op.secrets = None, None, None, None
         self._forget_package(op)

@@ -333,6 +333,9 @@ class Platform:
         """End ``op`` (persistence.engine.record_result) with what it owes: its eUICC freed and its queue woken, the
         AuditTrail record, the callback. ``euicc`` / ``profile``: what the caller holds already (not read again)."""
         was_active = op.state == ACTIVE
+        if not engine.finish_once(s, op):
+            log.info("operation %s was ended by another worker meanwhile: not ended again", op.id)
+            return
         engine.record_result(op, status, failure, now)
         if was_active:
             freed = s.execute(update(EuiccOta).where(EuiccOta.eid == op.eid, EuiccOta.active_operation_id == op.id)

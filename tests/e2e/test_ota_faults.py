@@ -67,7 +67,10 @@ def test_sigkill_of_server_and_workers_mid_operations_loses_nothing(fault_instan
     for i in range(2):
         inst.procs[f"worker{i}"] = background(inst.data_dir, "worker", inst.data_dir / f"worker{i}.log")
 
-    assert set(exactly_one_callback_each(inst, requests).values()) == {"EXECUTED_SUCCESS"}
+    outcomes = exactly_one_callback_each(inst, requests)
+    assert set(outcomes.values()) == {"EXECUTED_SUCCESS"}, {
+        m: (g[0].status, g[0].code, g[0].text("rps:FunctionExecutionStatus/rps:StatusCodeData/rps:Message"))
+        for m in requests if (g := inst.receiver.callbacks(m)) and g[0].status != "EXECUTED_SUCCESS"}
     for e in inst.doc["euiccs"]:
         states = eis_states(inst, e["eid"])
         assert states == card_states(inst, e["eid"])

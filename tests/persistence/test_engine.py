@@ -176,3 +176,23 @@ def test_the_doorbell_rings_after_a_commit_that_made_a_row_due_now(tmp_path):
     with db.session() as s:
         assert e.due(s, Job, T0) == [1, 3]
     db.dispose()
+
+
+def test_a_row_is_ended_once_though_two_workers_try(tmp_path):
+    """Its expiry and its answer at the same moment: the first unit of work to claim the end wins; the second is
+    told, and must not end it again (no second callback)."""
+    db = Database(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    Base.metadata.create_all(db.engine)
+    with db.session() as s:
+        e.accept_once(s, job())
+    with db.session() as first, db.session() as second:
+        a, b = first.get(Job, 1), second.get(Job, 1)  # both read it while it was not done
+        assert e.finish_once(first, a)
+        e.record_result(a, Status.EXPIRED, None, T0)
+        first.commit()
+        assert not e.finish_once(second, b)
+    with db.session() as s:
+        assert s.get(Job, 1).result_status == "EXPIRED"
+    with db.session() as s:
+        assert e.finish_once(s, job()) is True  # not written yet: nobody else's to end
+    db.dispose()
