@@ -193,21 +193,17 @@ def validity_until(received_at: datetime, requested: float | None, default: floa
 # -- leasing -----------------------------------------------------------------------------------------------------
 
 
-def _free(model: type[EngineRow], now: datetime):
-    return or_(model.lease_until.is_(None), model.lease_until < now)
-
-
 def free(model: type, now: datetime):
-    """The condition "no lease in force at ``now``" on ``model.lease_until``: for tables that are leased row by row
-    without being flows (e.g. the SM-SR's SMS inbox), the same rule as :func:`due` and :func:`lease`."""
-    return _free(model, now)
+    """The condition "no lease in force at ``now``" on ``model.lease_until``: the rule of :func:`due` and
+    :func:`lease`, and of tables leased row by row without being flows (the SM-SR's SMS inbox)."""
+    return or_(model.lease_until.is_(None), model.lease_until < now)
 
 
 def due(s: Session, model: type[Row], now: datetime, *conditions, when=None, limit: int | None = None) -> list[int]:
     """Ids of the rows of ``model`` that are due and not leased (oldest first). ``when`` is the column that says
     when a row is due (default ``next_attempt_at``); ``conditions`` narrow the flow's own states."""
     when = model.next_attempt_at if when is None else when
-    query = select(model.id).where(when <= now, _free(model, now), *conditions).order_by(model.id)
+    query = select(model.id).where(when <= now, free(model, now), *conditions).order_by(model.id)
     if limit is not None:
         query = query.limit(limit)
     return list(s.scalars(query))
@@ -218,7 +214,7 @@ def lease(s: Session, model: type[Row], row_id: int, now: datetime, seconds: flo
     same conditions as :func:`due`, checked again in the UPDATE: between the two, another worker may have run
     and released it)."""
     when = model.next_attempt_at if when is None else when
-    return s.execute(update(model).where(model.id == row_id, when <= now, _free(model, now), *conditions)
+    return s.execute(update(model).where(model.id == row_id, when <= now, free(model, now), *conditions)
                      .values(lease_until=now + timedelta(seconds=seconds))).rowcount == 1
 
 
@@ -227,7 +223,7 @@ def lease_row(s: Session, model: type[Row], row_id: int, now: datetime, seconds:
     """:func:`lease` and the row in one statement (UPDATE ... RETURNING): the leased row, loaded into ``s`` for the
     step to change, or None when :func:`lease` would have said False. For a flow that reads the row it leases."""
     when = model.next_attempt_at if when is None else when
-    stmt = (update(model).where(model.id == row_id, when <= now, _free(model, now), *conditions)
+    stmt = (update(model).where(model.id == row_id, when <= now, free(model, now), *conditions)
             .values(lease_until=now + timedelta(seconds=seconds)).returning(model)
             .execution_options(synchronize_session=False, populate_existing=True))
     return s.scalars(stmt).first()
@@ -279,10 +275,13 @@ def finish_once(s: Session, row: EngineRow) -> bool:
     nobody else's to end."""
     if row.id is None:
         return True
-    s.flush()
     model = type(row)
-    return s.execute(update(model).where(model.id == row.id, model.state != DONE).values(state=DONE)
-                     .execution_options(synchronize_session=False)).rowcount == 1
+    with s.no_autoflush:  # the claim first: what this unit of work changed in the row is written only if it wins
+        won = s.execute(update(model).where(model.id == row.id, model.state != DONE).values(state=DONE)
+                        .execution_options(synchronize_session=False)).rowcount == 1
+    if not won:
+        s.refresh(row)  # the winner's end, as committed: nothing this unit of work does to the row may overwrite it
+    return won
 
 
 def record_result(row: EngineRow, status: Status, failure: FunctionFailed | None, now: datetime) -> None:

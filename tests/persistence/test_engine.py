@@ -190,7 +190,9 @@ def test_a_row_is_ended_once_though_two_workers_try(tmp_path):
         assert e.finish_once(first, a)
         e.record_result(a, Status.EXPIRED, None, T0)
         first.commit()
+        b.step = "two"  # what the loser was about to change
         assert not e.finish_once(second, b)
+        assert (b.state, b.result_status, b.step) == ("done", "EXPIRED", None)  # it sees the winner's end
     with db.session() as s:
         assert s.get(Job, 1).result_status == "EXPIRED"
     with db.session() as s:
