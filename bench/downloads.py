@@ -30,7 +30,9 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -103,7 +105,7 @@ def crypto_bound(seconds: float = 3.0) -> dict:
 
 
 def downloads(euiccs: int, timeout: float, warmup: int = 4, poll_interval: float = 0.2,
-              database_url: str | None = None) -> dict:
+              database_url: str | None = None, profile: Path | None = None) -> dict:
     from esx.binding import wsa
     from esx.binding.client import GsmaClient
 
@@ -162,10 +164,15 @@ def downloads(euiccs: int, timeout: float, warmup: int = 4, poll_interval: float
             if receiver.wait_callbacks(list(first), timeout):
                 raise RuntimeError(f"warm-up downloads got no callback: SM-DP worker log: {smdp_worker.tail()}")
             time.sleep(1.0)
+        spies = _profilers(procs, profile) if profile is not None else []
         cpu_before = {p.name: p.cpu_seconds() for p in procs}
         start = time.monotonic()
         sent = order(doc["euiccs"][warmup:])
         missing = receiver.wait_callbacks(list(sent), timeout)
+        for spy in spies:  # py-spy writes its profile when interrupted
+            spy.send_signal(signal.SIGINT)
+        for spy in spies:
+            spy.wait(30)
         if missing:
             raise RuntimeError(f"{len(missing)} of {len(sent)} downloads got no callback within {timeout:g} s; "
                                f"SM-DP worker log: {smdp_worker.tail()}")
@@ -194,6 +201,21 @@ def downloads(euiccs: int, timeout: float, warmup: int = 4, poll_interval: float
             p.stop()
         receiver.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _profilers(procs: list[Proc], out: Path) -> list[subprocess.Popen]:
+    """py-spy (``pip install py-spy``) on every process, children included, over the measured downloads only:
+    ``out/<process>.raw``, one collapsed stack per line (flame-graph input)."""
+    out.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for p in procs:
+        name = p.name.replace(" ", "-")
+        spies.append(subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(p.proc.pid),
+                                       "--subprocesses", "--format", "raw", "--rate", "250", "--nonblocking",
+                                       "--output", str(out / f"{name}.raw")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(1.0)  # py-spy attaches
+    return spies
 
 
 @contextlib.contextmanager
@@ -231,6 +253,8 @@ def main() -> int:
                     help="first run the same downloads with the esx of checkout ROOT (its .venv; e.g. a worktree of an "
                          "older commit), then with this one: old and new side by side")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                    help="py-spy every process over the measured downloads (DIR/<process>.raw; needs py-spy)")
     ap.add_argument("--smoke", action="store_true",
                     help="seconds, no timings checked: 2 eUICCs, 0.2 s per crypto figure (tests/bench/test_smoke.py)")
     args = ap.parse_args()
@@ -241,7 +265,7 @@ def main() -> int:
     if not args.crypto_only:
         def run() -> dict:
             with throwaway_database(args.postgresql) as url:
-                return downloads(args.euiccs, args.timeout, args.warmup, args.poll_interval, url)
+                return downloads(args.euiccs, args.timeout, args.warmup, args.poll_interval, url, args.profile)
 
         if args.compare is not None:
             ota_ops.use_checkout(args.compare)
