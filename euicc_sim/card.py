@@ -278,6 +278,8 @@ class Card:
     # inside one_save(): how deep, and whether a save was asked for (not part of the state)
     _deferring: int = field(default=0, repr=False, compare=False)
     _save_asked: bool = field(default=False, repr=False, compare=False)
+    # package files named by the state last saved (None: not saved by this object yet); see save()
+    _named: frozenset | None = field(default=None, repr=False, compare=False)
 
     # --- construction and persistence ------------------------------------------------------------------------------
 
@@ -333,15 +335,18 @@ class Card:
             self._save_asked = True
             return
         self._save_asked = False
+        written = frozenset(self.staged_packages)
         for name, der in self.staged_packages.items():
             self._write_atomic(self.path.with_name(name), der)
         # The state holds the card's SCP80 and ISD-P keys: owner-only, like the ECASD private key beside it.
         self._write_atomic(self.path, (json.dumps(self._state(), indent=2, sort_keys=True) + "\n").encode("utf-8"))
         self.staged_packages.clear()
-        named = {p.package_file for p in self.profiles}
-        for stale in self.path.parent.glob(f"*{PACKAGE_SUFFIX}"):
-            if _PACKAGE_FILE.match(stale.name) and stale.name not in named:
-                stale.unlink(missing_ok=True)
+        named = frozenset(p.package_file for p in self.profiles)
+        if self._named is None or not named >= self._named | written:  # a package file may be stale only then
+            for stale in self.path.parent.glob(f"*{PACKAGE_SUFFIX}"):
+                if _PACKAGE_FILE.match(stale.name) and stale.name not in named:
+                    stale.unlink(missing_ok=True)
+        self._named = named
         self._fsync_folder()
 
     def _write_atomic(self, path: Path, data: bytes) -> None:

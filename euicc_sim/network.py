@@ -287,6 +287,8 @@ class SimulatedNetwork:
         self.notification_retry = notification_retry
         self.lock = threading.RLock()
         self.cards: dict[str, CardOta] = {}
+        # MSISDN -> the card attached there, as last seen (card_for checks the one it names before trusting it)
+        self._at: dict[str, CardOta] = {}
         self.smsc = LoopbackSmsc(host, port, system_id=system_id, password=password, on_submit=self.on_submit,
                                  pdu_log=pdu_log)
         self.stop_event = threading.Event()
@@ -301,12 +303,21 @@ class SimulatedNetwork:
                     self.cards[eid] = CardOta(Card.load(path), path)
 
     def card_for(self, msisdn: str) -> CardOta | None:
+        """The card whose enabled profile has ``msisdn``. The card found there last time, when its file still says
+        so (one stat); else every card is looked at again (new card folders, files changed by ``esx card``), and the
+        first in EID order that answers there counts."""
+        known = self._at.get(msisdn)
+        if known is not None:
+            known.reload_if_changed()
+            if known.msisdn == msisdn:
+                return known
         self.load_cards()
+        self._at = {}
         for ota_front in self.cards.values():
             ota_front.reload_if_changed()
-            if ota_front.msisdn == msisdn:
-                return ota_front
-        return None
+            if ota_front.msisdn is not None:
+                self._at.setdefault(ota_front.msisdn, ota_front)
+        return self._at.get(msisdn)
 
     def on_submit(self, message: ShortMessage) -> None:
         with self.lock:
