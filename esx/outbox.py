@@ -180,14 +180,14 @@ def _envelope(name: DeliveryName, body: bytes, message_id: str, relates_to: str 
 
 
 def enqueue(s: Session, event: Event, *, sender_role: str, sender_oid: str, recipient: str, interface: str,
-            channel: str = SOAP_V3, operation_id: int | None = None) -> OutboxMessage:
+            channel: str = SOAP_V3, operation_id: int | None = None) -> None:
     """Owe ``event`` to ``recipient`` over ``interface``, as one outbox row in the caller's session (rendered for
     ``channel`` when it is delivered). The channel names the delivery and fixes its MessageID now."""
     renderer = CHANNELS[channel]
     name = renderer.delivered_as(event, interface)
-    return store.emit(s, event, sender_role=sender_role, recipient=recipient, interface=interface, channel=channel,
-                      message_id=renderer.new_message_id(sender_oid), contract=name.contract,
-                      operation=name.operation, operation_id=operation_id)
+    store.emit(s, event, sender_role=sender_role, recipient=recipient, interface=interface, channel=channel,
+               message_id=renderer.new_message_id(sender_oid), contract=name.contract,
+               operation=name.operation, operation_id=operation_id)
 
 
 def render(row: OutboxMessage, *, from_address: str, to: str) -> Wire:

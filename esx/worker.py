@@ -119,21 +119,22 @@ class SmsrWorker(_Worker):
 
     # -- SMS out -----------------------------------------------------------------------------
 
-    def send(self, out: OutboundSms) -> None:
-        """Submit every part; an SMSC away or refusing (SmppError) is tried again later, anything else
-        (a stored value the SMPP layer cannot encode, ...) will not get better: that operation fails and
-        frees its eUICC, and the worker carries on with the others."""
+    def send(self, out: OutboundSms) -> bool:
+        """Submit every part: True when the SMSC took them all (the caller records it, Platform.sent_many). An SMSC
+        away or refusing (SmppError) is tried again later, anything else (a stored value the SMPP layer cannot
+        encode, ...) will not get better: that operation fails and frees its eUICC, and the worker carries on with
+        the others."""
         try:
             for segment in out.segments:
                 self.esme.submit(out.destination, segment)
         except SmppError as exc:
             self.platform.send_failed(out, utcnow(), str(exc))
-            return
+            return False
         except Exception:
             log.exception("SMS for eUICC %s (operation %s) cannot be submitted", out.eid, out.operation_id)
             self.platform.cannot_send(out, utcnow())
-            return
-        self.platform.sent(out, utcnow())
+            return False
+        return True
 
     # -- loops -------------------------------------------------------------------------------
 
@@ -141,11 +142,10 @@ class SmsrWorker(_Worker):
         p = self.platform
         now = utcnow()
         p.expire(now)
-        for out in p.process_inbox(now):
-            self.send(out)
+        taken = [out for out in p.process_inbox(now) if self.send(out)]
         # due_sends starts the queued operations too, each with its first packet in one transaction
-        for out in p.due_sends(utcnow()):
-            self.send(out)
+        taken += [out for out in p.due_sends(utcnow()) if self.send(out)]
+        p.sent_many(taken, utcnow())  # what reached the network, recorded once for the whole tick
 
     def deliver(self) -> int:
         return deliver_due(self.db, from_address=self.runtime.own_address("smsr"), session=self.http,

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import DateTime, Integer, String, Text, or_, select, update
+from sqlalchemy import DateTime, Integer, String, Text, bindparam, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from persistence.db import after_commit
@@ -266,6 +266,9 @@ def run_leased(ids: Iterable[int], take: Callable[[int], bool], run: Callable[[i
 # -- finishing ---------------------------------------------------------------------------------------------------
 
 
+_CLAIM_END: dict[type, Any] = {}
+
+
 def finish_once(s: Session, row: EngineRow) -> bool:
     """Claim the end of ``row`` for this unit of work, before it records the result and emits what it owes: a
     conditional UPDATE (the row is not done yet) that two units of work cannot both win (SQLite has one writer;
@@ -275,10 +278,13 @@ def finish_once(s: Session, row: EngineRow) -> bool:
     nobody else's to end."""
     if row.id is None:
         return True
-    model = type(row)
+    claim = _CLAIM_END.get(type(row))
+    if claim is None:  # a Core UPDATE of the row's table, built once per model (its cache key is memoised)
+        table = type(row).__table__
+        claim = _CLAIM_END[type(row)] = (update(table).where(table.c.id == bindparam("row_id"), table.c.state != bindparam("done"))
+                                         .values(state=bindparam("done")))
     with s.no_autoflush:  # the claim first: what this unit of work changed in the row is written only if it wins
-        won = s.execute(update(model).where(model.id == row.id, model.state != DONE).values(state=DONE)
-                        .execution_options(synchronize_session=False)).rowcount == 1
+        won = s.execute(claim, {"row_id": row.id, "done": DONE}).rowcount == 1
     if not won:
         s.refresh(row)  # the winner's end, as committed: nothing this unit of work does to the row may overwrite it
     return won

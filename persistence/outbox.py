@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import DateTime, Integer, LargeBinary, String, Text
+from sqlalchemy import DateTime, Integer, LargeBinary, String, Text, insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from persistence.db import Base
@@ -46,10 +46,11 @@ class OutboxMessage(Base):
 
 def emit(s: Session, event: Event, *, sender_role: str, recipient: str, interface: str, channel: str,
          message_id: str, contract: str, operation: str, operation_id: int | None = None,
-         now: datetime | None = None) -> OutboxMessage:
+         now: datetime | None = None) -> None:
     """Owe ``event`` to ``recipient`` (an OID) over ``interface``, to be rendered for ``channel`` when delivered.
 
-    The row joins the caller's session: it commits with the state change that raised the event, or not at all.
+    The row is written in the caller's session's transaction (a Core INSERT, at once: nobody reads the row back in
+    that unit of work): it commits with the state change that raised the event, or not at all.
     ``message_id`` is the delivery's identifier (for SOAP the wsa:MessageID), ``contract``/``operation`` the name it
     will be delivered as; the channel (esx.outbox) chooses both. A callback goes to the request's ReplyTo, if any,
     and relates to the request's MessageID."""
@@ -57,12 +58,15 @@ def emit(s: Session, event: Event, *, sender_role: str, recipient: str, interfac
     is_callback = isinstance(event, OperationFinished)
     if not is_callback and not isinstance(event, ProfileStateChanged):
         raise TypeError(f"{type(event).__name__} is not a domain event")
-    row = OutboxMessage(
+    row = dict(
         created_at=now, kind="callback" if is_callback else "notification", wsdl=contract, operation=operation,
         sender_role=sender_role, target_oid=recipient, address=event.reply_to if is_callback else None,
-        message_id=message_id, relates_to=event.message_id if is_callback else None,
+        message_id=message_id, relates_to=event.message_id if is_callback else None, body=None,
         event_type=event_type(event), payload=to_json(event), channel=channel, interface=interface,
-        operation_id=operation_id, attempts=0, next_attempt_at=now,
+        operation_id=operation_id, attempts=0, next_attempt_at=now, lease_until=None, delivered_at=None,
+        last_error=None,
     )
-    s.add(row)
-    return row
+    with s.no_autoflush:  # the INSERT needs nothing the session holds pending: that is written later, in one flush
+        s.execute(_INSERT, row)
+
+_INSERT = insert(OutboxMessage.__table__)  # built once: its cache key is memoised

@@ -61,8 +61,10 @@ class Euicc(Base):
     http_version: Mapped[str | None] = mapped_column(String(32))
     secure_packet_version: Mapped[str] = mapped_column(String(32))
     remote_provisioning_version: Mapped[str] = mapped_column(String(32))
-    signed_info_xml: Mapped[bytes] = mapped_column(LargeBinary)
-    eum_signature_xml: Mapped[bytes] = mapped_column(LargeBinary)
+    # The EUM's signed document (a few KB): read only when an EIS is built (eis_value, load_eis), not with every
+    # SMS exchanged with the card.
+    signed_info_xml: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    eum_signature_xml: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     remaining_memory: Mapped[int] = mapped_column(BigInteger)
     available_memory_for_profiles: Mapped[int] = mapped_column(BigInteger)
     last_audit_date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -74,6 +76,12 @@ class Euicc(Base):
     )
     profiles: Mapped[list["ProfileRow"]] = relationship(
         back_populates="euicc", cascade="all, delete-orphan", order_by="ProfileRow.id"
+    )
+    # The ISD-R alone (read-only view of ``domains``): what every SMS to or from the card needs (its SCP80 keys and
+    # TAR), loaded with the eUICC without the ECASD.
+    isd_r: Mapped["SecurityDomainRow | None"] = relationship(
+        primaryjoin="and_(Euicc.eid == SecurityDomainRow.eid, SecurityDomainRow.role == 'ISD-R')",
+        viewonly=True, uselist=False,
     )
     properties: Mapped[list["AdditionalProperty"]] = relationship(
         cascade="all, delete-orphan", order_by="AdditionalProperty.key"

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Protocol
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -132,9 +132,35 @@ _OURS = and_(_IN.c.id.in_(bindparam("ids", expanding=True)), _IN.c.processed_at.
 _MARK_INBOX = update(_IN).where(_OURS).values(processed_at=bindparam("processed_at"), outcome=bindparam("outcome"),
                                               lease_until=None)
 _RELEASE_INBOX = update(_IN).where(_OURS).values(lease_until=None)
+# The SMSC took an operation's packet (Platform.sent_many): only the attempt that was sent, once.
+_SENT = Prepared(update(_OP).where(_OP.c.id == bindparam("op_id"), _OP.c.state == bindparam("active"),
+                                   _OP.c.attempts == bindparam("attempt"), _OP.c.sent_any == bindparam("no"))
+                 .values(sent_any=bindparam("yes")))
 _DROP_INBOX = update(_IN).where(_IN.c.id.in_(bindparam("ids", expanding=True)), _IN.c.processed_at.is_(None)).values(
     processed_at=bindparam("processed_at"), outcome=bindparam("outcome"))
 
+# The two reads every step and every SMS from the card start with, built once (a statement object memoises its
+# cache key, so SQLAlchemy neither rebuilds nor re-traverses it per execution). Platform._unit: an operation with its
+# eUICC (profiles, ISD-R) and OTA state. Platform._card: the eUICC that has a profile at an MSISDN, its OTA state, the
+# operation in flight, and whether it has held operations.
+_UNIT = (select(Operation, Euicc, EuiccOta).where(Operation.id == bindparam("op_id"))
+         .outerjoin(Euicc, Euicc.eid == Operation.eid).outerjoin(EuiccOta, EuiccOta.eid == Operation.eid)
+         .options(joinedload(Euicc.profiles), joinedload(Euicc.isd_r)))
+_HELD_OP = aliased(Operation)
+# Ending an operation (Platform._finish): its eUICC freed, the eUICC's queue woken, the AuditTrail record.
+_OTA = EuiccOta.__table__
+_FREE = (update(_OTA).where(_OTA.c.eid == bindparam("b_eid"), _OTA.c.active_operation_id == bindparam("op_id"))
+         .values(active_operation_id=None))
+_WAKE = (update(_OP).where(_OP.c.eid == bindparam("b_eid"), _OP.c.state == bindparam("queued"))
+         .values(next_attempt_at=bindparam("now")))
+_AUDIT = insert(EisAuditRecord.__table__)
+_CARD = (select(Euicc, EuiccOta, Operation,
+                select(_HELD_OP.id).where(_HELD_OP.eid == Euicc.eid, _HELD_OP.state == HELD).exists())
+         .where(Euicc.eid == select(ProfileRow.eid).where(ProfileRow.msisdn == bindparam("msisdn")).limit(1)
+                .scalar_subquery())
+         .outerjoin(EuiccOta, EuiccOta.eid == Euicc.eid)
+         .outerjoin(Operation, Operation.id == EuiccOta.active_operation_id)
+         .options(joinedload(Euicc.profiles), joinedload(Euicc.isd_r)))
 
 class Function(str, Enum):
     """The card operations, named as SGP.02 names the ES4/ES3 functions."""
@@ -338,25 +364,36 @@ class Platform:
             return
         engine.record_result(op, status, failure, now)
         if was_active:
-            freed = s.execute(update(EuiccOta).where(EuiccOta.eid == op.eid, EuiccOta.active_operation_id == op.id)
-                              .values(active_operation_id=None)).rowcount
+            freed = s.execute(_FREE, {"b_eid": op.eid, "op_id": op.id}).rowcount
             if freed:  # the eUICC's next operation may start now
-                s.execute(update(Operation).where(Operation.eid == op.eid, Operation.state == QUEUED)
-                          .values(next_attempt_at=now))
+                s.execute(_WAKE, {"b_eid": op.eid, "queued": QUEUED, "now": now})
+                for o in s.identity_map.values():  # what the UPDATEs wrote, in the rows this session holds
+                    if isinstance(o, EuiccOta) and o.eid == op.eid:
+                        set_committed_value(o, "active_operation_id", None)
+                    elif isinstance(o, Operation) and o.eid == op.eid and o.state == QUEUED:
+                        set_committed_value(o, "next_attempt_at", now)
                 engine.due_now(s, self.doorbell)
         euicc = euicc if euicc is not None else s.get(Euicc, op.eid)
         if euicc is not None:
             if profile is None:
                 profile = _profile(euicc, op.params.get("iccid"))
-            s.add(EisAuditRecord(
-                eid=op.eid, smsr_id=self.smsr_id, operation_date=now, operation_type=OPERATION_TYPE[Function(op.function)],
-                requester_id=op.requester_id, status=status.value,
-                subject=failure.code.subject if failure else None, reason=failure.code.reason if failure else None,
-                isd_p_aid=profile.isd_p_aid if profile is not None else op.params.get("isd_p_aid"),
-                iccid=op.params.get("iccid"),
-            ))
+            self._audit(s, op.eid, now, OPERATION_TYPE[Function(op.function)], status, op.requester_id, failure,
+                        profile.isd_p_aid if profile is not None else op.params.get("isd_p_aid"),
+                        op.params.get("iccid"))
         if op.interface != "SMSR":
             self.sink.callback(s, op, status, failure, eis, op.euicc_response)
+
+    def _audit(self, s: Session, eid: str, now: datetime, operation_type: str, status: Status,
+               requester_id: str | None, failure: FunctionFailed | None, isd_p_aid: str | None,
+               iccid: str | None) -> None:
+        """One record of the eUICC's AuditTrail, written in this transaction (a Core INSERT built once; what the
+        session holds pending is written later, in one flush)."""
+        with s.no_autoflush:
+            s.execute(_AUDIT, {"eid": eid, "smsr_id": self.smsr_id, "operation_date": now, "operation_type": operation_type,
+                               "requester_id": requester_id, "status": status.value,
+                               "subject": failure.code.subject if failure else None,
+                               "reason": failure.code.reason if failure else None, "isd_p_aid": isd_p_aid,
+                               "iccid": iccid, "imei": None, "meid": None})
 
     def _apply(self, s: Session, euicc: Euicc, profile: ProfileRow, event: isdp.Event, now: datetime) -> None:
         """The one place a profile's state changes: the ISD-P lifecycle's transition (smsr_core.isdp.LIFECYCLE),
@@ -415,7 +452,7 @@ class Platform:
                 return None
             # What the steps read (the row, its eUICC with profiles and domains, its OTA state), in one statement,
             # and held here: the session keeps only weak references.
-            op, euicc, ota = self._unit(s, Operation.id == op_id)  # noqa: F841
+            op, euicc, ota = self._unit(s, op_id)  # noqa: F841
             while True:
                 step = op.step
                 outbound = CARD_OPERATION.runner(self, step)(s, op, now)
@@ -618,12 +655,16 @@ class Platform:
 
     def sent(self, sms_: OutboundSms, now: datetime) -> None:
         """The SMSC took the command: something reached the network (the row waits for its PoR already)."""
-        if sms_.operation_id is None:
+        self.sent_many([sms_], now)
+
+    def sent_many(self, taken: list[OutboundSms], now: datetime) -> None:
+        """:meth:`sent` for every packet the SMSC took in one tick: one transaction, one prepared UPDATE each."""
+        ops = [o for o in taken if o.operation_id is not None]
+        if not ops:
             return
-        with self.db.session() as s:
-            s.execute(update(Operation).where(Operation.id == sms_.operation_id, Operation.state == ACTIVE,
-                                              Operation.attempts == sms_.attempt, Operation.sent_any.is_(False))
-                      .values(sent_any=True))
+        with dbapi(self.db.engine, commit=True) as conn:
+            for o in ops:
+                _SENT.run(conn, op_id=o.operation_id, active=ACTIVE, attempt=o.attempt, no=False, yes=True)
 
     def send_failed(self, sms_: OutboundSms, now: datetime, error: str) -> None:
         """The SMSC refused or is away: try the same step again a little later (the same packet: some of
@@ -785,7 +826,7 @@ class Platform:
     def _handle_parts(self, s: Session, parts: list, now: datetime) -> tuple[str, OutboundSms | None]:
         source = parts[0].source_addr
         # The eUICC, its OTA state and its operation in flight in one statement, held here (weak references).
-        euicc, ota, active = self._card(s, self.link.eid_at_address(source))  # noqa: F841
+        euicc, ota, active = self._card(s, source)  # noqa: F841
         if euicc is None:
             return f"ignored: no eUICC answers at {source}", None
         try:
@@ -799,31 +840,18 @@ class Platform:
         return self._on_card_notification(s, euicc, message, source, now)
 
     @staticmethod
-    def _euicc(s: Session, eid: str) -> Euicc | None:
-        """The eUICC with its profiles and security domains (one statement)."""
-        return s.scalars(select(Euicc).where(Euicc.eid == eid)
-                         .options(joinedload(Euicc.profiles), joinedload(Euicc.domains))).unique().first()
-
-    @staticmethod
-    def _unit(s: Session, where) -> tuple[Operation | None, Euicc | None, EuiccOta | None]:
-        """What a step works on, in one statement: the operation ``where`` selects, its eUICC with profiles and
-        security domains, and its OTA state (each None when missing). Later ``s.get`` of these finds them in the
-        session without SQL; the caller holds them (the session keeps only weak references)."""
-        row = s.execute(select(Operation, Euicc, EuiccOta).where(where)
-                        .outerjoin(Euicc, Euicc.eid == Operation.eid).outerjoin(EuiccOta, EuiccOta.eid == Operation.eid)
-                        .options(joinedload(Euicc.profiles), joinedload(Euicc.domains))).unique().first()
+    def _unit(s: Session, op_id: int) -> tuple[Operation | None, Euicc | None, EuiccOta | None]:
+        """What a step works on, in one statement: operation ``op_id``, its eUICC with profiles and ISD-R, and its
+        OTA state (each None when missing). Later ``s.get`` of these finds them in the session without SQL; the
+        caller holds them (the session keeps only weak references)."""
+        row = s.execute(_UNIT, {"op_id": op_id}).unique().first()
         return (row[0], row[1], row[2]) if row is not None else (None, None, None)
 
-    def _card(self, s: Session, eid) -> tuple[Euicc | None, EuiccOta | None, Operation | None]:
-        """What an SMS from the card works on, in one statement: the eUICC ``eid`` (a value or a scalar subquery)
-        with profiles and security domains, its OTA state and the operation in flight (None when missing); and
-        whether it has held operations (when not, :meth:`_held` needs no statement in this session)."""
-        held = aliased(Operation)
-        any_held = select(held.id).where(held.eid == Euicc.eid, held.state == HELD).exists()
-        row = s.execute(select(Euicc, EuiccOta, Operation, any_held).where(Euicc.eid == eid)
-                        .outerjoin(EuiccOta, EuiccOta.eid == Euicc.eid)
-                        .outerjoin(Operation, Operation.id == EuiccOta.active_operation_id)
-                        .options(joinedload(Euicc.profiles), joinedload(Euicc.domains))).unique().first()
+    def _card(self, s: Session, msisdn: str) -> tuple[Euicc | None, EuiccOta | None, Operation | None]:
+        """What an SMS from the card at ``msisdn`` works on, in one statement: the eUICC with a profile at that
+        address, with profiles and ISD-R, its OTA state and the operation in flight (None when missing); and whether
+        it has held operations (when not, :meth:`_held` needs no statement in this session)."""
+        row = s.execute(_CARD, {"msisdn": msisdn.lstrip("+")}).unique().first()
         if row is None:
             return None, None, None
         if not row[3]:
@@ -1044,10 +1072,9 @@ class Platform:
             # sgp02-wire 5.3: delete after the confirmation, unless the card deletes it then (POL1)
             self.queue_internal(s, euicc.eid, Function.DELETE, now, held=True, iccid=iccid)
         self._hold_until_confirmed(s, euicc.eid, ota.counter, n.seq, now)
-        s.add(EisAuditRecord(eid=euicc.eid, smsr_id=self.smsr_id, operation_date=now,
-                             operation_type=NOTIFICATION_OPERATION_TYPE,
-                             status=(Status.FAILED if n.type == es5.NOTIF_PROFILE_CHANGE_ROLLED_BACK else Status.EXECUTED_SUCCESS).value,
-                             isd_p_aid=aid, iccid=change.now_enabled))
+        self._audit(s, euicc.eid, now, NOTIFICATION_OPERATION_TYPE,
+                    Status.FAILED if n.type == es5.NOTIF_PROFILE_CHANGE_ROLLED_BACK else Status.EXECUTED_SUCCESS,
+                    None, None, aid, change.now_enabled)
         if change.now_enabled is None:
             ota.dirty = True
             self.queue_internal(s, euicc.eid, Function.AUDIT, now)

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 
 from lxml import etree
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from keys.errors import SignatureError
 from keys.secretbox import SecretBox
@@ -65,7 +65,9 @@ def validate_pol2(rules: tuple[v.Pol2Rule, ...]) -> None:
 
 
 def load_euicc(s: Session, eid: str) -> Euicc:
-    row = s.get(Euicc, eid.upper())
+    """The eUICC row with its profiles (one statement, none when the session holds it already); 8.1.1/3.9 when
+    there is none."""
+    row = s.get(Euicc, eid.upper(), options=[joinedload(Euicc.profiles)])
     if row is None:
         raise FunctionFailed(codes.EID_UNKNOWN, f"EID {eid} is not known to this SM-SR", subject_identifier=eid)
     return row

@@ -24,15 +24,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload
 
 from keys import scp80
 from keys.secretbox import SecretBox
 from ota import es5, remote, sms
 from sgp02 import eis as v
 
-from .models import Euicc, ProfileRow, domain_value
+from .models import Euicc, domain_value
 
 
 @dataclass(frozen=True)
@@ -88,7 +86,7 @@ class SmsLink:
         self._opened: dict[tuple[str, bytes], tuple[scp80.Scp80Keyset, bytes]] = {}
 
     def _keys(self, euicc: Euicc) -> tuple[scp80.Scp80Keyset, bytes]:
-        row = next(d for d in euicc.domains if d.role == "ISD-R")
+        row = euicc.isd_r
         key = (row.eid, row.sealed_keys) if row.sealed_keys is not None else None
         found = self._opened.get(key) if key is not None else None
         if found is None:
@@ -119,18 +117,6 @@ class SmsLink:
             raise Unreachable(f"the MSISDN stored for the enabled profile {enabled.iccid} is not an E.164 number "
                               "(ASCII digits only): the eUICC cannot be reached by SMS")
         return msisdn
-
-    @staticmethod
-    def eid_at_address(msisdn: str):
-        """The EID of the eUICC that has a profile with MSISDN ``msisdn``, as a scalar subquery."""
-        return select(ProfileRow.eid).where(ProfileRow.msisdn == msisdn.lstrip("+")).limit(1).scalar_subquery()
-
-    def euicc_for_address(self, s: Session, msisdn: str) -> Euicc | None:
-        """The eUICC that has a profile with MSISDN ``msisdn``, with its profiles and security domains loaded (the
-        PoR or notification it sent needs both), in one statement."""
-        eid = self.eid_at_address(msisdn)
-        return s.scalars(select(Euicc).where(Euicc.eid == eid)
-                         .options(joinedload(Euicc.profiles), joinedload(Euicc.domains))).unique().first()
 
     def command(self, euicc: Euicc, counter: int, apdus: list[bytes]) -> list[bytes]:
         """C-APDUs for the ISD-R, as SMS user data."""

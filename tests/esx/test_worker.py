@@ -68,8 +68,8 @@ def test_an_sms_the_smpp_layer_cannot_encode_fails_its_operation_and_the_worker_
         first, second = worker.platform.due_sends(now)
         assert (first.eid, second.eid) == (EID1, EID2)
 
-        worker.send(replace(first, destination=ARABIC_INDIC_MSISDN))  # raises nothing
-        worker.send(second)
+        assert worker.send(replace(first, destination=ARABIC_INDIC_MSISDN)) is False  # raises nothing
+        assert worker.send(second) is True  # taken: the tick records it (Platform.sent_many)
 
         op = h.op(enable)
         assert (op.state, op.result) == ("done", ("FAILED", "1.2", "4.2"))
