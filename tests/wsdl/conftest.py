@@ -1,8 +1,12 @@
 """Shared fixtures for the wsdl/ contract tests.
 
-The GSMA SGP.02 v3 WSDL/XSD set is used as an oracle only, read in place from
-../shared/gsma-sgp02-wsdl (next to the repository); it is never copied.
+The GSMA SGP.02 WSDL/XSD sets are used as oracles only, never copied into the project: the v3 set is read in
+place from ../shared/gsma-sgp02-wsdl (next to the repository). The v4 package (../shared/gsma-sgp02-v4-wsdl) is
+the oracle for ES7; as its README asks, its own fixup.py first writes a loadable copy into a temporary folder,
+and the tests read that copy.
 """
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 WSDL_DIR = REPO / 'wsdl'
 XSD_DIR = WSDL_DIR / 'xsd'
 OFFICIAL = Path(__file__).resolve().parents[3] / 'shared' / 'gsma-sgp02-wsdl'
+OFFICIAL_V4 = OFFICIAL.parent / 'gsma-sgp02-v4-wsdl'
 
 RPS = 'http://namespaces.gsma.org/esim-messaging/3'
 WSA = 'http://www.w3.org/2005/08/addressing'
@@ -32,6 +37,14 @@ WSDL_PAIRS = {
     'ES3SmDp.wsdl': 'ES3_SMDP.wsdl',
     'ES4SmSr.wsdl': 'ES4_SMSR.wsdl',
     'ES4Mno.wsdl': 'ES4_MNO.wsdl',
+    'ES7SmSr.wsdl': 'ES7_SMSR.wsdl',  # v3 only: ES7-HandleSMSRChangeNotification
+}
+
+# our WSDL file -> the official v4 WSDL it must match (the v3 ES7 provider WSDL names an element that does not
+# exist, wsdl/README.md)
+V4_WSDL_PAIRS = {
+    'ES7SmSrProvider.wsdl': 'ES7_SMSR_Provider.wsdl',
+    'ES7SmSrRequester.wsdl': 'ES7_SMSR_Requester.wsdl',
 }
 
 
@@ -79,3 +92,27 @@ def official_schema(official_wrappers):
 def our_schema():
     """lxml schema of our all.xsd, loaded the way the server loads it."""
     return etree.XMLSchema(etree.parse(str(XSD_DIR / 'all.xsd')))
+
+
+@pytest.fixture(scope='session')
+def official_es7_v3_schema(official, tmp_path_factory):
+    """lxml schema of the official v3 ES7 body elements (for the v3-only notification)."""
+    d = tmp_path_factory.mktemp('official-es7-v3')
+    return etree.XMLSchema(etree.parse(str(_wrapper(d, 'wrap-es7.xsd', ['euicc.request.ES7.xsd']))))
+
+
+@pytest.fixture(scope='session')
+def official_v4(tmp_path_factory):
+    """The GSMA v4 package as its fixup.py writes it into a temporary folder (the package as found does not load)."""
+    if not (OFFICIAL_V4 / 'fixup.py').is_file():
+        unavailable('official GSMA v4 WSDL package not found at %s' % OFFICIAL_V4)
+    dest = tmp_path_factory.mktemp('official-v4') / 'WebServicesAPI'
+    subprocess.run([sys.executable, str(OFFICIAL_V4 / 'fixup.py'), str(dest)], check=True, capture_output=True)
+    assert (dest / 'xsd' / 'euicc.request.ES7.xsd').is_file()
+    return dest
+
+
+@pytest.fixture(scope='session')
+def official_v4_es7_schema(official_v4):
+    """lxml schema of the official v4 ES7 body elements (the file has its own targetNamespace)."""
+    return etree.XMLSchema(etree.parse(str(official_v4 / 'xsd' / 'euicc.request.ES7.xsd')))

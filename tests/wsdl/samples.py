@@ -217,3 +217,91 @@ INVALID = {
                                 '<FunctionCallIdentifier>x</FunctionCallIdentifier><ValidityPeriod>0</ValidityPeriod>'
                                 '<Eid>%s</Eid>' % EID),
 }
+
+
+# ------------------------------------------------------------------ ES7 (judged by ours and the official v4 schema)
+
+# invented values of the right sizes: CERT.SR.ECDSA ('7F21' data object), a P-256 ephemeral public key
+# (uncompressed point, '04' || X || Y), an ECDSA signature (r || s), a 16-byte HostID, challenge, random, receipt
+SMSR_CERTIFICATE = '7F2181DB' + '5A' * 0xDB  # tag, length, invented content
+EPHEMERAL_PUBLIC_KEY = '04' + '6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296' \
+                       '4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5'
+SIGNATURE_R_S = 'D1' * 32 + '2E' * 32
+HOST_ID = '0123456789ABCDEF0123456789ABCDEF'
+RANDOM_CHALLENGE = '5E1B2A3C4D5E6F708192A3B4C5D6E7F8'
+DERIVATION_RANDOM = '9F8E7D6C5B4A39281706F5E4D3C2B1A0'
+RECEIPT = '00112233445566778899AABBCCDDEEFF'
+
+
+def key_set_request(kvn='2', counter='-1', length='ECC-256', scenario='11', host_id=HOST_ID,
+                    signature=SIGNATURE_R_S):
+    parts = ['<Eid>%s</Eid>' % EID, '<KeyVersionNumber>%s</KeyVersionNumber>' % kvn,
+             '<InitialSequenceCounter>%s</InitialSequenceCounter>' % counter,
+             '<ECCKeyLength>%s</ECCKeyLength>' % length, '<ScenarioParameter>%s</ScenarioParameter>' % scenario,
+             '<HostId>%s</HostId>' % host_id, '<EphemeralPublicKey>%s</EphemeralPublicKey>' % EPHEMERAL_PUBLIC_KEY]
+    if signature is not None:
+        parts.append('<Signature>%s</Signature>' % signature)
+    return body('ES7-CreateAdditionalKeySetRequest', REQUEST_HEAD + ''.join(parts))
+
+
+PROCESSING = ('<ProcessingStart>2024-03-02T08:00:00Z</ProcessingStart>'
+              '<ProcessingEnd>2024-03-02T08:00:41Z</ProcessingEnd>')
+
+ES7_VALID = {
+    'ES7-HandoverEUICCRequest': body('ES7-HandoverEUICCRequest', REQUEST_HEAD + eis()),
+    'ES7-HandoverEUICCResponse': body('ES7-HandoverEUICCResponse', PROCESSING + status()),
+    'ES7-HandoverEUICCResponse, preparation not performed': body(
+        'ES7-HandoverEUICCResponse', PROCESSING + status('FAILED', '8.1.1', '3.9', 'PrepareSMSRChange not received')),
+    'ES7-AuthenticateSMSRRequest': body(
+        'ES7-AuthenticateSMSRRequest',
+        REQUEST_HEAD + '<Eid>%s</Eid><SmsrCertificate>%s</SmsrCertificate>' % (EID, SMSR_CERTIFICATE)),
+    'ES7-AuthenticateSMSRResponse': body(
+        'ES7-AuthenticateSMSRResponse', PROCESSING + status() + '<RandomChallenge>%s</RandomChallenge>' % RANDOM_CHALLENGE),
+    'ES7-AuthenticateSMSRResponse, certificate refused, empty challenge': body(
+        'ES7-AuthenticateSMSRResponse', PROCESSING + status('FAILED', '8.5.3', '6.3') + '<RandomChallenge/>'),
+    'ES7-CreateAdditionalKeySetRequest': key_set_request(),
+    'ES7-CreateAdditionalKeySetRequest, no HostID, a counter, KVN 127, ECC-521': key_set_request(
+        kvn='127', counter='0', length='ECC-521', scenario='9', host_id=''),
+    'ES7-CreateAdditionalKeySetRequest, scenario parameter -128': key_set_request(scenario='-128'),
+    'ES7-CreateAdditionalKeySetResponse': body(
+        'ES7-CreateAdditionalKeySetResponse',
+        PROCESSING + status() + '<DerivationRandom>%s</DerivationRandom><Receipt>%s</Receipt>'
+        % (DERIVATION_RANDOM, RECEIPT)),
+    'ES7-CreateAdditionalKeySetResponse, failed, both empty': body(
+        'ES7-CreateAdditionalKeySetResponse',
+        status('FAILED', '8.1.1', '3.9') + '<DerivationRandom></DerivationRandom><Receipt/>'),
+}
+
+ES7_INVALID = {
+    'KVN 0': key_set_request(kvn='0'),
+    'KVN 128': key_set_request(kvn='128'),
+    'ECC key length in another notation': key_set_request(length='P-256'),
+    'ECC key length 255': key_set_request(length='ECC-255'),
+    'scenario parameter out of xs:byte': key_set_request(scenario='137'),
+    'scenario parameter in hex': key_set_request(scenario='0B'),
+    'HostId with an odd number of digits': key_set_request(host_id='ABC'),
+    'counter not an integer': key_set_request(counter='FFFF'),
+    'Signature missing': key_set_request(signature=None),
+    'AuthenticateSMSR with the v3 Eis': body('ES7-AuthenticateSMSRRequest',
+                                             REQUEST_HEAD + eis() + '<SmsrCertificate>%s</SmsrCertificate>'
+                                             % SMSR_CERTIFICATE),
+    'AuthenticateSMSR without certificate': body('ES7-AuthenticateSMSRRequest', REQUEST_HEAD + '<Eid>%s</Eid>' % EID),
+    'RandomChallenge missing': body('ES7-AuthenticateSMSRResponse', status('FAILED', '8.5.3', '6.3')),
+    'Receipt before DerivationRandom': body(
+        'ES7-CreateAdditionalKeySetResponse',
+        status() + '<Receipt>%s</Receipt><DerivationRandom>%s</DerivationRandom>' % (RECEIPT, DERIVATION_RANDOM)),
+    'HandoverEUICC with an Eid instead of the EIS': body('ES7-HandoverEUICCRequest',
+                                                         REQUEST_HEAD + '<Eid>%s</Eid>' % EID),
+    'HandoverEUICC result with a body of its own': body('ES7-HandoverEUICCResponse',
+                                                        status() + '<Eis/>'),
+}
+
+# v3 only: judged by ours and the official v3 ES7 schema
+ES7_V3_VALID = {
+    'ES7-HandleSMSRChangeNotification': body(
+        'ES7-HandleSMSRChangeNotification',
+        eis() + '<CompletionTimestamp>2024-03-02T08:01:00Z</CompletionTimestamp>'),
+}
+
+# The v4 EIS makes Isd-r optional; ours keeps it mandatory (wsdl/README.md)
+HANDOVER_WITHOUT_ISD_R = body('ES7-HandoverEUICCRequest', REQUEST_HEAD + eis().replace(ISD_R, ''))

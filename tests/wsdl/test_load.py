@@ -3,7 +3,9 @@ import pytest
 import zeep
 from lxml import etree
 
-from .conftest import DS, RPS, SOAP12_ENV, WSA, WSDL_DIR, WSDL_PAIRS, XSD_DIR
+from esx.binding import contract
+
+from .conftest import DS, RPS, SOAP12_ENV, V4_WSDL_PAIRS, WSA, WSDL_DIR, WSDL_PAIRS, XSD_DIR
 
 SERVICES = {
     'ES1SmSr.wsdl': ('ES1SmSrService', 'SmSrES1Port'),
@@ -13,12 +15,16 @@ SERVICES = {
     'ES3SmDp.wsdl': ('ES3SmDpService', 'SmDpES3Port'),
     'ES4SmSr.wsdl': ('ES4SmSrService', 'SmSrES4Port'),
     'ES4Mno.wsdl': ('ES4MnoService', 'MnoES4Port'),
+    'ES7SmSrProvider.wsdl': ('ES7SmSrProviderService', 'ES7SmSrProviderPort'),
+    'ES7SmSrRequester.wsdl': ('ES7SmSrRequesterService', 'ES7SmSrRequesterPort'),
+    'ES7SmSr.wsdl': ('ES7SmSrService', 'ES7SmSrPort'),
 }
 
 
 def test_every_wsdl_is_listed():
-    assert sorted(p.name for p in WSDL_DIR.glob('*.wsdl')) == sorted(WSDL_PAIRS)
-    assert sorted(SERVICES) == sorted(WSDL_PAIRS)
+    assert not set(WSDL_PAIRS) & set(V4_WSDL_PAIRS)
+    assert sorted(p.name for p in WSDL_DIR.glob('*.wsdl')) == sorted({**WSDL_PAIRS, **V4_WSDL_PAIRS})
+    assert sorted(SERVICES) == sorted({**WSDL_PAIRS, **V4_WSDL_PAIRS})
 
 
 @pytest.mark.parametrize('name', sorted(SERVICES))
@@ -39,7 +45,27 @@ def test_wsdl_loads_in_zeep(name):
             assert op.output.signature(as_output=True)
 
 
-@pytest.mark.parametrize('name', ['all', 'types', 'base', 'es1', 'es2', 'es3', 'es4', 'wsa', 'xmldsig'])
+@pytest.mark.parametrize('name', sorted(SERVICES))
+def test_server_contract_reads_what_zeep_reads(name):
+    """What the server dispatches on (esx.binding.contract) is what a client generated from the same file
+    (zeep) sends: service and port, operations, body elements, input Action URIs, one-way or not."""
+    ours = contract.load_service(name)
+    assert (ours.service_name, ours.port_name) == SERVICES[name]
+    service, port = SERVICES[name]
+    binding = zeep.Client(str(WSDL_DIR / name)).wsdl.services[service].ports[port].binding
+    seen_by_zeep = {
+        op_name: (op.input.body.qname.text, op.abstract.wsa_action,
+                  op.output.body.qname.text if op.output is not None else None)
+        for op_name, op in binding._operations.items()
+    }
+    assert {op.name: (op.input_element, op.input_action, op.output_element)
+            for op in ours.operations.values()} == seen_by_zeep
+    assert all(action.startswith('http://gsma.com/') for _, action, _ in seen_by_zeep.values())
+    # a dispatch table: one operation per body element
+    assert len(ours.by_input_element()) == len(ours.operations)
+
+
+@pytest.mark.parametrize('name', ['all', 'types', 'base', 'es1', 'es2', 'es3', 'es4', 'es7', 'wsa', 'xmldsig'])
 def test_xsd_compiles_in_lxml(name):
     etree.XMLSchema(etree.parse(str(XSD_DIR / ('%s.xsd' % name))))
 

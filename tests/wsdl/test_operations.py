@@ -1,10 +1,12 @@
 """Operations, Action URIs, WS-A header parts and service/port names of our WSDLs
-against the official GSMA v3 WSDLs."""
+against the official GSMA v3 WSDLs (ES7 provider and requester: against the v4 ones)."""
 import pytest
 import zeep
 from lxml import etree
 
-from .conftest import RPS, WSA, WSAM, WSDL_DIR, WSDL_PAIRS
+from esx.binding import contract
+
+from .conftest import RPS, V4_WSDL_PAIRS, WSA, WSAM, WSDL_DIR, WSDL_PAIRS
 
 W = 'http://schemas.xmlsoap.org/wsdl/'
 S12 = 'http://schemas.xmlsoap.org/wsdl/soap12/'
@@ -107,9 +109,8 @@ def describe(path):
     }
 
 
-@pytest.mark.parametrize('ours_name', sorted(WSDL_PAIRS))
-def test_operations_match_official(ours_name, official):
-    theirs = describe(official / WSDL_PAIRS[ours_name])
+def assert_same_operations(ours_name, theirs_path):
+    theirs = describe(theirs_path)
     ours = describe(WSDL_DIR / ours_name)
     assert (ours['service'], ours['port']) == (theirs['service'], theirs['port'])
     assert (ours['transport'], ours['style']) == (SOAP_HTTP, 'document') == (theirs['transport'], theirs['style'])
@@ -130,6 +131,61 @@ def test_operations_match_official(ours_name, official):
             assert o['wsam'] == t['wsam'], (name, direction)
             assert o['wsa'] == o['wsam'], (name, direction)
             assert o['headers'] == t['headers'], (name, direction, sorted(o['headers']), sorted(t['headers']))
+    return ours, theirs
+
+
+@pytest.mark.parametrize('ours_name', sorted(WSDL_PAIRS))
+def test_operations_match_official(ours_name, official):
+    assert_same_operations(ours_name, official / WSDL_PAIRS[ours_name])
+
+
+@pytest.mark.parametrize('ours_name', sorted(V4_WSDL_PAIRS))
+def test_operations_match_official_v4(ours_name, official_v4):
+    ours, theirs = assert_same_operations(ours_name, official_v4 / V4_WSDL_PAIRS[ours_name])
+    assert len(theirs['ops']) == 3
+    # the Action the server dispatches on is the official one, operation by operation
+    served = contract.load_service(ours_name).operations
+    assert {name: (op.input_element, op.input_action) for name, op in served.items()} == {
+        name: ('{%s}%s' % op['input']['body'], op['input']['wsam']) for name, op in theirs['ops'].items()}
+
+
+ES7 = G + '/ES7/eUICCManagement/ES7-'
+ES7_CALLBACK = G + '/ES7/eUICCManagementCallBack/ES7-'
+REQUEST_HEADERS = frozenset({((WSA, 'From'), True), ((WSA, 'To'), True), ((WSA, 'MessageID'), True),
+                             ((WSA, 'Action'), True), ((WSA, 'ReplyTo'), False)})
+
+
+def test_es7_names_and_actions_spelled_out():
+    """Spelled out once without an oracle, so that a change of the oracle files cannot move our contract."""
+    provider = describe(WSDL_DIR / 'ES7SmSrProvider.wsdl')
+    requester = describe(WSDL_DIR / 'ES7SmSrRequester.wsdl')
+    assert (provider['service'], provider['port']) == ('ES7SmSrProviderService', 'ES7SmSrProviderPort')
+    assert (requester['service'], requester['port']) == ('ES7SmSrRequesterService', 'ES7SmSrRequesterPort')
+    for function in ('HandoverEUICC', 'AuthenticateSMSR', 'CreateAdditionalKeySet'):
+        request = provider['ops']['ES7-' + function]
+        assert request['output'] is None
+        assert request['input']['body'] == (RPS, 'ES7-%sRequest' % function)
+        assert request['input']['wsam'] == request['input']['wsa'] == ES7 + function
+        assert request['input']['headers'] == REQUEST_HEADERS
+        callback = requester['ops']['ES7-%sCallback' % function]
+        assert callback['output'] is None
+        assert callback['input']['body'] == (RPS, 'ES7-%sResponse' % function)
+        assert callback['input']['wsam'] == callback['input']['wsa'] == ES7_CALLBACK + function
+        assert callback['input']['headers'] == CALLBACK_HEADERS
+    assert len(provider['ops']) == len(requester['ops']) == 3
+    notification = describe(WSDL_DIR / 'ES7SmSr.wsdl')['ops']
+    assert list(notification) == ['ES7-HandleSMSRChangeNotification']
+    assert notification['ES7-HandleSMSRChangeNotification']['input']['wsam'] == ES7 + 'HandleSMSRChangeNotification'
+
+
+def test_v3_es7_provider_is_broken_as_documented(official):
+    """Why ES7 follows v4: the v3 provider's AuthenticateSMSR message names an element that does not exist."""
+    root = etree.parse(str(official / 'ES7_SMSR_Provider.wsdl')).getroot()
+    (part,) = root.xpath("w:message[@name='ES7-AuthenticateSMSRRequestMessage']/w:part", namespaces=NS)
+    assert part.get('element').endswith(':ES7-AuthenticateSMSRequest')  # "SMSR" without its last R
+    xsd = etree.parse(str(official / 'xsd' / 'euicc.request.ES7.xsd')).getroot()
+    names = set(xsd.xpath("/xs:schema/xs:element/@name", namespaces={'xs': 'http://www.w3.org/2001/XMLSchema'}))
+    assert 'ES7-AuthenticateSMSRequest' not in names and 'ES7-AuthenticateSMSRRequest' in names
 
 
 @pytest.mark.parametrize('ours_name', sorted(EXTRA_CALLBACKS))

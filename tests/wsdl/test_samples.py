@@ -106,26 +106,33 @@ CALLS = [
 ]
 
 
+def _check_client_message(client, operation, args, judge, our_schema):
+    """Build ``operation`` with ``client``: its body is valid for ``judge``, its WS-A header blocks are the ones
+    the WSDL declares (zeep adds Action, MessageID and To) and valid for our schema. Returns the body element."""
+    op = client.service._binding._operations[operation]
+    headers = _headers(operation, op)
+    envelope = client.create_message(client.service, operation, _soapheaders=headers,
+                                     **(args(client) if callable(args) else args))
+    body, header_blocks = _body_and_headers(envelope)
+    assert etree.QName(body).namespace == RPS
+    assert judge.validate(body), (str(client.wsdl.location), _errors(judge, body))
+    names = sorted(etree.QName(b).localname for b in header_blocks)
+    assert names == sorted(['Action', 'MessageID', 'To'] + list(headers)), names
+    action = [b.text for b in header_blocks if etree.QName(b).localname == 'Action']
+    assert action == [op.abstract.wsa_action]
+    for block in header_blocks:
+        assert etree.QName(block).namespace == WSA
+        assert our_schema.validate(block), (etree.QName(block).localname, _errors(our_schema, block))
+    return body
+
+
 @pytest.mark.parametrize('official_wsdl,our_wsdl,operation,args', CALLS, ids=[c[2] for c in CALLS])
 def test_official_client_message_valid_for_esx(official_wsdl, our_wsdl, operation, args, official,
                                                our_schema, official_schema):
     """What a client generated from the GSMA files sends is valid for esx (body and WS-A headers),
     and what a client generated from our files sends is valid for the GSMA schema."""
     for wsdl, judge in ((official / official_wsdl, our_schema), (WSDL_DIR / our_wsdl, official_schema)):
-        client = _client(wsdl)
-        op = client.service._binding._operations[operation]
-        headers = _headers(operation, op)
-        envelope = client.create_message(client.service, operation, _soapheaders=headers, **args)
-        body, header_blocks = _body_and_headers(envelope)
-        assert etree.QName(body).namespace == RPS
-        assert judge.validate(body), (str(wsdl), _errors(judge, body))
-        names = sorted(etree.QName(b).localname for b in header_blocks)
-        assert names == sorted(['Action', 'MessageID', 'To'] + list(headers)), names
-        action = [b.text for b in header_blocks if etree.QName(b).localname == 'Action']
-        assert action == [op.abstract.wsa_action]
-        for block in header_blocks:
-            assert etree.QName(block).namespace == WSA
-            assert our_schema.validate(block), (etree.QName(block).localname, _errors(our_schema, block))
+        _check_client_message(_client(wsdl), operation, args, judge, our_schema)
 
 
 def _envelope(body_xml, action, relates_to):
@@ -166,3 +173,87 @@ def test_clients_parse_esx_reply(official_wsdl, our_wsdl, official):
         assert (status.Status, status.StatusCodeData.Subject, status.StatusCodeData.Reason) == \
             ('FAILED', '8.1.1', '3.8')
         assert result.body.Eis is None
+
+
+# ------------------------------------------------------------------ ES7 (oracle: the v4 package)
+
+@pytest.mark.parametrize('name', sorted(samples.ES7_VALID))
+def test_valid_es7_sample(name, our_schema, official_v4_es7_schema):
+    doc = etree.fromstring(samples.ES7_VALID[name])
+    assert our_schema.validate(doc), _errors(our_schema, doc)
+    assert official_v4_es7_schema.validate(doc), _errors(official_v4_es7_schema, doc)
+
+
+@pytest.mark.parametrize('name', sorted(samples.ES7_INVALID))
+def test_invalid_es7_sample(name, our_schema, official_v4_es7_schema):
+    doc = etree.fromstring(samples.ES7_INVALID[name])
+    assert not our_schema.validate(doc), 'esx schema accepted: %s' % name
+    assert not official_v4_es7_schema.validate(doc), 'official v4 schema accepted: %s' % name
+
+
+@pytest.mark.parametrize('name', sorted(samples.ES7_V3_VALID))
+def test_valid_es7_v3_only_sample(name, our_schema, official_es7_v3_schema, official_v4_es7_schema):
+    doc = etree.fromstring(samples.ES7_V3_VALID[name])
+    assert our_schema.validate(doc), _errors(our_schema, doc)
+    assert official_es7_v3_schema.validate(doc), _errors(official_es7_v3_schema, doc)
+    assert not official_v4_es7_schema.validate(doc)  # v4 dropped the element
+
+
+def test_authenticate_smsr_names_the_euicc_as_v4_does(our_schema, official_es7_v3_schema):
+    """The v3 XSD carries the EIS in AuthenticateSMSR; v4 and esx carry the EID (wsdl/README.md)."""
+    v4_form = etree.fromstring(samples.ES7_VALID['ES7-AuthenticateSMSRRequest'])
+    v3_form = etree.fromstring(samples.ES7_INVALID['AuthenticateSMSR with the v3 Eis'])
+    assert our_schema.validate(v4_form) and not our_schema.validate(v3_form)
+    assert official_es7_v3_schema.validate(v3_form) and not official_es7_v3_schema.validate(v4_form)
+
+
+def test_handover_needs_the_isd_r(our_schema, official_v4_es7_schema):
+    """The v4 EIS makes Isd-r optional; ours keeps the v3 EIS, where it is mandatory (wsdl/README.md)."""
+    doc = etree.fromstring(samples.HANDOVER_WITHOUT_ISD_R)
+    assert official_v4_es7_schema.validate(doc), _errors(official_v4_es7_schema, doc)
+    assert not our_schema.validate(doc)
+    assert 'Isd-r' in _errors(our_schema, doc)
+
+
+def _parsed(client, element, sample):
+    """A sample body as the given client's own objects, so that it can be sent through that client."""
+    return client.get_element('{%s}%s' % (RPS, element)).parse(etree.fromstring(sample), client.wsdl.types)
+
+
+ES7_CALLS = [
+    # (official v4 wsdl, our wsdl, operation, body arguments; a callable gets the client)
+    ('ES7_SMSR_Provider.wsdl', 'ES7SmSrProvider.wsdl', 'ES7-HandoverEUICC',
+     lambda client: dict(FunctionCallIdentifier='fc-7-1', ValidityPeriod=86400, Eis=_parsed(
+         client, 'ES7-HandoverEUICCRequest', samples.ES7_VALID['ES7-HandoverEUICCRequest']).Eis)),
+    ('ES7_SMSR_Provider.wsdl', 'ES7SmSrProvider.wsdl', 'ES7-AuthenticateSMSR',
+     lambda client: dict(FunctionCallIdentifier='fc-7-2', Eid=samples.EID,
+                         SmsrCertificate=samples.SMSR_CERTIFICATE)),
+    ('ES7_SMSR_Provider.wsdl', 'ES7SmSrProvider.wsdl', 'ES7-CreateAdditionalKeySet',
+     lambda client: dict(FunctionCallIdentifier='fc-7-3', Eid=samples.EID, KeyVersionNumber=2,
+                         InitialSequenceCounter=-1, ECCKeyLength='ECC-256', ScenarioParameter=0x0B,
+                         HostId=samples.HOST_ID,
+                         EphemeralPublicKey=samples.EPHEMERAL_PUBLIC_KEY,
+                         Signature=samples.SIGNATURE_R_S)),
+    ('ES7_SMSR_Requester.wsdl', 'ES7SmSrRequester.wsdl', 'ES7-HandoverEUICCCallback',
+     lambda client: dict(FunctionExecutionStatus={'Status': 'EXECUTED_SUCCESS'})),
+    ('ES7_SMSR_Requester.wsdl', 'ES7SmSrRequester.wsdl', 'ES7-AuthenticateSMSRCallback',
+     lambda client: dict(FunctionExecutionStatus={'Status': 'FAILED',
+                                                  'StatusCodeData': {'Subject': '8.5.3', 'Reason': '6.3'}},
+                         RandomChallenge='')),
+    ('ES7_SMSR_Requester.wsdl', 'ES7SmSrRequester.wsdl', 'ES7-CreateAdditionalKeySetCallback',
+     lambda client: dict(FunctionExecutionStatus={'Status': 'EXECUTED_SUCCESS'},
+                         DerivationRandom=samples.DERIVATION_RANDOM,
+                         Receipt=samples.RECEIPT)),
+]
+
+
+@pytest.mark.parametrize('official_wsdl,our_wsdl,operation,args', ES7_CALLS, ids=[c[2] for c in ES7_CALLS])
+def test_official_v4_es7_client_message_valid_for_esx(official_wsdl, our_wsdl, operation, args, official_v4,
+                                                      our_schema, official_v4_es7_schema):
+    """What a client generated from the (fixed-up) GSMA v4 ES7 files sends is valid for esx, and what a client
+    generated from our files sends is valid for the GSMA v4 schema; the two bodies are the same bytes."""
+    bodies = []
+    for wsdl, judge in ((official_v4 / official_wsdl, our_schema), (WSDL_DIR / our_wsdl, official_v4_es7_schema)):
+        body = _check_client_message(_client(wsdl), operation, args, judge, our_schema)
+        bodies.append(etree.tostring(body, method='c14n'))
+    assert bodies[0] == bodies[1]

@@ -1,9 +1,13 @@
-"""Structural equivalence of our schemas with the official GSMA v3 schemas.
+"""Structural equivalence of our schemas with the official GSMA v3 schemas (ES7: the v4 package).
 
 For every global element of the official euicc.request.ESn.xsd, our schema must
 define the same element with the same tree of child element names, order,
 occurrence bounds, attributes and simple-type restrictions. Type names are
 ignored. ds:SignatureType is compared by name only (our xmldsig.xsd is a subset).
+
+ES7 is compared with the v4 package, whose ES7-AuthenticateSMSRRequest is the
+correct one (wsdl/README.md). The v4 EIS makes Isd-r optional; ours keeps the v3
+EIS, where it is mandatory: the one difference, pinned below.
 """
 import difflib
 import os
@@ -12,7 +16,7 @@ import pytest
 from lxml import etree
 
 from . import xsdmodel
-from .conftest import DS, INTERFACES, RPS, XSD_DIR
+from .conftest import DS, INTERFACES, RPS, XSD_DIR, _wrapper
 
 XSN = {'xs': 'http://www.w3.org/2001/XMLSchema'}
 
@@ -165,8 +169,98 @@ MUTATIONS = [
 ]
 
 
+MUTATIONS += [
+    ('ES7 child order', 'es7.xsd',
+     "//xs:element[@name='ES7-CreateAdditionalKeySetRequest']//xs:element[@name='ScenarioParameter']",
+     _swap_with_next, 'ES7-CreateAdditionalKeySetRequest'),
+    ('ES7 enumeration', 'es7.xsd',
+     "//xs:simpleType[@name='ECCKeyLengthType']//xs:enumeration[@value='ECC-521']", _remove,
+     'ES7-CreateAdditionalKeySetRequest'),
+    ('ES7 builtin type', 'es7.xsd',
+     "//xs:element[@name='ES7-CreateAdditionalKeySetRequest']//xs:element[@name='ScenarioParameter']",
+     _set('type', 'xs:unsignedByte'), 'ES7-CreateAdditionalKeySetRequest'),
+    ('ES7 KVN range', 'types.xsd',
+     "//xs:simpleType[@name='KeysetVersionType']/xs:restriction/xs:maxInclusive", _set('value', '255'),
+     'ES7-CreateAdditionalKeySetRequest'),
+    ('ES7 mandatory result field', 'es7.xsd',
+     "//xs:element[@name='ES7-AuthenticateSMSRResponse']//xs:element[@name='RandomChallenge']",
+     _set('minOccurs', '0'), 'ES7-AuthenticateSMSRResponse'),
+    ('ES7 v3 Eis instead of Eid', 'es7.xsd',
+     "//xs:element[@name='ES7-AuthenticateSMSRRequest']//xs:element[@name='Eid']",
+     lambda node: (node.set('name', 'Eis'), node.set('type', 'tns:EISType')), 'ES7-AuthenticateSMSRRequest'),
+]
+
+
 @pytest.mark.parametrize('label,filename,xpath,change,element', MUTATIONS, ids=[m[0] for m in MUTATIONS])
-def test_comparator_detects(label, filename, xpath, change, element, official, official_models):
+def test_comparator_detects(label, filename, xpath, change, element, request):
     iface = element[:3]
+    theirs = (request.getfixturevalue('official_v4_es7_model') if iface == 'ES7'
+              else request.getfixturevalue('official_models')[iface])
     mutated = _mutated(filename, xpath, change)
-    assert _mismatch(official_models[iface], mutated, (RPS, element)) is not None, label
+    assert _mismatch(theirs, mutated, (RPS, element)) is not None, label
+
+
+# ---------------------------------------------------------------- ES7
+
+ES7_V3_ONLY = {(RPS, 'ES7-HandleSMSRChangeNotification')}
+
+
+def _v4_types_with_mandatory_isd_r(official_v4):
+    """The v4 common types with the EIS's Isd-r made mandatory again, as in v3 and in ours."""
+    path = os.path.abspath(official_v4 / 'xsd' / 'euicc.common.types.xsd')
+    root = etree.parse(path).getroot()
+    (isd_r,) = root.xpath("//xs:complexType[@name='EISType']//xs:element[@name='Isd-r']", namespaces=XSN)
+    assert isd_r.get('minOccurs') == '0'
+    del isd_r.attrib['minOccurs']
+    return {path: root}
+
+
+def _v4_es7_model(official_v4, overrides=None):
+    return xsdmodel.SchemaSet(official_v4 / 'xsd' / 'euicc.request.ES7.xsd', opaque_namespaces=[DS],
+                              pattern_map=ascii_digits, overrides=overrides)
+
+
+@pytest.fixture(scope='module')
+def official_v4_es7_model(official_v4):
+    return _v4_es7_model(official_v4, _v4_types_with_mandatory_isd_r(official_v4))
+
+
+@pytest.fixture(scope='module')
+def official_v3_es7_model(official, tmp_path_factory):
+    wrapper = _wrapper(tmp_path_factory.mktemp('es7-v3'), 'wrap-es7.xsd', ['euicc.request.ES7.xsd'])
+    return xsdmodel.SchemaSet(wrapper, opaque_namespaces=[DS], pattern_map=ascii_digits)
+
+
+def test_es7_same_global_elements_as_v4(official_v4, official_v4_es7_model, our_model):
+    theirs = set(official_v4_es7_model.global_elements(official_v4 / 'xsd' / 'euicc.request.ES7.xsd'))
+    ours = set(our_model.global_elements(XSD_DIR / 'es7.xsd'))
+    assert len(theirs) == 6
+    assert ours - theirs == ES7_V3_ONLY
+    assert not theirs - ours
+
+
+def test_es7_same_structure_as_v4(official_v4, official_v4_es7_model, our_model):
+    problems = [diff for qname in official_v4_es7_model.global_elements(official_v4 / 'xsd' / 'euicc.request.ES7.xsd')
+                for diff in [_mismatch(official_v4_es7_model, our_model, qname)] if diff]
+    assert not problems, '\n\n'.join(problems)
+
+
+def test_es7_eis_differs_from_v4_in_isd_r_only(official_v4, our_model):
+    """Unmodified v4: the only ES7 element that differs is HandoverEUICC, through the EIS's Isd-r (which the
+    model above restores); our EIS stays the v3 one (wsdl/README.md)."""
+    plain = _v4_es7_model(official_v4)
+    differing = [qname for qname in plain.global_elements(official_v4 / 'xsd' / 'euicc.request.ES7.xsd')
+                 if _mismatch(plain, our_model, qname)]
+    assert differing == [(RPS, 'ES7-HandoverEUICCRequest')]
+    diff = _mismatch(plain, our_model, (RPS, 'ES7-HandoverEUICCRequest'))
+    changed = [line for line in diff.splitlines() if line[:1] in '+-' and line[:3] not in ('+++', '---')]
+    assert [' '.join(line.split()) for line in changed] == ['- rps3:Isd-r [0..1]', '+ rps3:Isd-r [1..1]'], diff
+
+
+def test_es7_matches_v3_except_authenticate_smsr(official, official_v3_es7_model, our_model):
+    """Against v3 every ES7 element is the same but AuthenticateSMSRRequest (v3: Eis, v4 and ours: Eid)."""
+    v3_file = official / 'xsd' / 'euicc.request.ES7.xsd'
+    theirs = official_v3_es7_model.global_elements(v3_file)
+    assert set(theirs) == set(our_model.global_elements(XSD_DIR / 'es7.xsd'))
+    differing = [qname for qname in theirs if _mismatch(official_v3_es7_model, our_model, qname)]
+    assert differing == [(RPS, 'ES7-AuthenticateSMSRRequest')]
