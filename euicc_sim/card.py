@@ -4,13 +4,25 @@ Theory of operation
 -------------------
 A :class:`Card` holds what the ISD-R of an SGP.02 eUICC knows: its EID, the ISD-Ps under it (each with its GP
 life-cycle byte, fall-back attribute, POL1 and the subscription it carries), the free memory, the SM-SR's SMS
-address and the default notifications still waiting for a NotificationConfirmation. It also stores, untouched, the
-``scp80`` dict that the OTA front keeps there (keys, KVN, last counter).
+address, the default notifications still waiting for a NotificationConfirmation, and the ISD-R's SCP80 key sets
+(:class:`Scp80State`: the TAR and one :class:`Scp80KeySet` per KVN, each with its own counter).
 
 :meth:`Card.process` takes one plain C-APDU (already unwrapped from SCP80/SCP81 by the OTA front) and returns
 response data || SW1 SW2. It never raises on bad input and never does I/O other than :meth:`Card.save`, which it
 calls whenever the command changed the state, before the answer is returned (so an answer is only given for a
-durable state). A command that fails leaves the state exactly as it was.
+durable state). A command that fails leaves the state exactly as it was. The OTA front says which key set the
+packet came under (``kvn``) and the time (``now``, for certificate dates).
+
+Several SCP80 key sets (SM-SR change, sgp02-wire §6.5). The card is made with one key set (its first SM-SR's).
+EstablishISDRKeySet (STORE DATA 3A01 then 3A02, relayed by the current SM-SR) adds the new SM-SR's key set
+(GP Amd E scenario #3, ``keys.ecka.card_isdr_key_agreement``); FinaliseISDRhandover (DELETE key 'F2', sent by the
+new SM-SR under its new key set) removes the old ones. Counters are kept per key set (CHOICE: each key set belongs
+to one SM-SR, which allocates its counters; the new SM-SR cannot know the old one's counter, and v4 ES7 no longer
+carries an initial counter). Default notifications go under the key set of the SM-SR whose address the card
+holds (:meth:`Card.notification_keyset`): at first the card's first key set; a 3A07 (new SM-SR address) moves them
+to the key set it came under, and so does a DELETE key that removes the key set they went under. CHOICE: during a
+handover the card keeps notifying the SM-SR that is still in charge (SM-SR1, whose address it holds), and after a
+handover rolled back (SM-SR2's key set created, never used) nothing changes for SM-SR1.
 
 The ISD-P life cycle (sgp02-wire §5.5) and what moves it here::
 
@@ -48,10 +60,27 @@ Command           Checks -> SW
 3A05 fall-back    unknown 6A88; not DISABLED/ENABLED 6985. Else the attribute moves to this ISD-P (exactly one
                   ISD-P holds it afterwards) 9000.
 3A07 addressing   the SMS address is decoded (ota.es5.decode_smsr_addressing) and kept; 9000. Bad layout 6A80.
+                  Notifications then go under the key set the command came under (see above).
+3A01 SM-SR cert   (EstablishISDRKeySet; P1 '09', the first block of a chain, is accepted here and for 3A02) no CI
+                  certificate on the card 6982; DGI value not one '7F21' 6A80; keys.chain.verify_gp_cert_by_ci(
+                  CI, cert, now, "smsr") fails for any reason (format, signature, dates, untrusted issuer, usage,
+                  certificate type other than SM-SR) 6982. Else a fresh 16-byte RC and PK.SR.ECDSA are kept (a
+                  repeated 3A01 replaces them): '85' 10 RC 9000.
+3A02 key set      no pending 3A01 6985; no ECASD key on the card 6985; keys.ecka.card_isdr_key_agreement fails:
+                  kind "signature" 6982, any other (malformed, wrong curve, KVN outside 1..15, first key id not
+                  01) 6A80; the KVN names a key set the card holds 6985 (CHOICE: as INSTALL of an existing AID;
+                  replacing the relaying SM-SR's keys would cut it off mid-handover). Else a new SCP80 key set
+                  (KIc = Key-ENC, KID = Key-MAC, DEK = Key-DEK) whose counter starts at the CRT's '91' (empty: 0),
+                  the RC consumed: ['85' DR] '86' receipt 9000.
+DELETE key        (FinaliseISDRhandover, 80E40000 'F2' 03 KVN first last ...) P1 P2 other than 00 00 6A86;
+                  malformed, or a range other than a whole key set (first 01, last 02 or 03) 6A80; a KVN the card
+                  does not hold 6A88; the KVN of the key set the command came under 6985 (CHOICE: the card never
+                  deletes the key set it is being spoken to with, so it always keeps one the SM-SR in charge
+                  holds). Else every named key set goes at once; 9000.
 3A08 confirm      seq known: the notification is removed and its delete_on_confirm ISD-Ps are deleted (those still
                   present, not enabled and not fall-back); answer '80' {4F ...deleted} 9000. Unknown seq: '80 00'
                   9000, so a duplicate confirmation is harmless.
-DELETE 80E40040   unknown 6A88; ENABLED or fall-back 6985; POL1 "deletion not allowed" 69E1 (not for a
+DELETE 80E40040   ('4F' AID) unknown 6A88; ENABLED or fall-back 6985; POL1 "deletion not allowed" 69E1 (not for a
                   MasterDelete, which carries a '9E' token and bypasses POL1, sgp02-wire §5.4). Else removed,
                   its memory released, 9000. The simulated card holds no token key: any non-empty token is taken.
 INSTALL 80E60C00  AID already present (or the ISD-R's) 6985 (the SW GP cards give for an existing AID); quota
@@ -79,6 +108,7 @@ same file at the same time (the last save wins).
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import logging
 import os
@@ -88,10 +118,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from keys import ecka
+from keys.chain import verify_gp_cert_by_ci
+from keys.errors import CertificateError
+from keys.gp_cert import curve_for_ref, curve_ref_for
 from keys.pki import load_private_key
 from keys.scp03 import StaticKeys
+from keys.scp80 import Scp80Keyset
 from ota import es5
 from ota.es5 import (
     DISABLED,
@@ -111,6 +147,7 @@ from ota.es5 import (
     SW_NOT_FOUND,
     SW_OK,
     SW_POL1,
+    SW_SECURITY,
     SW_UNKNOWN,
     SW_WRONG_DATA,
     SW_WRONG_LENGTH,
@@ -119,18 +156,24 @@ from ota.es5 import (
 )
 
 __all__ = [
-    "Pol1", "IsdpKeyset", "PendingKeyAgreement", "Download", "IsdP", "PendingNotification", "Card",
-    "FREE_VOLATILE_MEMORY", "FORMAT_VERSION", "ECASD_KEY_FILE", "CI_FILE", "PACKAGE_SUFFIX",
+    "Pol1", "IsdpKeyset", "PendingKeyAgreement", "Download", "IsdP", "PendingNotification", "Scp80KeySet",
+    "Scp80State", "Card", "FREE_VOLATILE_MEMORY", "FORMAT_VERSION", "ECASD_KEY_FILE", "CI_FILE", "PACKAGE_SUFFIX",
+    "RC_LENGTH",
 ]
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # fields added later (the ES8 state of IsdP) default when absent, so version 1 files still load
+# 2: several SCP80 key sets (scp80 = {"tar", "keysets": [...]}), notification_kvn, isdr_key_agreement. Version 1
+# files (one key set: scp80 = {"kvn", "tar", "counter", "enc", "mac", "dek", "recent"}) still load, and are written
+# back as version 2. Fields added within a version default when absent.
+FORMAT_VERSION = 2
+_READABLE_FORMATS = (1, 2)
 ECASD_KEY_FILE = "ecasd.key.pem"
 CI_FILE = "ci.pem"
 PACKAGE_SUFFIX = ".upp.der"
 _PACKAGE_FILE = re.compile(r"^[0-9A-F]{10,32}\.upp\.der$")
 FREE_VOLATILE_MEMORY = 8192  # reported in GET DATA 'FF21'/'83'; volatile memory is not otherwise modelled
+RC_LENGTH = 16  # the random challenge answered to STORE DATA 3A01 (ISD-R here, ISD-P in euicc_sim.es8)
 
 Response = tuple[bytes, int]
 
@@ -183,12 +226,29 @@ class IsdpKeyset:
 
 @dataclass
 class PendingKeyAgreement:
-    """Between STORE DATA 3A01 and 3A02: the random challenge sent (hex) and PK.DP.ECDSA of the verified SM-DP
-    certificate (uncompressed point, hex, and its GP key parameter reference)."""
+    """Between STORE DATA 3A01 and 3A02: the random challenge sent (hex) and the public key of the verified
+    certificate, PK.DP.ECDSA for an ISD-P or PK.SR.ECDSA for the ISD-R (uncompressed point, hex, and its GP key
+    parameter reference)."""
 
     rc: str
-    smdp_public_key: str
+    public_key: str
     curve_ref: int
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PendingKeyAgreement":
+        d = dict(d)
+        if "smdp_public_key" in d:  # the name of ``public_key`` in state files of format 1
+            d["public_key"] = d.pop("smdp_public_key")
+        return cls(**d)
+
+    @classmethod
+    def for_key(cls, rc: bytes, key: ec.EllipticCurvePublicKey) -> "PendingKeyAgreement":
+        point = key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        return cls(rc=rc.hex().upper(), public_key=point.hex().upper(), curve_ref=curve_ref_for(key.curve))
+
+    def key(self) -> ec.EllipticCurvePublicKey:
+        return ec.EllipticCurvePublicKey.from_encoded_point(curve_for_ref(self.curve_ref),
+                                                            bytes.fromhex(self.public_key))
 
 
 @dataclass
@@ -236,9 +296,11 @@ class IsdP:
         d = dict(d)
         d["pol1"] = Pol1(**d.get("pol1", {}))
         d["aid"] = _hex_upper(d["aid"], "ISD-P AID")
-        for name, kind in (("keyset", IsdpKeyset), ("key_agreement", PendingKeyAgreement), ("download", Download)):
+        for name, kind in (("keyset", IsdpKeyset), ("download", Download)):
             if d.get(name) is not None:
                 d[name] = kind(**d[name])
+        if d.get("key_agreement") is not None:
+            d["key_agreement"] = PendingKeyAgreement.from_dict(d["key_agreement"])
         return cls(**d)
 
 
@@ -250,6 +312,63 @@ class PendingNotification:
     type: int
     aid: str
     delete_on_confirm: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Scp80KeySet:
+    """One SCP80 key set of the ISD-R: its KVN (1..15) and keys in hex, ``enc`` the KIc key (key id 1), ``mac``
+    the KID key (key id 2), ``dek`` the DEK (key id 3; absent from some older state files). ``counter`` is the
+    counter of the last packet executed under this key set; ``recent`` the PoRs of the last packets executed
+    under it, kept by the OTA front for retransmissions (``euicc_sim.network``; JSON it owns)."""
+
+    kvn: int
+    enc: str
+    mac: str
+    dek: str | None = None
+    counter: int = 0
+    recent: list[dict] = field(default_factory=list)
+
+    def keyset(self) -> Scp80Keyset:
+        return Scp80Keyset(kvn=self.kvn, enc=bytes.fromhex(self.enc), mac=bytes.fromhex(self.mac))
+
+    def __repr__(self) -> str:  # never the key values (logs, exceptions)
+        return f"Scp80KeySet(kvn={self.kvn}, counter={self.counter}, <keys>)"
+
+
+@dataclass
+class Scp80State:
+    """The ISD-R's SCP80 side: its TAR (hex) and key sets, in the order they were created."""
+
+    tar: str = "000001"
+    keysets: list[Scp80KeySet] = field(default_factory=list)
+
+    def keyset(self, kvn: int) -> Scp80KeySet | None:
+        return next((k for k in self.keysets if k.kvn == kvn), None)
+
+    @property
+    def kvns(self) -> list[int]:
+        return [k.kvn for k in self.keysets]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tar": self.tar, "keysets": [asdict(k) for k in self.keysets]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Scp80State":
+        """Format 2 (``{"tar", "keysets"}``), or the one key set of format 1 (``{"kvn", "tar", "counter", "enc",
+        "mac", ["dek"], ["recent"]}``, still what ``esx init`` hands to :meth:`Card.create`); ``{}`` is no key set."""
+        if not isinstance(d, dict):
+            raise ValueError("scp80 must be a dict")
+        tar = _hex_upper(d.get("tar", "000001"), "TAR")
+        if "keysets" in d:
+            return cls(tar, [Scp80KeySet(**k) for k in d["keysets"]])
+        if "kvn" not in d:
+            return cls(tar, [])
+        try:
+            keyset = Scp80KeySet(kvn=int(d["kvn"]), enc=d["enc"], mac=d["mac"], dek=d.get("dek"),
+                                 counter=int(d.get("counter", 0)), recent=list(d.get("recent", [])))
+        except KeyError as exc:
+            raise ValueError(f"scp80 key set without {exc}") from None
+        return cls(tar, [keyset])
 
 
 def _hex_upper(value: str, what: str) -> str:
@@ -267,12 +386,14 @@ class Card:
     isd_r_aid: str
     profiles: list[IsdP]
     free_memory: int
-    scp80: dict
+    scp80: Scp80State
     silent: bool = False  # test hook: a card that answers nothing (the OTA front reads it)
     next_seq: int = 1
     pending: list[PendingNotification] = field(default_factory=list)
     smsr_sms_address: str | None = None
     first_attach_notified: bool = False
+    notification_kvn: int | None = None  # the key set default notifications go under (module doc)
+    isdr_key_agreement: PendingKeyAgreement | None = None  # between the ISD-R's STORE DATA 3A01 and 3A02
     # packages to write beside the state file at the next save (file name -> DER); not part of the state
     staged_packages: dict[str, bytes] = field(default_factory=dict, repr=False)
     # inside one_save(): how deep, and whether a save was asked for (not part of the state)
@@ -280,18 +401,26 @@ class Card:
     _save_asked: bool = field(default=False, repr=False, compare=False)
     # package files named by the state last saved (None: not saved by this object yet); see save()
     _named: frozenset | None = field(default=None, repr=False, compare=False)
+    # inside process(): the KVN of the key set the command came under, and the time (not part of the state)
+    _channel_kvn: int | None = field(default=None, repr=False, compare=False)
+    _now: datetime.datetime | None = field(default=None, repr=False, compare=False)
 
     # --- construction and persistence ------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: Path, *, eid: str, isd_r_aid: str, profiles: list[IsdP], free_memory: int, scp80: dict,
-               overwrite: bool = False) -> "Card":
-        """A new card, saved at ``path``. Refuses to replace an existing file unless ``overwrite``."""
+    def create(cls, path: Path, *, eid: str, isd_r_aid: str, profiles: list[IsdP], free_memory: int,
+               scp80: dict | Scp80State, overwrite: bool = False) -> "Card":
+        """A new card, saved at ``path``. Refuses to replace an existing file unless ``overwrite``.
+
+        ``scp80`` is a :class:`Scp80State` or its dict (either format, :meth:`Scp80State.from_dict`); the first key
+        set is the one notifications go under."""
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} already holds a card")
+        state = copy.deepcopy(scp80) if isinstance(scp80, Scp80State) else Scp80State.from_dict(scp80)
         card = cls(path=path, eid=eid, isd_r_aid=isd_r_aid, profiles=[copy.deepcopy(p) for p in profiles],
-                   free_memory=free_memory, scp80=copy.deepcopy(scp80))
+                   free_memory=free_memory, scp80=state,
+                   notification_kvn=state.keysets[0].kvn if state.keysets else None)
         card._validate()
         path.parent.mkdir(parents=True, exist_ok=True)
         card.save()
@@ -302,7 +431,7 @@ class Card:
         path = Path(path)
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
-            card = cls(path=path, eid="", isd_r_aid="", profiles=[], free_memory=0, scp80={})
+            card = cls(path=path, eid="", isd_r_aid="", profiles=[], free_memory=0, scp80=Scp80State())
             card._apply_state(state)
             card._validate()
         except (KeyError, TypeError, ValueError) as exc:
@@ -382,7 +511,9 @@ class Card:
             "eid": self.eid,
             "isd_r_aid": self.isd_r_aid,
             "free_memory": self.free_memory,
-            "scp80": copy.deepcopy(self.scp80),
+            "scp80": self.scp80.to_dict(),
+            "notification_kvn": self.notification_kvn,
+            "isdr_key_agreement": asdict(self.isdr_key_agreement) if self.isdr_key_agreement else None,
             "silent": self.silent,
             "next_seq": self.next_seq,
             "smsr_sms_address": self.smsr_sms_address,
@@ -392,12 +523,18 @@ class Card:
         }
 
     def _apply_state(self, state: dict[str, Any]) -> None:
-        if state.get("format") != FORMAT_VERSION:
+        if state.get("format") not in _READABLE_FORMATS:
             raise ValueError(f"unknown state format {state.get('format')!r}")
         self.eid = state["eid"]
         self.isd_r_aid = state["isd_r_aid"]
         self.free_memory = state["free_memory"]
-        self.scp80 = copy.deepcopy(state["scp80"])
+        self.scp80 = Scp80State.from_dict(copy.deepcopy(state["scp80"]))
+        if state["format"] == 1:  # one key set, which notifications went under
+            self.notification_kvn = self.scp80.keysets[0].kvn if self.scp80.keysets else None
+        else:
+            self.notification_kvn = state.get("notification_kvn")
+        pending = state.get("isdr_key_agreement")
+        self.isdr_key_agreement = PendingKeyAgreement.from_dict(pending) if pending else None
         self.silent = bool(state.get("silent", False))
         self.next_seq = state.get("next_seq", 1)
         self.smsr_sms_address = state.get("smsr_sms_address")
@@ -410,8 +547,22 @@ class Card:
         if len(self.eid) != 32:
             raise ValueError(f"EID {self.eid} is not 16 bytes")
         self.isd_r_aid = _hex_upper(self.isd_r_aid, "ISD-R AID")
-        if not isinstance(self.scp80, dict):
-            raise ValueError("scp80 must be a dict")
+        if not isinstance(self.scp80, Scp80State):
+            raise ValueError("scp80 must be an Scp80State")
+        self.scp80.tar = _hex_upper(self.scp80.tar, "TAR")
+        if len(self.scp80.tar) != 6:
+            raise ValueError(f"TAR {self.scp80.tar} is not 3 bytes")
+        kvns = self.scp80.kvns
+        if len(set(kvns)) != len(kvns):
+            raise ValueError(f"SCP80 key versions {kvns} repeat one")
+        for k in self.scp80.keysets:
+            k.keyset()  # raises ValueError on a KVN outside 1..15 or bad key material
+            if k.dek is not None:
+                bytes.fromhex(k.dek)
+            if not isinstance(k.counter, int) or not 0 <= k.counter < 1 << 40:
+                raise ValueError(f"SCP80 key set {k.kvn}: counter {k.counter!r}")
+        if self.notification_kvn is not None and self.notification_kvn not in kvns:
+            raise ValueError(f"notifications go under key set {self.notification_kvn}, which the card lacks")
         if not isinstance(self.free_memory, int) or self.free_memory < 0:
             raise ValueError(f"free memory {self.free_memory!r}")
         if not 1 <= self.next_seq <= 0xFFFF:
@@ -450,6 +601,12 @@ class Card:
 
     def fallback_profile(self) -> IsdP | None:
         return next((p for p in self.profiles if p.fallback), None)
+
+    def notification_keyset(self) -> Scp80KeySet | None:
+        """The key set default notifications go under (module doc): ``notification_kvn``'s, else the newest key
+        set (``None`` when the card has none)."""
+        chosen = self.scp80.keyset(self.notification_kvn) if self.notification_kvn is not None else None
+        return chosen or (self.scp80.keysets[-1] if self.scp80.keysets else None)
 
     def pending_notifications(self) -> list[PendingNotification]:
         return sorted((copy.deepcopy(p) for p in self.pending), key=lambda p: p.seq)
@@ -497,13 +654,20 @@ class Card:
         return staged if staged is not None else self.path.with_name(p.package_file).read_bytes()
 
     def view(self) -> dict[str, Any]:
-        """A JSON-able summary for ``esx euicc show`` (key set KVN only, never keys)."""
+        """A JSON-able summary for ``esx euicc show`` (key set KVNs and counters only, never keys)."""
+        notifying = self.notification_keyset()
         return {
             "eid": self.eid,
             "isd_r_aid": self.isd_r_aid,
             "free_memory": self.free_memory,
             "smsr_sms_address": self.smsr_sms_address,
             "silent": self.silent,
+            "scp80": {
+                "tar": self.scp80.tar,
+                "keysets": [{"kvn": k.kvn, "counter": k.counter} for k in self.scp80.keysets],
+                "notification_kvn": notifying.kvn if notifying is not None else None,
+            },
+            "isdr_key_agreement_pending": self.isdr_key_agreement is not None,
             "profiles": [
                 {
                     "aid": p.aid, "iccid": p.iccid, "imsi": p.imsi, "msisdn": p.msisdn, "state": p.state_name,
@@ -561,15 +725,23 @@ class Card:
 
     # --- ES5 -------------------------------------------------------------------------------------------------------
 
-    def process(self, apdu: bytes) -> bytes:
-        """Execute one C-APDU addressed to the ISD-R; return response data || SW1 SW2."""
+    def process(self, apdu: bytes, *, kvn: int | None = None, now: datetime.datetime | None = None) -> bytes:
+        """Execute one C-APDU addressed to the ISD-R; return response data || SW1 SW2.
+
+        ``kvn`` is the SCP80 key set the command came under (``None``: not over SCP80, e.g. a test); ``now`` the
+        time certificates are checked at (default: the clock)."""
         before = self._state()
+        self._channel_kvn = kvn
+        self._now = now or datetime.datetime.now(datetime.timezone.utc)
         try:
             data, sw = self._dispatch(apdu)
         except Exception:  # a handler bug must not take the OTA front down; answer 6F00 with the state untouched
-            shown = apdu.hex().upper() if isinstance(apdu, (bytes, bytearray)) else repr(apdu)
-            log.exception("simulated eUICC %s: command %s failed", self.eid, shown)
+            # the command is not logged: a STORE DATA may carry key material
+            log.exception("simulated eUICC %s: command %s failed", self.eid,
+                          apdu[:4].hex().upper() if isinstance(apdu, (bytes, bytearray)) else type(apdu).__name__)
             data, sw = b"", SW_UNKNOWN
+        finally:
+            self._channel_kvn, self._now = None, None
         if sw != SW_OK:
             self._apply_state(before)  # a refused command changes nothing, whatever a handler did before refusing
         elif self._state() != before:
@@ -604,6 +776,8 @@ class Card:
             return b"", SW_WRONG_DATA
 
     def _store_data(self, apdu: Apdu) -> Response:
+        if apdu.data[:2] in (b"\x3A\x01", b"\x3A\x02"):
+            return self._establish_isdr_key_set(apdu)
         if not apdu.p1 & 0x80:
             return b"", SW_WRONG_P1P2  # chained STORE DATA: every ES5 DGI the ISD-R handles fits one block
         dgi, value = es5.parse_store_data(apdu)
@@ -615,10 +789,76 @@ class Card:
             return self._set_fallback(es5.aid_of(value).hex().upper())
         if dgi == es5.DGI_SMSR_ADDRESSING:
             self.smsr_sms_address = es5.decode_smsr_addressing(value)
+            if self._channel_kvn is not None:
+                self.notification_kvn = self._channel_kvn  # the SM-SR that set its address is the one in charge
             return b"", SW_OK
         if dgi == es5.DGI_NOTIFICATION_CONFIRMATION:
             return self._confirm(es5.parse_notification_confirmation(value))
-        return b"", SW_WRONG_DATA  # e.g. 3A01/3A02 (SM-SR change key establishment): not simulated
+        return b"", SW_WRONG_DATA
+
+    # --- SM-SR change: EstablishISDRKeySet and FinaliseISDRhandover --------------------------------------------------
+
+    def _establish_isdr_key_set(self, apdu: Apdu) -> Response:
+        dgi, data = es5.parse_isdr_key_set_store_data(apdu)
+        if dgi == ecka.DGI_CERTIFICATE:
+            return self._isdr_certificate(data)
+        return self._isdr_key_agreement(data)
+
+    def _isdr_certificate(self, dgi_3a01: bytes) -> Response:
+        ci_pem = self.ci_pem()
+        if ci_pem is None:
+            return b"", SW_SECURITY  # nothing to verify the certificate with
+        cert = ecka.parse_dgi_3a01(dgi_3a01)  # EckaError is a ValueError: 6A80
+        try:
+            public_key = verify_gp_cert_by_ci(ci_pem, cert, self._now, "smsr").public_key()
+        except CertificateError as exc:
+            log.info("simulated eUICC %s: SM-SR certificate refused: %s", self.eid, exc)
+            return b"", SW_SECURITY
+        rc = os.urandom(RC_LENGTH)
+        self.isdr_key_agreement = PendingKeyAgreement.for_key(rc, public_key)
+        return ecka.challenge_response(rc), SW_OK
+
+    def _isdr_key_agreement(self, dgi_3a02: bytes) -> Response:
+        pending = self.isdr_key_agreement
+        ecasd_key = self.ecasd_key()
+        if pending is None or ecasd_key is None:
+            return b"", SW_CONDITIONS
+        try:
+            answer, keys, crt = ecka.card_isdr_key_agreement(ecasd_key, pending.key(), bytes.fromhex(pending.rc),
+                                                             dgi_3a02)
+        except ecka.EckaError as exc:
+            log.info("simulated eUICC %s: ISD-R 3A02 refused: %s", self.eid, exc)
+            return b"", SW_SECURITY if exc.kind == "signature" else SW_WRONG_DATA
+        if self.scp80.keyset(crt.kvn) is not None:
+            log.info("simulated eUICC %s: ISD-R 3A02 refused: key set %d exists", self.eid, crt.kvn)
+            return b"", SW_CONDITIONS
+        self.scp80.keysets.append(Scp80KeySet(
+            kvn=keys.kvn, enc=keys.scp80.enc.hex().upper(), mac=keys.scp80.mac.hex().upper(),
+            dek=keys.dek.hex().upper(), counter=int.from_bytes(crt.initial_counter, "big")))
+        self.isdr_key_agreement = None
+        log.info("simulated eUICC %s: SCP80 key set %d created", self.eid, keys.kvn)
+        return answer, SW_OK
+
+    def _delete_key_sets(self, apdu: Apdu) -> Response:
+        if apdu.p1 != 0x00 or apdu.p2 != 0x00:
+            return b"", SW_WRONG_P1P2
+        entries = es5.parse_finalise_isdr_handover(apdu)
+        if any(e.first_key_id != ecka.SCP80_KEY_ID_KIC or e.last_key_id not in (ecka.SCP80_KEY_ID_KID,
+                                                                                 ecka.SCP80_KEY_ID_DEK)
+               for e in entries):
+            return b"", SW_WRONG_DATA  # only whole key sets: a key set without its KIc or KID key is useless
+        if any(self.scp80.keyset(e.kvn) is None for e in entries):
+            return b"", SW_NOT_FOUND
+        if any(e.kvn == self._channel_kvn for e in entries):
+            return b"", SW_CONDITIONS  # never the key set this command came under
+        gone = {e.kvn for e in entries}
+        self.scp80.keysets = [k for k in self.scp80.keysets if k.kvn not in gone]
+        if self.notification_kvn in gone:
+            self.notification_kvn = self._channel_kvn if self.scp80.keyset(self._channel_kvn) else None
+            if self.notification_kvn is None and self.scp80.keysets:
+                self.notification_kvn = self.scp80.keysets[-1].kvn
+        log.info("simulated eUICC %s: SCP80 key sets %s deleted", self.eid, sorted(gone))
+        return b"", SW_OK
 
     def _enable(self, aid: str) -> Response:
         target = self.profile(aid)
@@ -694,6 +934,8 @@ class Card:
         self.free_memory += p.memory
 
     def _delete(self, apdu: Apdu) -> Response:
+        if es5.is_key_set_deletion(apdu):
+            return self._delete_key_sets(apdu)
         if apdu.p1 != 0x00 or apdu.p2 not in (0x00, es5.P2_DELETE_OBJECT_AND_RELATED):
             return b"", SW_WRONG_P1P2
         request = es5.parse_delete(apdu)

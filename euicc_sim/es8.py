@@ -72,13 +72,11 @@ import logging
 import os
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from keys import ecka, scp03t
 from keys.chain import verify_gp_cert_by_ci
 from keys.errors import CertificateError
-from keys.gp_cert import curve_for_ref, curve_ref_for
 from keys.tlv import encode_tlv
 from ota import es8, remote, saip
 from ota.es5 import (
@@ -101,13 +99,12 @@ from ota.es5 import (
     with_sw,
 )
 
-from .card import Card, Download, IsdP, IsdpKeyset, PendingKeyAgreement, Pol1
+from .card import RC_LENGTH, Card, Download, IsdP, IsdpKeyset, PendingKeyAgreement, Pol1
 
 __all__ = ["process_es8", "RC_LENGTH"]
 
 log = logging.getLogger(__name__)
 
-RC_LENGTH = 16  # the random challenge answered to 3A01
 _HEADER_PE = "header"
 _END_PE = "end"
 
@@ -229,19 +226,16 @@ class _Session:
             log.info("simulated eUICC %s, ISD-P %s: SM-DP certificate refused: %s", self.card.eid, self.aid, exc)
             return b"", SW_SECURITY
         rc = os.urandom(RC_LENGTH)
-        point = public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-        isdp.key_agreement = PendingKeyAgreement(rc=rc.hex().upper(), smdp_public_key=point.hex().upper(),
-                                                 curve_ref=curve_ref_for(public_key.curve))
+        isdp.key_agreement = PendingKeyAgreement.for_key(rc, public_key)
         return ecka.challenge_response(rc), SW_OK
 
     def _key_agreement(self, isdp: IsdP, dgi_3a02: bytes) -> Response:
         pending = isdp.key_agreement
         if isdp.lifecycle != SELECTABLE or pending is None or self.ecasd_key is None:
             return b"", SW_CONDITIONS
-        smdp_key = ec.EllipticCurvePublicKey.from_encoded_point(
-            curve_for_ref(pending.curve_ref), bytes.fromhex(pending.smdp_public_key))
         try:
-            answer, keys, crt = ecka.card_key_agreement(self.ecasd_key, smdp_key, bytes.fromhex(pending.rc), dgi_3a02)
+            answer, keys, crt = ecka.card_key_agreement(self.ecasd_key, pending.key(), bytes.fromhex(pending.rc),
+                                                        dgi_3a02)
         except ecka.EckaError as exc:
             log.info("simulated eUICC %s, ISD-P %s: 3A02 refused: %s", self.card.eid, self.aid, exc)
             return b"", SW_SECURITY if exc.kind == "signature" else SW_WRONG_DATA

@@ -14,8 +14,21 @@ mobile-originated default notifications, re-sent until the SM-SR confirms them (
 
 The TAR picks who runs the script: the ISD-R's TAR -> the ISD-R (:meth:`euicc_sim.card.Card.process`,
 ES5); the TAR of an ISD-P (``ota.es8.isdp_tar`` of its AID) -> that ISD-P (``euicc_sim.es8.process_es8``,
-ES8 relayed by the SM-SR); any other TAR -> PoR status '09' (TAR unknown). Both are secured with the
-ISD-R's SCP80 keyset and share its counter: the ISD-P has no SCP80 keys, the ISD-R forwards to it.
+ES8 relayed by the SM-SR); any other TAR -> PoR status '09' (TAR unknown). Both are secured with one of the
+ISD-R's SCP80 key sets: the ISD-P has no SCP80 keys, the ISD-R forwards to it.
+
+Key sets (the ISD-R may hold several: SM-SR change, ``euicc_sim.card``). The KVN in the high nibble of
+KIc and KID (``keys.scp80``) names the key set a packet is unwrapped with; the counter rule, the record
+of executed packets and the PoR are those of that key set, and the PoR is secured with it (TS 102 225:
+the PoR uses the command's keys). A packet whose KIc and KID do not both name one key set the card
+holds (SM-SR1's old keys after FinaliseISDRhandover, or a KVN never created) is not executed. CHOICE:
+the card then answers, when the SPI asks for a PoR, an unsecured PoR (no CC, not ciphered) with status
+'06' "unidentified security error" and counter 0: TS 102 225 has a card that cannot identify the
+security header answer so (keys.scp80 module doc), an unsecured answer reveals nothing, and the sender
+gets a definite "not for this card any more" instead of silence it would retry into. The SM-SR side's
+``keys.scp80.unwrap_response`` believes such a PoR only because it reports an error.
+Default notifications go under the key set :meth:`euicc_sim.card.Card.notification_keyset` names: the
+one of the SM-SR whose address the card holds (see ``euicc_sim.card``), with counter 0 as SGP.02 asks.
 
 Card state lives in ``<data_dir>/euicc/<EID>/card.json`` and survives restarts; a card whose
 file changes on disk (``esx euicc set``) is reloaded before its next SMS.
@@ -64,12 +77,16 @@ log = logging.getLogger(__name__)
 
 CARD_FILE = "card.json"
 MAX_PARTIAL_MESSAGES = 4  # concatenated messages waiting for parts; one operation and a confirmation need two
-RECENT_PACKETS = 8  # executed packets whose PoR is kept for a retransmission (card.json, scp80["recent"])
+RECENT_PACKETS = 8  # executed packets whose PoR is kept, per key set, for a retransmission (Scp80KeySet.recent)
 
 
 def card_keyset(card: Card) -> scp80.Scp80Keyset:
-    k = card.scp80
-    return scp80.Scp80Keyset(kvn=int(k["kvn"]), enc=bytes.fromhex(k["enc"]), mac=bytes.fromhex(k["mac"]))
+    """The SCP80 key set the card's notifications go under (its only one, before any SM-SR change);
+    :class:`LookupError` for a card without key sets."""
+    held = card.notification_keyset()
+    if held is None:
+        raise LookupError(f"simulated eUICC {card.eid} holds no SCP80 key set")
+    return held.keyset()
 
 
 class CardOta:
@@ -78,7 +95,7 @@ class CardOta:
     def __init__(self, card: Card, path: Path, *, clock: Callable[[], datetime] | None = None) -> None:
         self.card = card
         self.path = path
-        self.clock = clock or (lambda: datetime.now(timezone.utc))  # validity of the SM-DP certificate (3A01)
+        self.clock = clock or (lambda: datetime.now(timezone.utc))  # validity of SM-DP/SM-SR certificates (3A01)
         self.mtime = path.stat().st_mtime_ns if path.exists() else 0
         # (originator, reference) -> {sequence number: part}, oldest message first
         self.parts: dict[tuple[str, int], dict[int, sms.UserDataPart]] = {}
@@ -144,13 +161,15 @@ class CardOta:
             spi, kic, kid, tar = scp80.peek_command(packet)
         except scp80.Scp80Error:
             return []  # not even a header: nothing to answer with
-        keyset = card_keyset(self.card)
+        kvn = kic >> 4
+        held = self.card.scp80.keyset(kvn) if kid >> 4 == kvn else None
         run = self._script_runner(tar)
+        if held is None:  # no key set of this card is named (module doc): an unsecured '06', or '09' for the TAR
+            return self._unsecured_por(spi, tar, 0x09 if run is None else 0x06)
+        keyset = held.keyset()
         status, counter, data = 0x00, 0, b""
         if run is None:
             status = 0x09
-        elif kic >> 4 != keyset.kvn or kid >> 4 != keyset.kvn:
-            status = 0x06
         else:
             try:
                 command = scp80.unwrap_command(packet, keyset)
@@ -158,22 +177,22 @@ class CardOta:
                 status = exc.status
             else:
                 counter = command.counter
-                stored = int(self.card.scp80.get("counter", 0))
+                stored = held.counter
                 if spi.counter == "higher" and counter <= stored or spi.counter == "plus_one" and counter != stored + 1:
-                    replayed = self._recorded_por(counter, packet)
+                    replayed = self._recorded_por(kvn, counter, packet)
                     if replayed is not None:
                         return replayed  # a retransmission of a packet already executed (module doc)
                     status = 0x02 if counter <= stored else 0x03
                 else:
                     if spi.counter not in ("higher", "plus_one"):
-                        data = run(command.data)
+                        data = run(command.data, kvn)
                         return self._por(keyset, spi, tar, counter, status, data)
                     # The new counter is saved with whatever the script changes, and at the latest with the
                     # PoR record, before the PoR leaves: a replay can never run the script twice.
-                    self.card.scp80["counter"] = counter
+                    held.counter = counter
                     with self.card.one_save():  # the script's changes, the counter and the PoR record: one write
-                        data = run(command.data)
-                        por = self._record(counter, packet, self._por(keyset, spi, tar, counter, 0x00, data))
+                        data = run(command.data, kvn)
+                        por = self._record(kvn, counter, packet, self._por(keyset, spi, tar, counter, 0x00, data))
                     self.mtime = self.path.stat().st_mtime_ns
                     return por
         return self._por(keyset, spi, tar, counter, status, data)
@@ -185,24 +204,39 @@ class CardOta:
         por = scp80.wrap_response(keyset, spi, tar, counter, status, data)
         return sms.segment(por, sms.RPI, self._next_ref())
 
-    def _record(self, counter: int, packet: bytes, por: list[bytes]) -> list[bytes]:
-        """Keep the PoR of an executed packet (persisted with the counter), for a retransmission of it."""
-        recent = [r for r in self.card.scp80.get("recent", []) if r["counter"] != counter]
-        recent.append({"counter": counter, "sha256": hashlib.sha256(packet).hexdigest(), "por": [s.hex() for s in por]})
-        self.card.scp80["recent"] = recent[-RECENT_PACKETS:]
+    def _unsecured_por(self, spi: scp80.Spi, tar: bytes, status: int) -> list[bytes]:
+        """A PoR without CC or ciphering, counter 0: for a packet under no key set the card holds (module doc)."""
+        if spi.por == "none":
+            return []
+        # no key of the card is used: the key set passed only gives wrap_response a block size it does not use
+        unused = scp80.Scp80Keyset(kvn=1, enc=bytes(16), mac=bytes(16))
+        por = scp80.wrap_response(unused, spi.unsecured_por(), tar, 0, status, b"")
+        return sms.segment(por, sms.RPI, self._next_ref())
+
+    def _record(self, kvn: int, counter: int, packet: bytes, por: list[bytes]) -> list[bytes]:
+        """Keep the PoR of an executed packet (persisted with the counter), for a retransmission of it.
+
+        The key set is looked up again: a refused command restores the card's state, which makes new objects."""
+        held = self.card.scp80.keyset(kvn)
+        if held is not None:
+            recent = [r for r in held.recent if r["counter"] != counter]
+            recent.append({"counter": counter, "sha256": hashlib.sha256(packet).hexdigest(),
+                           "por": [s.hex() for s in por]})
+            held.recent = recent[-RECENT_PACKETS:]
         self._saved()
         return por
 
-    def _recorded_por(self, counter: int, packet: bytes) -> list[bytes] | None:
+    def _recorded_por(self, kvn: int, counter: int, packet: bytes) -> list[bytes] | None:
+        held = self.card.scp80.keyset(kvn)
         digest = hashlib.sha256(packet).hexdigest()
-        for r in self.card.scp80.get("recent", []):
+        for r in held.recent if held is not None else []:
             if r["counter"] == counter and r["sha256"] == digest:
                 return [bytes.fromhex(s) for s in r["por"]]
         return None
 
     def _script_runner(self, tar: bytes) -> Callable[[bytes], bytes] | None:
         """What runs a script sent to ``tar``: the ISD-R, one ISD-P, or nothing (unknown TAR)."""
-        if tar == bytes.fromhex(self.card.scp80.get("tar", "000001")):
+        if tar == bytes.fromhex(self.card.scp80.tar):
             return self.run_script
         for p in self.card.profiles:
             try:
@@ -210,7 +244,7 @@ class CardOta:
             except ValueError:
                 continue  # an AID too short to carry a TAR cannot be reached over SCP80
             if isdp_tar == tar:
-                return lambda data, aid=p.aid: self.run_es8(aid, data)
+                return lambda data, kvn=None, aid=p.aid: self.run_es8(aid, data)
         return None
 
     def run_es8(self, aid: str, data: bytes) -> bytes:
@@ -222,15 +256,17 @@ class CardOta:
         return process_es8(self.card, aid, commands, ecasd_key=self.card.ecasd_key(), ci_pem=self.card.ci_pem(),
                            now=self.clock())
 
-    def run_script(self, data: bytes) -> bytes:
-        """The expanded remote command script (TS 102 226 5.2): stops at the first error SW."""
+    def run_script(self, data: bytes, kvn: int | None = None) -> bytes:
+        """The expanded remote command script (TS 102 226 5.2) that came under key set ``kvn``: stops at the first
+        error SW."""
         try:
             apdus = remote.decode_command_script(data)
         except ValueError:
             return remote.encode_response_script(0, [])
         responses = []
+        now = self.clock()
         for apdu in apdus:
-            response = self.card.process(apdu)
+            response = self.card.process(apdu, kvn=kvn, now=now)
             responses.append(response)
             sw1 = response[-2]
             if not (sw1 == 0x90 or sw1 == 0x61 or sw1 in (0x62, 0x63)):
@@ -242,8 +278,11 @@ class CardOta:
         if self.card.silent:
             return []
         out = []
-        keyset = card_keyset(self.card)
-        tar = bytes.fromhex(self.card.scp80.get("tar", "000001"))
+        held = self.card.notification_keyset()
+        if held is None:
+            return []  # a card without key sets cannot secure a notification
+        keyset = held.keyset()
+        tar = bytes.fromhex(self.card.scp80.tar)
         for pending in self.card.pending_notifications():
             last = self.notified_at.get(pending.seq)
             if last is not None and now - last < retry:

@@ -22,6 +22,22 @@ the ISD-P) agree on a fresh SCP03 keyset through two STORE DATA commands relayed
 * SM-DP and simulated eUICC use this one module from opposite ends (:func:`smdp_key_agreement` /
   :func:`smdp_finish` and :func:`card_key_agreement`), so the choices below cannot drift apart.
 
+The ISD-R case (SM-SR change, sgp02-wire.md §6.5; sgp02-v4-es7-notes.md §3.3) is the same scenario #3 with the new
+SM-SR (SM-SR2) as the off-card entity and the current SM-SR (SM-SR1) as a relay that sees no secret::
+
+    SM-SR2                          SM-SR1                                  eUICC (ISD-R + ECASD)
+    ES7 AuthenticateSMSR(CERT.SR) -> STORE DATA '3A01' {CERT.SR.ECDSA}  ->  checked against the CI
+                                  <- ES7 callback RandomChallenge       <-  '85' L RC
+    smsr_key_agreement(): the ES7 fields and eSK.SR.ECKA
+    ES7 CreateAdditionalKeySet    -> STORE DATA '3A02' (isdr_dgi_3a02)  ->  card_isdr_key_agreement()
+                                  <- ES7 callback DR, Receipt           <-  ['85' L DR] '86' L receipt
+    smsr_finish(): the new SCP80 key set of the ISD-R, or EckaError('receipt')
+
+SM-SR1 and SM-SR2 both call :func:`isdr_dgi_3a02` on the same ES7 fields: SM-SR1 to build what it sends to the
+card, SM-SR2 to build what it signs, so the signed bytes and the sent bytes cannot differ. The ES7 fields map to
+STORE DATA '3A02' as that function's docstring says; the key set the ISD-R derives is an SCP80 key set
+(:class:`IsdrKeySet`).
+
 Choices the reference marks [verify], each in one function:
 
 * 'A6' CRT layout and scenario parameter bits: :class:`KeyAgreementCrt` (``encode``/``decode``).
@@ -30,6 +46,7 @@ Choices the reference marks [verify], each in one function:
 * Signed data (the odd '0085' tag, and whether the DGI header is signed): :func:`signed_data`.
 * ePK.DP.ECKA nesting inside '7F49': :func:`encode_public_key`.
 * Signature form (raw r||s, SHA-256 for 256-bit curves): reused from :mod:`keys.gp_cert`.
+* ES7 CreateAdditionalKeySet fields -> STORE DATA '3A02' of the ISD-R: :func:`isdr_dgi_3a02`.
 """
 
 from __future__ import annotations
@@ -56,6 +73,7 @@ from keys.gp_cert import (
     curve_ref_for,
 )
 from keys.scp03 import StaticKeys, cmac
+from keys.scp80 import Scp80Keyset
 from keys.tlv import encode_tlv, iter_tlvs
 
 __all__ = [
@@ -91,6 +109,22 @@ __all__ = [
     "card_key_agreement",
     "export_private",
     "import_private",
+    # the ISD-R case (SM-SR change)
+    "ECC_KEY_LENGTHS",
+    "SCP80_KVNS",
+    "SCP80_KEY_ID_KIC",
+    "SCP80_KEY_ID_KID",
+    "SCP80_KEY_ID_DEK",
+    "ISDR_KEY_LENGTH",
+    "IGNORED_INITIAL_SEQUENCE_COUNTER",
+    "AdditionalKeySet",
+    "IsdrKeySet",
+    "free_scp80_kvn",
+    "isdr_crt",
+    "isdr_dgi_3a02",
+    "smsr_key_agreement",
+    "smsr_finish",
+    "card_isdr_key_agreement",
 ]
 
 DGI_CERTIFICATE = 0x3A01  # STORE DATA #1: CERT.DP.ECDSA (or CERT.SR.ECDSA)
@@ -535,3 +569,243 @@ def import_private(d: dict) -> ec.EllipticCurvePrivateKey:
     except KeyError:
         raise EckaError("curve", f"unsupported curve {d.get('curve')!r}") from None
     return ec.derive_private_key(int(d["d"], 16), curve)
+
+
+# --- the ISD-R case: SM-SR change (ES7 CreateAdditionalKeySet, ES5 EstablishISDRKeySet) ---------------------------
+
+SCP80_KVNS = range(1, 16)  # the KVN is the high nibble of KIc/KID (TS 102 225 §5.1.2); ES7 allows 1..127
+# SCP80 key identifiers of one key set (ETSI TS 102 226 key identifiers): 1 = KIc, 2 = KID, 3 = DEK.
+SCP80_KEY_ID_KIC = 0x01
+SCP80_KEY_ID_KID = 0x02
+SCP80_KEY_ID_DEK = 0x03
+ISDR_KEY_LENGTH = 16  # AES-128: the SGP.02 §2.3.3 baseline, and what every SCP80 AES implementation supports
+# ES7 ECCKeyLengthType (v4 euicc.common.types.xsd) -> the size in bits of the curve of the ephemeral key
+ECC_KEY_LENGTHS = {"ECC-256": 256, "ECC-384": 384, "ECC-512": 512, "ECC-521": 521}
+# v4 ES7 XSD: InitialSequenceCounter "is ignored by the receiving SM-SR. The calling SM-SR SHOULD set a value that
+# is clearly not relevant as an initial sequence counter value (e.g. -1)".
+IGNORED_INITIAL_SEQUENCE_COUNTER = -1
+
+
+@dataclass(frozen=True)
+class IsdrKeySet:
+    """The ISD-R key set that scenario #3 creates for an SM-SR: an SCP80 key set.
+
+    Key usage '10' (three keys) gives Key-ENC, Key-MAC and Key-DEK; in SCP80 terms (key identifiers of ETSI
+    TS 102 226) Key-ENC is the KIc key (key id 1, ciphering), Key-MAC the KID key (key id 2, cryptographic
+    checksum) and Key-DEK the DEK (key id 3), which would cipher key values sent under this key set (PUT KEY; not
+    used by esx). ``scp80`` is what secures packets (:mod:`keys.scp80`); its KVN is the CRT's '83'.
+    """
+
+    scp80: Scp80Keyset
+    dek: bytes
+
+    @property
+    def kvn(self) -> int:
+        return self.scp80.kvn
+
+    @classmethod
+    def from_keys(cls, kvn: int, keys: StaticKeys) -> IsdrKeySet:
+        try:
+            return cls(Scp80Keyset(kvn=kvn, enc=keys.enc, mac=keys.mac), keys.dek)
+        except ValueError as e:
+            raise _format(f"no SCP80 key set: {e}") from None
+
+    def __repr__(self) -> str:
+        return f"IsdrKeySet(kvn={self.kvn}, <secret>)"
+
+
+def free_scp80_kvn(used) -> int:
+    """The lowest SCP80 KVN (1..15) not in ``used`` (e.g. the SCP80 key sets of the EIS's ISD-R): the KVN SM-SR2
+    can ask for. :class:`EckaError` ('format') when all fifteen are taken."""
+    taken = {int(k) for k in used}
+    for kvn in SCP80_KVNS:
+        if kvn not in taken:
+            return kvn
+    raise _format("every SCP80 key version 1..15 is in use")
+
+
+def isdr_crt(key_version_number: int, scenario_parameter: int, host_id: bytes = b"") -> KeyAgreementCrt:
+    """The 'A6' CRT for an ISD-R SCP80 key set (see :func:`isdr_dgi_3a02` for the mapping).
+
+    :class:`EckaError` ('format') for a KVN SCP80 cannot address (outside 1..15), a parameter bit not supported
+    (:class:`KeyAgreementCrt`), or a HostID that disagrees with parameter bit '04'.
+    """
+    if isinstance(key_version_number, bool) or not isinstance(key_version_number, int):
+        raise _format(f"KeyVersionNumber {key_version_number!r} is not an integer")
+    if key_version_number not in SCP80_KVNS:
+        raise _format(f"KeyVersionNumber {key_version_number}: an SCP80 key set has KVN 1..15 (KIc/KID high nibble)")
+    host_id = bytes(host_id)
+    return KeyAgreementCrt(
+        scenario_parameter=scenario_parameter,
+        key_usage=KEY_USAGE_THREE_SC_KEYS,
+        key_type=KEY_TYPE_AES,
+        key_length=ISDR_KEY_LENGTH,
+        key_id=SCP80_KEY_ID_KIC,
+        kvn=key_version_number,
+        initial_counter=b"",
+        host_id=host_id or None,
+    )
+
+
+def isdr_dgi_3a02(
+    *,
+    key_version_number: int,
+    initial_sequence_counter: int,
+    ecc_key_length: str,
+    scenario_parameter: int,
+    host_id: bytes,
+    ephemeral_public_key: bytes,
+    signature: bytes | None,
+) -> bytes:
+    """STORE DATA '3A02' for the ISD-R, from the fields of ES7 CreateAdditionalKeySet (the one place they map).
+
+    ``'3A02' L { 'A6' CRT, '7F49' ePK.SR.ECKA, '5F37' signature }``; with ``signature=None``, the same DGI without
+    '5F37': what SM-SR2 signs, followed by '0085' L RC (:func:`signed_data`). SM-SR1 calls this with the fields it
+    received to build the command it relays; SM-SR2 with the fields it sends to build what it signs.
+
+    ES7 field (v4 XSD) -> '3A02':
+
+    * KeyVersionNumber -> '83' KVN. ES7 allows 1..127; only 1..15 can name an SCP80 key set, the rest is refused.
+    * InitialSequenceCounter -> nothing: '91' is always empty. CHOICE: the v4 XSD says the receiving SM-SR
+      ignores it (sgp02-v4-es7-notes.md §3.3: WHTY's SM-SR2 CRT has an empty '91' too); the card starts the new
+      key set's counter at 0. A peer that encodes it (njiwa writes it on 5 bytes) signs another CRT than the one
+      relayed here, and the card refuses its signature.
+    * ECCKeyLength -> nothing; it must be the size of the curve of the ephemeral key ('F0' in '7F49' names the
+      curve). ECC-256 covers P-256 and brainpoolP256r1.
+    * ScenarioParameter -> '90' 03 <parameter> (supported bits: :class:`KeyAgreementCrt`). It is an ``xs:byte``
+      in ES7, so only 0..127 travel; every supported bit fits.
+    * HostId -> '84' HostID when parameter bit '04' is set; ES7 sends an empty string otherwise.
+    * EphemeralPublicKey -> '7F49', taken as is. CHOICE: ES7 carries the whole '7F49' TLV
+      (``{'B0' 04||X||Y, 'F0' key parameter reference}``, :func:`encode_public_key`), so SM-SR1 needs no curve of
+      its own to rebuild it.
+    * Signature -> the value of '5F37' (r||s, :mod:`keys.gp_cert` form).
+    * Fixed by the ISD-R case: '95' 10 (three keys, :class:`IsdrKeySet`), '80' 88 (AES), '81' 10 (AES-128),
+      '82' 01 (the first key identifier, KIc).
+
+    :class:`EckaError`: 'format' for a value that cannot be encoded, 'curve' when the ephemeral key does not
+    match ECCKeyLength or names an unsupported curve.
+    """
+    if isinstance(initial_sequence_counter, bool) or not isinstance(initial_sequence_counter, int):
+        raise _format(f"InitialSequenceCounter {initial_sequence_counter!r} is not an integer")
+    crt = isdr_crt(key_version_number, scenario_parameter, host_id)
+    if ecc_key_length not in ECC_KEY_LENGTHS:
+        raise _format(f"ECCKeyLength {ecc_key_length!r} is not one of {', '.join(ECC_KEY_LENGTHS)}")
+    epk = bytes(ephemeral_public_key)
+    curve = decode_public_key(epk).curve
+    if curve.key_size != ECC_KEY_LENGTHS[ecc_key_length]:
+        raise EckaError("curve", f"ephemeral key on {curve.name} ({curve.key_size} bits) but ECCKeyLength "
+                                 f"{ecc_key_length}")
+    body = crt.encode() + epk
+    if signature is not None:
+        signature = bytes(signature)
+        if not signature or len(signature) % 2 or len(signature) > 132:
+            raise _format(f"signature of {len(signature)} bytes is not r||s")
+        body += encode_tlv(TAG_SIGNATURE, signature)
+    return encode_dgi(DGI_KEY_AGREEMENT, body)
+
+
+@dataclass(frozen=True)
+class AdditionalKeySet:
+    """The key-agreement fields of ES7 CreateAdditionalKeySet (Eid aside), by their ES7 names: what SM-SR2 sends
+    (:func:`smsr_key_agreement`) and SM-SR1 turns into STORE DATA '3A02' (:meth:`dgi_3a02`). ``host_id`` is
+    empty when not used; ``ephemeral_public_key`` is the '7F49' TLV; ``signature`` is r||s."""
+
+    key_version_number: int
+    initial_sequence_counter: int
+    ecc_key_length: str
+    scenario_parameter: int
+    host_id: bytes
+    ephemeral_public_key: bytes
+    signature: bytes
+
+    def dgi_3a02(self) -> bytes:
+        """:func:`isdr_dgi_3a02` of these fields."""
+        return isdr_dgi_3a02(
+            key_version_number=self.key_version_number, initial_sequence_counter=self.initial_sequence_counter,
+            ecc_key_length=self.ecc_key_length, scenario_parameter=self.scenario_parameter, host_id=self.host_id,
+            ephemeral_public_key=self.ephemeral_public_key, signature=self.signature,
+        )  # fmt: skip
+
+    def crt(self) -> KeyAgreementCrt:
+        return isdr_crt(self.key_version_number, self.scenario_parameter, self.host_id)
+
+
+def _ecc_key_length(curve: ec.EllipticCurve) -> str:
+    for name, bits in ECC_KEY_LENGTHS.items():
+        if bits == curve.key_size:
+            return name
+    raise EckaError("curve", f"{curve.name} has no ES7 ECCKeyLength")
+
+
+def smsr_key_agreement(
+    smsr_key: ec.EllipticCurvePrivateKey,
+    challenge: bytes,
+    ecasd_public_key: ec.EllipticCurvePublicKey,
+    key_version_number: int,
+    *,
+    scenario_parameter: int = PARAM_CERT_VERIFICATION_PRECEDES | PARAM_DR,
+    host_id: bytes = b"",
+    ephemeral_key: ec.EllipticCurvePrivateKey | None = None,
+) -> tuple[AdditionalKeySet, ec.EllipticCurvePrivateKey]:
+    """SM-SR2 after ES7 AuthenticateSMSR's callback: ``(the CreateAdditionalKeySet fields, eSK.SR.ECKA)``.
+
+    ``smsr_key`` is SK.SR.ECDSA (the key of the certificate the card checked in '3A01'); ``challenge`` the card's
+    RC; ``ecasd_public_key`` PK.ECASD.ECKA from the EIS (the ephemeral key is drawn on its curve). The signature
+    covers :func:`isdr_dgi_3a02` without '5F37' followed by '0085' L RC (:func:`signed_data`). Keep the ephemeral
+    key (:func:`export_private`) until :func:`smsr_finish`. InitialSequenceCounter is sent as -1 (v4 XSD).
+    """
+    curve = ecasd_public_key.curve
+    if ephemeral_key is None:
+        ephemeral_key = ec.generate_private_key(curve)
+    _check_same_curve(ephemeral_key.curve, curve, "ephemeral key vs ECASD")
+    fields = dict(
+        key_version_number=key_version_number, initial_sequence_counter=IGNORED_INITIAL_SEQUENCE_COUNTER,
+        ecc_key_length=_ecc_key_length(curve), scenario_parameter=scenario_parameter, host_id=bytes(host_id),
+        ephemeral_public_key=encode_public_key(ephemeral_key.public_key()),
+    )  # fmt: skip
+    _, body = parse_dgi(isdr_dgi_3a02(**fields, signature=None))
+    signature = _sign_raw(smsr_key, signed_data(body, challenge))
+    return AdditionalKeySet(**fields, signature=signature), ephemeral_key
+
+
+def smsr_finish(
+    ephemeral_key: ec.EllipticCurvePrivateKey,
+    ecasd_public_key: ec.EllipticCurvePublicKey,
+    request: AdditionalKeySet,
+    derivation_random: bytes | None,
+    receipt_value: bytes,
+) -> IsdrKeySet:
+    """SM-SR2 after ES7 CreateAdditionalKeySet's callback (DerivationRandom, Receipt): the commit check.
+
+    Derives the keys from ECDH(eSK.SR.ECKA, PK.ECASD.ECKA) and the CRT of ``request`` and checks the receipt.
+    Returns the new key set of the ISD-R; :class:`EckaError` 'receipt' when the receipt does not verify, 'format'
+    when a DR is missing although the CRT asks for one (or present although it does not). An empty
+    ``derivation_random`` is read as none.
+    """
+    crt = request.crt()
+    dr = _check_dr(crt, bytes(derivation_random) if derivation_random else None)
+    derived = derive_keys(shared_secret(ephemeral_key, ecasd_public_key), crt, dr)
+    expected = receipt(derived.receipt_key, crt.encode(), dr)
+    if not hmac.compare_digest(bytes(receipt_value), expected):
+        raise EckaError("receipt", "the eUICC's receipt does not verify")
+    return IsdrKeySet.from_keys(crt.kvn, derived.keys)
+
+
+def card_isdr_key_agreement(
+    ecasd_key: ec.EllipticCurvePrivateKey,
+    smsr_public_key: ec.EllipticCurvePublicKey,
+    challenge: bytes,
+    dgi_3a02: bytes,
+    dr: bytes | None = None,
+) -> tuple[bytes, IsdrKeySet, KeyAgreementCrt]:
+    """ISD-R side of STORE DATA '3A02': ``(answer ['85' L DR] '86' L receipt, new SCP80 key set, CRT)``.
+
+    :func:`card_key_agreement` with PK.SR.ECDSA from the verified '3A01' certificate, plus what an SCP80 key set
+    needs: a KVN of 1..15 and the first key identifier '01' (KIc); otherwise :class:`EckaError` 'format'.
+    """
+    answer, keys, crt = card_key_agreement(ecasd_key, smsr_public_key, challenge, dgi_3a02, dr)
+    if crt.kvn not in SCP80_KVNS:
+        raise _format(f"KVN {crt.kvn:02X}: an SCP80 key set has KVN 1..15")
+    if crt.key_id != SCP80_KEY_ID_KIC:
+        raise _format(f"key identifier {crt.key_id:02X}: an SCP80 key set starts at '01' (KIc)")
+    return answer, IsdrKeySet.from_keys(crt.kvn, keys), crt

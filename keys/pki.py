@@ -552,6 +552,21 @@ class DevPki:
             signer, signer_cert, eid, curve=curve, expiry=expiry, effective=effective, key_usage=key_usage
         )
 
+    def issue_smsr(
+        self,
+        smsr_oid: str,
+        *,
+        expiry: datetime.date | None = None,
+        key: ec.EllipticCurvePrivateKey | None = None,
+    ) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+        """SK.SR.ECDSA and CERT.SR.ECDSA (GP '7F21', certificate type 02) for another SM-SR, by this PKI's CI.
+
+        A second SM-SR of the same lab (SM-SR change) gets its certificate here, so that the cards, which trust
+        this CI, accept it in STORE DATA '3A01'. Not stored: the caller keeps the key and the certificate.
+        """
+        return make_gp_cert_by_ci(self.ci_key, self.ci_cert, oid=smsr_oid, cert_type=CERT_TYPE_SMSR, key=key,
+                                  expiry=expiry)
+
     def issue_eum(
         self,
         eum_oid: str | None = None,

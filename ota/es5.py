@@ -5,7 +5,9 @@ Theory of operation
 Both ends of ES5 use this module. The SM-SR *builds* commands (``enable_profile`` ...) and *parses* responses
 (``decode_isdp_statuses``, ``decode_confirmation_response`` ...); the simulated eUICC (``euicc_sim.card``) *parses*
 commands (``Apdu.parse``, ``parse_store_data``, ``aid_of`` ...) and *builds* responses (``encode_isdp_status`` ...).
-The default notification goes the other way (card builds, SM-SR parses). Nothing here does I/O, keeps state or
+The default notification goes the other way (card builds, SM-SR parses). SM-SR change (EstablishISDRKeySet,
+FinaliseISDRhandover) has its own section: SM-SR1 builds the two STORE DATA from what SM-SR2 sends over ES7, whose
+DGIs ``keys.ecka`` owns, and SM-SR2 builds the DELETE of SM-SR1's key sets. Nothing here does I/O, keeps state or
 knows about SCP80/SCP81: a C-APDU here is the plain GP command that the secured packet carries.
 
 Sources: sgp02-wire.md §6.2 (command table, [V-impl] njiwa/WHTY), §5.5 (life-cycle bytes), GP Card Specification
@@ -28,8 +30,10 @@ Conventions
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from keys import ecka
 from keys.dgi import encode_dgi, parse_dgi
 from keys.errors import TlvError
 from keys.tlv import encode_tlv, find_tlv, iter_tlvs
@@ -52,6 +56,10 @@ __all__ = [
     "InstallRequest", "parse_install", "decode_isdp_install_memory", "parse_store_data", "aid_of",
     "DeleteRequest", "parse_delete", "parse_get_status", "parse_notification_confirmation",
     "decode_smsr_addressing",
+    # SM-SR change (EstablishISDRKeySet, FinaliseISDRhandover)
+    "TAG_DELETE_KEY_SET", "establish_isdr_key_set_3a01", "establish_isdr_key_set_3a02", "decode_isdr_challenge",
+    "decode_isdr_key_set_receipt", "parse_isdr_key_set_store_data", "KeySetDeletion", "finalise_isdr_handover",
+    "is_key_set_deletion", "parse_finalise_isdr_handover",
     # responses
     "IsdpStatus", "encode_isdp_status", "decode_isdp_statuses",
     "CardResources", "encode_card_resources", "decode_card_resources",
@@ -503,6 +511,133 @@ def parse_delete(apdu: Apdu) -> DeleteRequest:
     if token is not None and not token:
         raise ValueError("empty delete token")
     return DeleteRequest(_check_aid(tags[TAG_AID]), tags.get(_TAG_DELETE_CRT), token)
+
+
+# --- SM-SR change: EstablishISDRKeySet and FinaliseISDRhandover (sgp02-wire §6.2, §6.5) -----------------------------
+#
+# SM-SR1 relays two STORE DATA to the ISD-R, built from what SM-SR2 sends over ES7 (the bytes of both DGIs belong
+# to keys.ecka, which the card uses too); SM-SR2, once it holds the new key set, deletes SM-SR1's key sets::
+#
+#     80 E2 09 00 Lc '3A01' L {'7F21' CERT.SR.ECDSA} 00    -> '85' L RC 9000       (block 0 of a two-block chain)
+#     80 E2 89 01 Lc '3A02' L {A6, 7F49, 5F37} 00          -> ['85' L DR] '86' L receipt 9000   (last block 1)
+#     80 E4 00 00 Lc {'F2' 03 KVN first-key-id last-key-id}+  -> 9000                 (DELETE key, one 'F2' per set)
+#
+# The same P1/P2 as ES8 EstablishISDPKeySet (ota.es8); both STORE DATA carry Le '00' since they return data.
+
+_P1_STORE_DATA_CHAIN_FIRST = 0x09  # b4 DGI format, b1 response expected; b8 clear: more blocks follow
+_P1_STORE_DATA_CHAIN_LAST = P1_STORE_DATA_LAST_DGI_RESPONSE  # '89'
+TAG_DELETE_KEY_SET = 0xF2  # DELETE key: KVN || first key identifier || last key identifier (WHTY, njiwa)
+
+
+def establish_isdr_key_set_3a01(smsr_certificate: bytes) -> bytes:
+    """ES5 EstablishISDRKeySet, first command: ``80 E2 09 00`` ``'3A01' L {'7F21' CERT.SR.ECDSA}`` ``00``.
+
+    The certificate is SM-SR2's, from ES7 AuthenticateSMSR; it must be one '7F21' TLV (``keys.ecka.dgi_3a01``,
+    ``EckaError`` otherwise, a ``ValueError``). The card answers '85' L RC: :func:`decode_isdr_challenge`.
+    """
+    return Apdu(CLA_GP, INS_STORE_DATA, _P1_STORE_DATA_CHAIN_FIRST, 0x00, ecka.dgi_3a01(smsr_certificate),
+                0x00).to_bytes()
+
+
+def establish_isdr_key_set_3a02(dgi_3a02: bytes) -> bytes:
+    """ES5 EstablishISDRKeySet, second command: ``80 E2 89 01`` ``dgi_3a02`` ``00``.
+
+    ``dgi_3a02`` is the whole ``'3A02' L {...}`` DGI that ``keys.ecka.isdr_dgi_3a02`` makes from the ES7
+    CreateAdditionalKeySet fields. The card answers ['85' L DR] '86' L receipt: :func:`decode_isdr_key_set_receipt`.
+    """
+    dgi, _ = parse_dgi(dgi_3a02)
+    if dgi != ecka.DGI_KEY_AGREEMENT:
+        raise ValueError(f"DGI {dgi:04X} is not 3A02")
+    return Apdu(CLA_GP, INS_STORE_DATA, _P1_STORE_DATA_CHAIN_LAST, 0x01, bytes(dgi_3a02), 0x00).to_bytes()
+
+
+def decode_isdr_challenge(data: bytes) -> bytes:
+    """The random challenge RC in the card's answer to '3A01' (``'85' L RC``), for the AuthenticateSMSR callback."""
+    return ecka.parse_challenge_response(data)
+
+
+def decode_isdr_key_set_receipt(data: bytes) -> tuple[bytes | None, bytes]:
+    """``(DR or None, receipt)`` from the card's answer to '3A02', for the CreateAdditionalKeySet callback."""
+    return ecka.parse_key_agreement_response(data)
+
+
+def parse_isdr_key_set_store_data(apdu: Apdu) -> tuple[int, bytes]:
+    """Card side: ``(DGI, the whole DGI bytes)`` of a STORE DATA '3A01' or '3A02' (either block of the chain).
+
+    :class:`ValueError` when it is not STORE DATA in DGI format holding exactly one '3A01' or '3A02' DGI.
+    """
+    if apdu.ins != INS_STORE_DATA:
+        raise ValueError(f"INS {apdu.ins:02X} is not STORE DATA")
+    if not apdu.p1 & 0x08:
+        raise ValueError(f"STORE DATA P1 {apdu.p1:02X} is not in DGI format")
+    dgi, _ = parse_dgi(apdu.data)
+    if dgi not in (ecka.DGI_CERTIFICATE, ecka.DGI_KEY_AGREEMENT):
+        raise ValueError(f"DGI {dgi:04X} is not 3A01 or 3A02")
+    return dgi, bytes(apdu.data)
+
+
+@dataclass(frozen=True)
+class KeySetDeletion:
+    """One 'F2' of FinaliseISDRhandover: the key set ``kvn``, key identifiers ``first_key_id``..``last_key_id``.
+    The default range 01..03 is a whole SCP80 key set (KIc, KID, DEK; keys.ecka.IsdrKeySet)."""
+
+    kvn: int
+    first_key_id: int = 0x01
+    last_key_id: int = 0x03
+
+    def __post_init__(self) -> None:
+        for name in ("kvn", "first_key_id", "last_key_id"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFF:
+                raise ValueError(f"{name} {value!r} is not one byte")
+        if self.kvn == 0 or self.first_key_id == 0 or self.first_key_id > self.last_key_id:
+            raise ValueError(f"key set {self.kvn:02X}, keys {self.first_key_id:02X}..{self.last_key_id:02X}: "
+                             "not a key version and a range of key identifiers")
+
+
+def finalise_isdr_handover(key_sets: Sequence[int | KeySetDeletion]) -> bytes:
+    """ES5 FinaliseISDRhandover: ``80 E4 00 00`` ``{'F2' 03 KVN first last}`` per old key set (no Le).
+
+    SM-SR2 sends it over its new key set to delete SM-SR1's: each KVN of SM-SR1's key sets (an ``int`` means the
+    whole SCP80 key set, key identifiers 01..03, as WHTY and njiwa send), never SM-SR2's own (njiwa's bug,
+    sgp02-v4-es7-notes.md §3.4). The card refuses the whole command when one key set is unknown (6A88) or is
+    the one the command came under (6985).
+    """
+    if isinstance(key_sets, (bytes, bytearray, int)):
+        raise TypeError("pass a sequence of key versions")
+    entries = [k if isinstance(k, KeySetDeletion) else KeySetDeletion(k) for k in key_sets]
+    if not entries:
+        raise ValueError("FinaliseISDRhandover deletes at least one key set")
+    if len({e.kvn for e in entries}) != len(entries):
+        raise ValueError("a key set is named twice")
+    data = b"".join(encode_tlv(TAG_DELETE_KEY_SET, bytes([e.kvn, e.first_key_id, e.last_key_id])) for e in entries)
+    return Apdu(CLA_GP, INS_DELETE, 0x00, 0x00, data).to_bytes()
+
+
+def is_key_set_deletion(apdu: Apdu) -> bool:
+    """Card side: whether a DELETE names key sets ('F2') rather than an ISD-P ('4F')."""
+    return apdu.ins == INS_DELETE and apdu.data[:1] == bytes([TAG_DELETE_KEY_SET])
+
+
+def parse_finalise_isdr_handover(apdu: Apdu) -> list[KeySetDeletion]:
+    """Card side: the key sets of a DELETE key; :class:`ValueError` unless the data is one or more 'F2' 03, each
+    naming another key set."""
+    if apdu.ins != INS_DELETE:
+        raise ValueError(f"INS {apdu.ins:02X} is not DELETE")
+    try:
+        items = _pairs(apdu.data)
+    except TlvError as exc:
+        raise ValueError(str(exc)) from exc
+    if not items:
+        raise ValueError("DELETE key without 'F2'")
+    out = []
+    for tag, value in items:
+        if tag != TAG_DELETE_KEY_SET or len(value) != 3:
+            raise ValueError(f"DELETE key: tag {tag:X} of {len(value)} bytes where 'F2' 03 expected")
+        out.append(KeySetDeletion(value[0], value[1], value[2]))
+    if len({e.kvn for e in out}) != len(out):
+        raise ValueError("DELETE key names a key set twice")
+    return out
 
 
 # --- GET STATUS / GET DATA ------------------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ def test_registered_card_keys_are_sealed_in_the_database(instance):
 
     eid = instance.eids[0]
     scp80 = json.loads((instance.data_dir / "euicc" / eid / "card.json").read_text())["scp80"]
-    keys = [bytes.fromhex(scp80[name]) for name in ("enc", "mac", "dek")]
+    keys = [bytes.fromhex(scp80["keysets"][0][name]) for name in ("enc", "mac", "dek")]
     engine = sa.create_engine(instance.database_url)
     with engine.connect() as c:
         rows = c.execute(sa.text("select role, keysets, sealed_keys from security_domain where eid = :e"), {"e": eid}).all()

@@ -26,7 +26,7 @@ def inst(tmp_path_factory):
 
 def card_keys(inst: InProcess, eid: str) -> dict[str, bytes]:
     scp80 = json.loads((Path(inst.config.data_dir) / "euicc" / eid / "card.json").read_text())["scp80"]
-    return {name: bytes.fromhex(scp80[name]) for name in ("enc", "mac", "dek")}
+    return {name: bytes.fromhex(scp80["keysets"][0][name]) for name in ("enc", "mac", "dek")}
 
 
 def database_bytes(inst: InProcess) -> bytes:

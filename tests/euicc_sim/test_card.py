@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from euicc_sim.card import FREE_VOLATILE_MEMORY, Card, IsdP, PendingNotification, Pol1
+from euicc_sim.card import FREE_VOLATILE_MEMORY, Card, IsdP, PendingNotification, Pol1, Scp80KeySet, Scp80State
 from keys import dgi
 from ota import es5
 from ota.es5 import DISABLED, ENABLED, PERSONALIZED, SELECTABLE
@@ -46,9 +46,12 @@ def profiles(**overrides) -> list[IsdP]:
     return out
 
 
+SCP80 = {"kvn": 1, "tar": "000001", "counter": 5, "enc": "00" * 16, "mac": "11" * 16, "dek": "22" * 16}
+
+
 def make(tmp_path: Path, plist: list[IsdP] | None = None, free_memory: int = 200_000) -> Card:
     return Card.create(tmp_path / "card.json", eid=EID, isd_r_aid=ISD_R, profiles=profiles() if plist is None
-                       else plist, free_memory=free_memory, scp80={"kvn": 1, "counter": 5, "keys": {"enc": "00" * 16}})
+                       else plist, free_memory=free_memory, scp80=SCP80)
 
 
 def run(card: Card, apdu: bytes) -> tuple[bytes, int]:
@@ -81,7 +84,8 @@ def test_create_and_load_round_trip(card: Card) -> None:
     assert loaded.eid == EID and loaded.isd_r_aid == ISD_R
     assert loaded.profiles == card.profiles
     assert loaded.free_memory == 200_000
-    assert loaded.scp80 == {"kvn": 1, "counter": 5, "keys": {"enc": "00" * 16}}
+    assert loaded.scp80 == Scp80State("000001", [Scp80KeySet(1, "00" * 16, "11" * 16, "22" * 16, counter=5)])
+    assert loaded.notification_kvn == 1 and loaded.notification_keyset() == loaded.scp80.keyset(1)
     assert loaded.pending == [] and loaded.next_seq == 1 and loaded.silent is False
 
 
@@ -314,7 +318,9 @@ def test_master_delete_bypasses_pol1_but_not_fallback(tmp_path: Path) -> None:
 
 def test_delete_bad_p1p2_and_data(card: Card) -> None:
     assert sw(card, es5.Apdu(0x80, 0xE4, 0x00, 0x80, bytes.fromhex("4F10" + P1)).to_bytes()) == es5.SW_WRONG_P1P2
-    assert sw(card, bytes.fromhex("80E4000005F203010103")) == es5.SW_WRONG_DATA  # FinaliseISDRhandover: not simulated
+    assert sw(card, bytes.fromhex("80E4004005F203010103")) == es5.SW_WRONG_P1P2  # DELETE key with P2 '40'
+    assert sw(card, bytes.fromhex("80E4000005F203050103")) == es5.SW_NOT_FOUND  # no key set 5 (tests/euicc_sim/
+    assert card.scp80.kvns == [1]  # test_isdr_key_sets.py has every rule of FinaliseISDRhandover)
 
 
 # --- INSTALL (CreateISDP) ------------------------------------------------------------------------------------------
@@ -451,7 +457,7 @@ def test_sequence_numbers_wrap_to_one(card: Card) -> None:
     ("80990000", es5.SW_INS),
     ("80E28800053A0302AAAA", es5.SW_WRONG_DATA),  # no 4F in 3A03
     ("80E28800043A0302AA", es5.SW_WRONG_DATA),  # DGI length overruns
-    ("80E28800033A0100", es5.SW_WRONG_DATA),  # DGI 3A01 (SM-SR change): not simulated
+    ("80E28800033A0100", es5.SW_SECURITY),  # DGI 3A01 (SM-SR change) on a card without a CI certificate
     ("80E20800033A0300", es5.SW_WRONG_P1P2),  # chained STORE DATA
     ("80F24000024F0000", es5.SW_WRONG_P1P2),  # GET STATUS, not TLV format
     ("80F24002025C0000", es5.SW_WRONG_DATA),  # GET STATUS without 4F

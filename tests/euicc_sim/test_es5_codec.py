@@ -292,3 +292,93 @@ def test_notification_malformed(data: str) -> None:
 def test_notification_refuses_bad_eid() -> None:
     with pytest.raises(ValueError):
         es5.encode_notification(es5.Notification(EID[:8], 2, 1, ISDP))
+
+
+# --- SM-SR change: EstablishISDRKeySet and FinaliseISDRhandover ----------------------------------------------------
+
+# A stand-in '7F21' (the codec checks only that it is one '7F21' TLV; tests/euicc_sim/test_isdr_key_sets.py sends real
+# certificates): 7F21 06 { 93 01 01, 42 01 02 }
+CERT = hx("7F21 06 930101 420102")
+RC = H("C0C1C2C3C4C5C6C7C8C9CACBCCCDCECF")
+RECEIPT = bytes(range(16))
+
+
+def test_establish_isdr_key_set_bytes() -> None:
+    # DGI 3A01 09 <9 bytes> = 12 = 0x0C = Lc; P1 '09': DGI format, response expected, more blocks follow; Le 00
+    assert es5.establish_isdr_key_set_3a01(CERT) == hx("80E20900 0C 3A01 09 7F2106930101420102 00")
+    dgi_3a02 = hx("3A02 05 A603900100")  # the codec takes the DGI keys.ecka.isdr_dgi_3a02 made, as is
+    assert es5.establish_isdr_key_set_3a02(dgi_3a02) == hx("80E28901 08 3A0205A603900100 00")  # last block 1
+
+
+@pytest.mark.parametrize("bad", [hx("930101"), CERT + b"\x00", CERT * 2, b""])
+def test_establish_isdr_key_set_3a01_refuses(bad: bytes) -> None:
+    with pytest.raises(ValueError):
+        es5.establish_isdr_key_set_3a01(bad)
+
+
+@pytest.mark.parametrize("bad", [hx("3A01 05 A603900100"), hx("3A02 06 A603900100"), b"\x3A"])
+def test_establish_isdr_key_set_3a02_refuses(bad: bytes) -> None:
+    with pytest.raises(ValueError):
+        es5.establish_isdr_key_set_3a02(bad)
+
+
+def test_establish_isdr_key_set_answers() -> None:
+    assert es5.decode_isdr_challenge(b"\x85\x10" + RC) == RC
+    assert es5.decode_isdr_key_set_receipt(b"\x85\x10" + RC + b"\x86\x10" + RECEIPT) == (RC, RECEIPT)
+    assert es5.decode_isdr_key_set_receipt(b"\x86\x10" + RECEIPT) == (None, RECEIPT)
+    for bad in (b"", b"\x86\x10" + RC, b"\x85\x10" + RC + b"\x00"):
+        with pytest.raises(ValueError):
+            es5.decode_isdr_challenge(bad)
+    for bad in (b"", b"\x85\x10" + RC, b"\x86\x08" + RECEIPT[:8], b"\x86\x10" + RECEIPT + b"\x85\x10" + RC):
+        with pytest.raises(ValueError):
+            es5.decode_isdr_key_set_receipt(bad)
+
+
+def test_parse_isdr_key_set_store_data() -> None:
+    apdu = Apdu.parse(es5.establish_isdr_key_set_3a01(CERT))
+    assert es5.parse_isdr_key_set_store_data(apdu) == (0x3A01, hx("3A01 09 7F2106930101420102"))
+    apdu = Apdu.parse(es5.establish_isdr_key_set_3a02(hx("3A02 05 A603900100")))
+    assert es5.parse_isdr_key_set_store_data(apdu) == (0x3A02, hx("3A02 05 A603900100"))
+    for raw in ("80E20100 0C 3A01 09 7F2106930101420102",  # P1 not in DGI format
+                "80E28800 15 3A03 12 4F10 " + ISDP_HEX,  # another DGI
+                "80E40000 05 F203010103"):  # not STORE DATA
+        with pytest.raises(ValueError):
+            es5.parse_isdr_key_set_store_data(Apdu.parse(hx(raw)))
+
+
+def test_finalise_isdr_handover_bytes() -> None:
+    # one whole SCP80 key set: F2 03 KVN 01 03 (njiwa's form)
+    assert es5.finalise_isdr_handover([1]) == hx("80E40000 05 F203010103")
+    # WHTY's two deletions, an SCP80 key set and an SCP81 one with two keys (sgp02-wire §6.2)
+    assert es5.finalise_isdr_handover([1, es5.KeySetDeletion(0x41, 1, 2)]) == hx("80E40000 0A F203010103 F203410102")
+    assert es5.finalise_isdr_handover((3, 2)) == hx("80E40000 0A F203030103 F203020103")
+
+
+@pytest.mark.parametrize("bad", [[], [0], [256], [1, 1], [1, es5.KeySetDeletion(1, 1, 2)], [-1], [True]])
+def test_finalise_isdr_handover_refuses(bad: list) -> None:
+    with pytest.raises(ValueError):
+        es5.finalise_isdr_handover(bad)
+
+
+def test_finalise_isdr_handover_refuses_other_types() -> None:
+    for bad in (1, b"\x01"):
+        with pytest.raises(TypeError):
+            es5.finalise_isdr_handover(bad)
+    for first, last in ((0, 3), (3, 1)):
+        with pytest.raises(ValueError):
+            es5.KeySetDeletion(1, first, last)
+
+
+def test_parse_finalise_isdr_handover() -> None:
+    apdu = Apdu.parse(es5.finalise_isdr_handover([1, es5.KeySetDeletion(0x41, 1, 2)]))
+    assert es5.is_key_set_deletion(apdu)
+    assert es5.parse_finalise_isdr_handover(apdu) == [es5.KeySetDeletion(1, 1, 3), es5.KeySetDeletion(0x41, 1, 2)]
+    assert not es5.is_key_set_deletion(Apdu.parse(es5.delete_isdp(ISDP)))
+    for data in ("F2020101",  # two bytes
+                 "F203010103 4F10" + ISDP_HEX,  # a key set and an ISD-P
+                 "F203010103 F203010203",  # key set 1 twice
+                 "F203000103",  # KVN 0
+                 "F20301",  # truncated
+                 ""):
+        with pytest.raises(ValueError):
+            es5.parse_finalise_isdr_handover(Apdu(0x80, 0xE4, 0x00, 0x00, hx(data)))

@@ -67,12 +67,12 @@ def por_of(user_data: list[bytes]):
 def test_parts_from_two_transmissions_complete_a_packet(ota):
     one, two, three = sms.segment(long_packet(1), sms.CPI, 1)
     assert deliver(ota, [one, three]) == []  # part 2 lost: nothing runs, the parts are kept
-    assert ota.card.scp80["counter"] == 0
+    assert ota.card.scp80.keyset(1).counter == 0
     replies = deliver(ota, [one, two])  # the retransmission's part 2 completes it (its part 3 lost)
     por = por_of(replies)
     assert (por.counter, por.status) == (1, 0x00)
     assert remote.decode_response_script(por.data).executed == 26
-    assert ota.card.scp80["counter"] == 1 and ota.parts == {}
+    assert ota.card.scp80.keyset(1).counter == 1 and ota.parts == {}
 
 
 def test_duplicate_parts_are_ignored(ota):

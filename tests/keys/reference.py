@@ -188,6 +188,40 @@ def key_agreement_answer(dr: bytes | None, receipt: bytes) -> bytes:
     return (tlv(0x85, dr) if dr is not None else b"") + tlv(0x86, receipt)
 
 
+# --- the ISD-R case: SM-SR change (sgp02-wire.md §6.5; sgp02-v4-es7-notes.md §3.3) --------------------------------
+# The same scenario #3, SM-SR2 as the off-card entity, the new key set an SCP80 key set of the ISD-R. Its key
+# identifiers are those of an SCP80 key set (ETSI TS 102 226): 1 = KIc, 2 = KID, 3 = DEK.
+
+
+def isdr_key_agreement_crt(kvn: int, parameter: int = 0x0A, host_id: bytes | None = None) -> bytes:
+    """The 'A6' CRT that SM-SR1 relays for ES7 CreateAdditionalKeySet: KVN from KeyVersionNumber, scenario
+    parameter from ScenarioParameter, '84' from HostId when bit '04' is set; the first key identifier '01' (KIc)
+    and AES-128. [our choice] '91' empty whatever InitialSequenceCounter says (the v4 ES7 XSD: the receiving SM-SR
+    ignores it; WHTY's SM-SR2 CRT has an empty '91' too)."""
+    return key_agreement_crt(parameter=parameter, key_length=16, key_id=0x01, kvn=kvn, initial_counter=b"",
+                             host_id=host_id)
+
+
+def isdr_store_data_3a02(crt: bytes, ephemeral_public_tlv: bytes, signature: bytes | None) -> bytes:
+    """'3A02' L { CRT, '7F49' ePK.SR.ECKA, ['5F37' r||s] }; without the signature, the DGI SM-SR2 signs (followed
+    by '0085' L RC). [our choice] ES7 EphemeralPublicKey is the whole '7F49' TLV, placed as is."""
+    body = crt + ephemeral_public_tlv
+    return dgi(0x3A02, body + (tlv(0x5F37, signature) if signature is not None else b""))
+
+
+def isdr_signature(smsr_key: ec.EllipticCurvePrivateKey, crt: bytes, ephemeral_public_tlv: bytes,
+                   challenge: bytes) -> bytes:
+    """SK.SR.ECDSA over '3A02' L (CRT || '7F49') || '0085' L RC: the ISD-P rule with the SM-SR as signer."""
+    return sign_raw(smsr_key, signed_data_3a02(crt + ephemeral_public_tlv, challenge))
+
+
+def isdr_scp80_keys(z: bytes, dr: bytes | None = None,
+                    host_id: bytes | None = None) -> tuple[bytes, bytes, bytes, bytes]:
+    """(receipt key, KIc key, KID key, DEK): scenario #3 key data with key usage '10', AES-128, split receipt key
+    then Key-ENC (the KIc key), Key-MAC (the KID key), Key-DEK."""
+    return scenario3_key_data(z, 16, dr, host_id)
+
+
 # --- SCP03 (GP Amd D; crypto-ota.md §2.1) ---------------------------------------------------------------------------
 
 

@@ -120,6 +120,31 @@ def test_issue_ecasd_rejects_bad_input(pki: DevPki) -> None:
         pki.issue_ecasd(EID, "secp192r1")
 
 
+def test_issue_smsr(pki: DevPki) -> None:
+    """A second SM-SR's certificate, by the same CI: it verifies as CERT.SR.ECDSA like the PKI's own."""
+    from keys.chain import verify_gp_cert_by_ci
+    from keys.errors import CertificateError
+
+    other_oid = "1.3.6.1.4.1.99999.1.9"  # a second SM-SR
+    key, raw = pki.issue_smsr(other_oid)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = verify_gp_cert_by_ci(pki.ci_cert_pem, raw, now, "smsr")
+    assert (cert.cert_type, cert.subject_id, cert.key_usage) == (CERT_TYPE_SMSR, other_oid.encode(),
+                                                                SIGNATURE_VERIFICATION)
+    assert cert.public_key() == key.public_key() != pki.smsr_key.public_key()
+    with pytest.raises(CertificateError) as e:  # an SM-SR certificate is no SM-DP certificate
+        verify_gp_cert_by_ci(pki.ci_cert_pem, raw, now, "smdp")
+    assert e.value.kind == "usage"
+    given = new_key()
+    _, expired = pki.issue_smsr(other_oid, key=given, expiry=datetime.date(2020, 1, 1))
+    assert parse_gp_certificate(expired).public_key() == given.public_key()
+    with pytest.raises(CertificateError) as e:
+        verify_gp_cert_by_ci(pki.ci_cert_pem, expired, now, "smsr")
+    assert e.value.kind == "expired"
+    with pytest.raises(ValueError):
+        pki.issue_smsr("../etc")
+
+
 def test_tls_clients(pki: DevPki) -> None:
     ca = x509.load_pem_x509_certificate(pki.tls_ca_path.read_bytes())
     for oid in (SMDP_OID, SMSR_OID, EUM_OID, MNO_OID):

@@ -9,6 +9,7 @@ steps, ``h.notify`` lets a card send its default notifications; ``at(s)`` is T0 
 """
 from __future__ import annotations
 
+import copy
 import shutil
 
 import pytest
@@ -526,7 +527,7 @@ def test_no_por_the_same_packet_is_sent_again(h):
     assert second.sms.segments == lost.sms.segments
     op = h.op(op_id)
     assert (op.attempts, op.counter, op.step, op.params["retransmissions"]) == (2, 1, "await_por", 1)
-    assert h.card(EID1).scp80["counter"] == 1
+    assert h.card(EID1).scp80.keyset(1).counter == 1
     assert h.ota(EID1).counter == 1
 
     h.process(at(30))
@@ -593,7 +594,7 @@ def test_counter_low_to_a_first_transmission_sends_a_new_packet(h):
     """The card's counter is ahead of the SM-SR's (a packet it never saw): '02' to a first transmission means the
     card ran nothing, so a new packet with the next counter goes."""
     card = h.card(EID1)
-    card.scp80["counter"] = 2
+    card.scp80.keyset(1).counter = 2
     card.save()
     op_id = h.request(Function.DELETE, EID1, SPARE1)
     h.start()
@@ -615,7 +616,7 @@ def test_counter_low_to_a_retransmission_the_outcome_is_unknown(h):
     h.start()
     h.send_due(lose_reply=True)
     card = h.card(EID1)
-    card.scp80.pop("recent")  # what a card without the simulator's record does
+    card.scp80.keyset(1).recent.clear()  # what a card without the simulator's record does
     card.save()
     [second] = h.send_due(at(30))
     [por_sms] = second.replies
@@ -824,7 +825,7 @@ def test_pol2_auto_delete_when_the_confirmation_por_is_lost(h, card_keeps_por):
     assert h.send_due(at(40)) == []
     if not card_keeps_por:
         card = h.card(EID1)
-        card.scp80.pop("recent")
+        card.scp80.keyset(1).recent.clear()
         card.save()
     [again] = h.send_due(at(41))
     assert (again.sms.operation_id, again.sms.segments, again.reached) == (None, confirmation.sms.segments, EID1)
@@ -854,7 +855,7 @@ def test_a_replayed_packet_gets_the_recorded_por_and_changes_nothing(h):
     h.start()
     [t] = h.send_due()
     card_ota = h.cards[EID1]
-    state = card_ota.card.view(), dict(card_ota.card.scp80)
+    state = card_ota.card.view(), copy.deepcopy(card_ota.card.scp80)
 
     replay = h.to_card(card_ota, t.sms.segments)
     assert [sms.decode_sms_submit(tpdu).ud for tpdu in replay] == t.sent_back
@@ -913,7 +914,7 @@ def test_a_hostile_stored_msisdn_fails_the_operation_cleanly_and_frees_the_euicc
     assert cb.fields["Message"] == (f"the MSISDN stored for the enabled profile {FALLBACK1} is not an E.164 number "
                                     "(ASCII digits only): the eUICC cannot be reached by SMS")
     assert h.ota(EID1).active_operation_id is None
-    assert h.card(EID1).scp80["counter"] == 0  # nothing left for the card
+    assert h.card(EID1).scp80.keyset(1).counter == 0  # nothing left for the card
     assert h.start(at(1)) == 1 and h.ota(EID1).active_operation_id == audit  # the next one runs
     h.process()
     assert h.op(other).result == ("EXECUTED_SUCCESS", None, None)
