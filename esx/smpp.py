@@ -238,9 +238,10 @@ class Esme:
         client.connect()
         if self._stopping.is_set():
             raise _LinkClosed("stopping")
-        # Raises PDUError(text, command_status) when the SMSC refuses, e.g. ESME_RINVPASWD.
+        # Raises PDUError(text, command_status) when the SMSC refuses, e.g. ESME_RINVPASWD. The address_range is our
+        # own SMS address: an SMSC that serves several SM-SRs delivers to us what is addressed to it (euicc_sim.smsc).
         client.bind_transceiver(system_id=cfg.system_id, password=cfg.password, system_type=cfg.system_type,
-                                addr_ton=ADDR_TON, addr_npi=ADDR_NPI, address_range="")
+                                addr_ton=ADDR_TON, addr_npi=ADDR_NPI, address_range=cfg.source_addr)
         return client
 
     def _serve(self, client: smpp_client.Client) -> None:

@@ -7,6 +7,11 @@ card as an SMS-PP download (SMS-DELIVER TPDU inside an ENVELOPE 'D1', TS 31.111)
 card sends back (PoR, default notifications: SMS-SUBMIT TPDUs, as a proactive SEND SHORT
 MESSAGE would) goes to the SM-SR as ``deliver_sm`` from the card's current MSISDN.
 
+Which SM-SR: the card answers a command to the originating address of the SMS that carried it, and sends its
+notifications to the SM-SR address it holds (3A07, ``Card.smsr_sms_address``; a card that holds none uses the
+network's ``smsr_address``, the first SM-SR's). The SMSC delivers each to the ESME bound for that destination
+(``euicc_sim.smsc``), so two SM-SRs reach the same cards through one SMSC and each gets its own answers.
+
 :class:`CardOta` is the card's OTA front (TS 102 225/226 on the card side): reassembly of
 concatenated SMS, SCP80 checks (TAR, keys, cryptographic checksum, deciphering, the counter rule
 of the SPI), execution of the expanded remote command script, the proof of receipt, and the
@@ -332,7 +337,11 @@ class SimulatedNetwork:
                                  pdu_log=pdu_log)
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
-        self.smsr_address = smsr_address  # where card notifications go (updated from each submit_sm)
+        self.smsr_address = smsr_address  # where the notifications of a card that holds no SM-SR address go
+
+    def notification_address(self, ota_front: CardOta) -> str:
+        """Where ``ota_front``'s card sends its notifications: the SM-SR address it holds (3A07), else the default."""
+        return ota_front.card.smsr_sms_address or self.smsr_address
 
     def load_cards(self) -> None:
         with self.lock:
@@ -360,7 +369,6 @@ class SimulatedNetwork:
 
     def on_submit(self, message: ShortMessage) -> None:
         with self.lock:
-            self.smsr_address = message.source_addr or self.smsr_address
             if self.losses.lost("MT"):
                 log.info("lossy network: SMS to %s lost (%d MT so far)", message.destination_addr,
                          self.losses.dropped["MT"])
@@ -374,7 +382,8 @@ class SimulatedNetwork:
             envelope = sms.envelope_sms_pp(sms.encode_sms_deliver(deliver), "4479000000")
             try:
                 replies = target.envelope(envelope)
-                replies += target.due_notifications(self.smsr_address, self.notification_retry, time.monotonic())
+                replies += target.due_notifications(self.notification_address(target), self.notification_retry,
+                                                    time.monotonic())
             except Exception:  # a defect in the simulator must not take the network down
                 log.exception("card %s failed on an SMS", target.card.eid)
                 return
@@ -399,7 +408,7 @@ class SimulatedNetwork:
                     for ota_front in self.cards.values():
                         ota_front.reload_if_changed()
                         self._send(ota_front, ota_front.due_notifications(
-                            self.smsr_address, self.notification_retry, time.monotonic()))
+                            self.notification_address(ota_front), self.notification_retry, time.monotonic()))
                 except Exception:
                     log.exception("notification round failed")
 

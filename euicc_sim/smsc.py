@@ -5,15 +5,26 @@ Theory of operation
 ESMEs (the SM-SR workers) connect and bind; ``bind_transceiver``, ``bind_transmitter`` and ``bind_receiver`` are
 accepted when system_id and password match (else ESME_RINVSYSID / ESME_RINVPASWD, header-only response).
 
+Several SM-SRs share one SMSC, as two SM-SRs reach one device through one operator's SMSC (SM-SR change, ``esx init
+--peer-of``). They bind with the same system_id and password (the SMSC's one account; this is a loopback stand-in,
+not an SMSC with per-customer accounts). What tells them apart is their **SMS address**: an ESME names it as the
+``address_range`` of its bind (SMPP 3.4 §4.1: the ESME address served by the session), a single address (digits,
+an optional leading '+' ignored; no regular expression). ``esx worker`` binds with its ``ota.source_addr`` (882001
+for the first instance, 882003 for its first peer), the address its ``submit_sm`` carry as source_addr.
+
 * Mobile-terminated: ``submit_sm`` is answered at once with ``submit_sm_resp`` and a fresh message_id, then the
   :class:`ShortMessage` goes on a queue that one worker thread drains into ``on_submit`` (the simulated eUICCs).
   ``on_submit`` therefore never runs on a socket-reading thread, and may call :meth:`LoopbackSmsc.deliver`.
 * Mobile-originated (PoR, notifications): :meth:`LoopbackSmsc.deliver` stores the message. The delivery thread sends
-  each stored message as ``deliver_sm`` to a bound receiver (round-robin over receivers) and keeps it in flight until
-  that ESME answers ``deliver_sm_resp``: ESME_ROK removes it; an error status (or ``generic_nack``) puts it back for
-  another try after ``retry_interval``; a closed connection or no answer within ``RESPONSE_TIMEOUT`` puts it back at
-  once. With no receiver bound, messages wait. So delivery is at-least-once, and nothing is lost while the SM-SR is
-  away (as long as this process lives).
+  each stored message as ``deliver_sm`` to a receiver bound for its **destination_addr** (the card answers to the
+  originating address of the SMS it got, and sends notifications to the SM-SR address it holds, 3A07), round-robin
+  when several sessions are bound for that address (several workers of one SM-SR). A receiver bound with an empty
+  address_range takes the messages for which no receiver is bound with their address (one SM-SR alone, or an ESME
+  that does not say its address). It keeps the message in flight until that ESME answers ``deliver_sm_resp``:
+  ESME_ROK removes it; an error status (or ``generic_nack``) puts it back for another try after ``retry_interval``;
+  a closed connection or no answer within ``RESPONSE_TIMEOUT`` puts it back at once. A message with no receiver for
+  it waits, in order, until one binds; the messages for other addresses go on meanwhile. So delivery is
+  at-least-once, and nothing is lost while an SM-SR is away (as long as this process lives).
 * ``enquire_link`` -> ``enquire_link_resp``; ``unbind`` -> ``unbind_resp`` and close; any other request ->
   ``generic_nack`` ESME_RINVCMDID.
 
@@ -92,6 +103,7 @@ class _Session:
         self.peer = peer
         self.send_lock = threading.Lock()
         self.bind: str | None = None  # the bind command once bound; guarded by LoopbackSmsc._cond
+        self.address: str | None = None  # the bind's address_range (sms_address); None: any address (module doc)
         self.sequences = SequenceGenerator()
         self.inflight: dict[int, _Stored] = {}  # deliver_sm sequence -> message; guarded by LoopbackSmsc._cond
         self.thread: threading.Thread | None = None
@@ -219,13 +231,22 @@ class LoopbackSmsc:
                     stored.not_before = 0.0
                     self._store.appendleft(stored)
 
+    def _receivers_for(self, destination: str) -> list[_Session]:
+        """Under _cond: the receivers bound for ``destination``, else those bound for any address (module doc)."""
+        address = sms_address(destination)
+        receivers = [s for s in self._sessions if s.bind in _RECEIVER_BINDS and s.address == address]
+        return receivers or [s for s in self._sessions if s.bind in _RECEIVER_BINDS and s.address is None]
+
     def _pick(self, now: float) -> tuple[_Session, command.Command] | None:
-        """Under _cond: the next ready message and the receiver it goes to, registered in flight."""
-        receivers = [s for s in self._sessions if s.bind in _RECEIVER_BINDS]
-        if not receivers:
-            return None
-        stored = next((s for s in self._store if s.not_before <= now), None)
-        if stored is None:
+        """Under _cond: the next ready message that has a receiver, and the receiver it goes to, registered in
+        flight."""
+        for stored in self._store:
+            if stored.not_before > now:
+                continue
+            receivers = self._receivers_for(stored.message.destination_addr)
+            if receivers:
+                break
+        else:
             return None
         self._store.remove(stored)
         session = receivers[self._round_robin % len(receivers)]
@@ -236,11 +257,17 @@ class LoopbackSmsc:
         return session, pdu
 
     def _next_wakeup(self, now: float) -> float | None:
-        """Under _cond: seconds until a stored message becomes ready or an in-flight one times out."""
+        """Under _cond: seconds until a stored message with a receiver becomes ready or an in-flight one times out
+        (a bind wakes the loop for the others)."""
         times = [s.sent_at + RESPONSE_TIMEOUT for session in self._sessions for s in session.inflight.values()]
-        if any(s.bind in _RECEIVER_BINDS for s in self._sessions):
-            times += [s.not_before for s in self._store]
+        times += [s.not_before for s in self._store if self._receivers_for(s.message.destination_addr)]
         return max(0.0, min(times) - now) if times else None
+
+    def bound_addresses(self) -> list[str | None]:
+        """The SMS address of every bound receiver (None: bound for any address), in bind order: what ESMEs are
+        here for whom (tests, diagnostics)."""
+        with self._cond:
+            return [s.address for s in self._sessions if s.bind in _RECEIVER_BINDS]
 
     # -- connections
 
@@ -354,6 +381,7 @@ class LoopbackSmsc:
             # Only after the bind response is on the wire: smpplib's bind reads the next PDU as its response.
             with self._cond:
                 session.bind = pdu.command
+                session.address = sms_address(field_text(pdu.address_range)) or None
                 self._cond.notify_all()
         else:
             log.warning("%s: %s refused, status 0x%08X", session.peer, pdu.command, status)
@@ -400,6 +428,11 @@ class LoopbackSmsc:
             line = {"dir": direction, "command": command_name, "sequence": sequence, "hex": frame.hex()}
             self._log_file.write(json.dumps(line) + "\n")
             self._log_file.flush()
+
+
+def sms_address(address: str) -> str:
+    """An SMS address as this SMSC compares them: without blanks and without the '+' of an international number."""
+    return address.strip().lstrip("+")
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes | None:

@@ -107,9 +107,9 @@ def test_bind_transceiver_pdu(smsc: LoopbackSmsc, pdu_log: Path, start_esme) -> 
     assert esme.wait_bound(3)
     bind, resp = log_lines(pdu_log)[:2]
     # §4.1.5 bind_transceiver: system_id, password, system_type (C-octet strings), interface_version 0x34,
-    # addr_ton, addr_npi, address_range.
+    # addr_ton, addr_npi, address_range: the SM-SR's own SMS address "882001" (the SMSC routes on it).
     assert bind == {"dir": "in", "command": "bind_transceiver", "sequence": 1, "hex": (
-        header(29, 0x00000009, 0, 1) + "65737800" "65737800" "00" "34" "00" "01" "00")}
+        header(35, 0x00000009, 0, 1) + "65737800" "65737800" "00" "34" "00" "01" "38383230303100")}
     # §4.1.6 bind_transceiver_resp: system_id of the SMSC, then the optional sc_interface_version TLV
     # (§5.3.2 TLV: tag 0x0210, length 1, value 0x34).
     assert resp == {"dir": "out", "command": "bind_transceiver_resp", "sequence": 1, "hex": (
