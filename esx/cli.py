@@ -35,37 +35,56 @@ def load_config(data_dir: Path):
 @click.option("--database-url", default=None, help="SQLAlchemy URL; default: SQLite in the data directory.")
 @click.option("--public-url", default="http://127.0.0.1:8080", show_default=True,
               help="How peers reach this instance (callback and endpoint addresses).")
-@click.option("--auth", type=click.Choice(["entity-id", "mtls"]), default="entity-id", show_default=True)
+@click.option("--auth", type=click.Choice(["entity-id", "mtls"]), default=None,
+              help="Identity mode: entity-id (the default) or mtls; a --peer-of instance takes its peer's.")
 @click.option("--smdp-url", default=None,
               help="Where the SM-DP is reached when it is served on its own (esx serve --role smdp); default: --public-url.")
 @click.option("--smsc-port", type=click.IntRange(1, 65535), default=None,
               help="Port of the loopback SMSC (default 2775); a second instance on one machine needs its own.")
-def init(data_dir: Path, demo: int, database_url: str | None, public_url: str, auth: str, smdp_url: str | None,
-         smsc_port: int | None) -> None:
+@click.option("--peer-of", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Make a second SM-SR for a lab that can take over the eUICCs of the instance in DIR (SM-SR "
+                   "change): its own OID, SMS address and SM-SR certificate from DIR's demo CI, registered at DIR and "
+                   "DIR's parties registered at it, reaching DIR's cards through DIR's loopback SMSC. No SM-DP, SMSC "
+                   "or eUICC of its own.")
+def init(data_dir: Path, demo: int, database_url: str | None, public_url: str, auth: str | None,
+         smdp_url: str | None, smsc_port: int | None, peer_of: Path | None) -> None:
     """Create an instance: database, dev PKI, entities, demo eUICCs. Prints one JSON document."""
-    from esx.demo import init_instance
+    from esx.demo import InitError, init_instance, init_peer
 
-    doc = init_instance(data_dir, demo=demo, database_url=database_url, public_url=public_url, auth=auth,
-                        smdp_url=smdp_url, smsc_port=smsc_port)
+    try:
+        if peer_of is not None:
+            for given, name in ((demo, "--demo"), (smdp_url, "--smdp-url"), (smsc_port, "--smsc-port")):
+                if given:
+                    raise click.UsageError(f"{name} does not go with --peer-of: a peer has no eUICC, SM-DP or SMSC "
+                                           "of its own")
+            doc = init_peer(data_dir, peer_of=peer_of, public_url=public_url, database_url=database_url, auth=auth)
+        else:
+            doc = init_instance(data_dir, demo=demo, database_url=database_url, public_url=public_url,
+                                auth=auth or "entity-id", smdp_url=smdp_url, smsc_port=smsc_port)
+    except InitError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(doc, indent=2))
 
 
 @main.command()
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--bind", default="127.0.0.1:8080", show_default=True, help="HOST:PORT")
-@click.option("--role", type=click.Choice(["smsr", "smdp", "all"]), default="all", show_default=True)
+@click.option("--role", type=click.Choice(["smsr", "smdp", "all"]), default=None,
+              help="What to serve: all (the default), smsr or smdp; a --peer-of instance is an SM-SR only.")
 @click.option("--workers", default=2, show_default=True)
 @click.option("--background/--no-background", default=True, show_default=True,
               help="Also start `esx smsc` and `esx worker` as the configuration asks (embedded default).")
 @click.option("--allow-test-credentials", is_flag=True,
               help="Production mode (--auth mtls) only: run on the development PKI and publicly known card keys "
                    "(a lab). Without it, esx serve refuses them.")
-def serve(data_dir: Path, bind: str, role: str, workers: int, background: bool, allow_test_credentials: bool) -> None:
+def serve(data_dir: Path, bind: str, role: str | None, workers: int, background: bool,
+          allow_test_credentials: bool) -> None:
     """Serve the SOAP endpoints with gunicorn (TLS with client certificates in mtls mode).
 
     In the embedded default it also starts the loopback SMSC with the simulated eUICCs and one
     operation worker, and stops them when it stops. One server per data directory; its bind must be
-    where esx.json says peers reach it (public_url).
+    where esx.json says peers reach it (public_url). A peer SM-SR (esx init --peer-of) serves its
+    SM-SR and starts its worker, which binds to its peer's SMSC: no SMSC of its own.
     """
     import dataclasses
     import logging
@@ -77,6 +96,11 @@ def serve(data_dir: Path, bind: str, role: str, workers: int, background: bool, 
     # esx's own lines (one per refused call or fault) beside gunicorn's; gunicorn keeps its own handlers.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
     config = load_config(data_dir)
+    peer_of = config.extra.get("peer_of")
+    if peer_of and role not in (None, "smsr"):
+        raise click.UsageError(f"{data_dir} is a peer SM-SR of {peer_of}: it serves the SM-SR role only (its SM-DP is "
+                               f"{peer_of}'s)")
+    role = role or ("smsr" if peer_of else "all")
     if allow_test_credentials:
         config = dataclasses.replace(config, allow_test_credentials=True)
     children: list = []
@@ -159,6 +183,10 @@ def smsc(data_dir: Path, pdu_log: Path | None, drop_rate: float, drop_seed: int 
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s smsc %(levelname)s %(name)s: %(message)s")
     config = load_config(data_dir)
+    if config.extra.get("peer_of"):
+        raise click.ClickException(f"{data_dir} is a peer SM-SR: it has no cards and uses the SMSC of "
+                                   f"{config.extra['peer_of']} ({config.ota_setting('smsc_host')}:"
+                                   f"{config.ota_setting('smsc_port')}); run esx smsc there")
     try:
         password = config.smpp_password
     except ConfigError as exc:

@@ -5,6 +5,20 @@ directory (private keys never enter the repository), registers this instance's S
 a demo MNO and a demo EUM as entities, and registers N demo eUICCs through the real ES1 path:
 an EIS built and signed as an EUM would, posted to the SM-SR's ES1 endpoint (in-process, through
 the same parser, schema, authorisation and core as an HTTP request).
+
+``esx init --peer-of A`` (:func:`init_peer`) makes a second SM-SR for a lab, B, that can take A's eUICCs over
+(SM-SR change):
+
+- its own SM-SR OID (:data:`PEER_SMSR_ARC` ``.3``, ``.4``, ...: the first not yet an entity at A) and SMS address
+  (``882`` and the OID's last arc on three digits: ``882003`` for ``.3``; A has ``882001``), its ``source_addr`` in the ``ota`` settings;
+- its own keys and certificates from A's demo PKI (``keys.pki.DevPki.issue_peer_smsr``: CERT.SR.ECDSA by A's CI,
+  TLS server and client certificates by A's TLS CA; never a second CI, no copy of A's private keys);
+- no SM-DP, SMSC or simulated card of its own: A's SM-DP serves it (``role_urls.smdp`` is A's), its SMPP client
+  binds to A's loopback SMSC with A's system_id and password (``loopback_smsc`` false), and
+  ``extra.peer_of`` names A (``esx serve`` then serves the SM-SR role alone);
+- entities: B at A and A's SM-SR at B (role smsr, endpoint ``<public URL>/smsr/es3`` as for every SM-SR, see
+  :func:`smsr_interface_url`, and the TLS client certificate), and A's SM-DPs, MNOs (with the SM-DPs they named)
+  and EUMs at B, as A holds them. No eUICC: B learns one only through a handover.
 """
 from __future__ import annotations
 
@@ -37,6 +51,36 @@ SMSR_OID = "1.3.6.1.4.1.99999.1.1"
 SMDP_OID = "1.3.6.1.4.1.99999.1.2"
 MNO_OID = "1.3.6.1.4.1.99999.2.1"
 EUM_OID = "1.3.6.1.4.1.99999.3.1"
+
+# A peer SM-SR's OID is PEER_SMSR_ARC.n, n >= FIRST_PEER (n = 1 is SMSR_OID, 2 SMDP_OID).
+PEER_SMSR_ARC = "1.3.6.1.4.1.99999.1"
+FIRST_PEER = 3
+
+
+class InitError(Exception):
+    """``esx init`` cannot do what it was asked; the text is the one line the operator reads."""
+
+
+def peer_smsr_identity(n: int) -> tuple[str, str]:
+    """The OID and SMS address of peer SM-SR number ``n``: ``PEER_SMSR_ARC.n`` and ``882`` + n on three digits."""
+    if not FIRST_PEER <= n <= 999:
+        raise ValueError(f"peer SM-SR number {n} is not in {FIRST_PEER}..999")
+    return f"{PEER_SMSR_ARC}.{n}", f"882{n:03d}"
+
+
+def smsr_interface_url(endpoint: str, interface: str) -> str:
+    """The URL of an SM-SR's ``interface`` (``"es7"``, ``"es4"``, ...) from its entity endpoint.
+
+    An SM-SR entity's endpoint is its ES3 URL (``<public URL>/smsr/es3``: an SM-DP calls it there as it is,
+    ``esx.server.EsxRuntime``); the other interfaces are beside it. A bare base URL (an entity added by hand with
+    ``--endpoint http://host:port``) is taken as the public URL."""
+    base = endpoint.rstrip("/")
+    for suffix in ("/smsr/es1", "/smsr/es3", "/smsr/es4", "/smsr/es7"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    return f"{base}/smsr/{interface}"
+
 
 # TARs of the ISD-R and the ECASD (the AIDs are sgp02.identifiers').
 ISD_R_TAR = "000001"
@@ -162,12 +206,13 @@ def demo_profiles(n: int) -> tuple[v.ProfileInfo, ...]:
 
 
 def create_card(card_dir: Path, eis: v.Eis, isd_r_keys: dict[str, bytes], *,
-                ci_cert_pem: bytes | None = None) -> None:
+                ci_cert_pem: bytes | None = None, smsr_sms_address: str | None = None) -> None:
     """The simulated eUICC that matches ``eis`` (euicc_sim), with the ISD-R's SCP80 keys.
 
     ``ci_cert_pem`` is written to ``ci.pem`` beside the state file: the CI the ECASD trusts when it checks an SM-DP
     certificate (ES8 STORE DATA 3A01). Without it the card refuses every ES8 key establishment (6982). The ECASD key
-    (``ecasd.key.pem``) is the caller's to write, as init_instance does."""
+    (``ecasd.key.pem``) is the caller's to write, as init_instance does. ``smsr_sms_address`` is the SM-SR's SMS
+    address the card is personalised with (what 3A07 would set): where its notifications go."""
     from euicc_sim.card import CI_FILE, Card, IsdP
     from euicc_sim.network import CARD_FILE
     from ota import es5
@@ -184,8 +229,11 @@ def create_card(card_dir: Path, eis: v.Eis, isd_r_keys: dict[str, bytes], *,
     if ci_cert_pem is not None:
         card_dir.mkdir(parents=True, exist_ok=True)
         (card_dir / CI_FILE).write_bytes(ci_cert_pem)
-    Card.create(path, eid=eis.eid, isd_r_aid=eis.isd_r.aid, profiles=profiles,
-                free_memory=eis.available_memory_for_profiles, scp80=scp80, overwrite=True)
+    card = Card.create(path, eid=eis.eid, isd_r_aid=eis.isd_r.aid, profiles=profiles,
+                       free_memory=eis.available_memory_for_profiles, scp80=scp80, overwrite=True)
+    if smsr_sms_address is not None:
+        card.smsr_sms_address = smsr_sms_address
+        card.save()
 
 
 @dataclass
@@ -211,6 +259,9 @@ def init_instance(data_dir: Path, *, demo: int = 0, database_url: str | None = N
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         config = Config.load(data_dir)
+        if config.extra.get("peer_of"):
+            raise InitError(f"{data_dir} is a peer SM-SR of {config.extra['peer_of']} (esx init --peer-of): there is "
+                            "nothing to complete")
     except FileNotFoundError:
         # The SMPP bind password of this instance: its own, never a built-in default, so that no other instance's
         # worker binds to this one's SMSC (and a production SMSC gets the password its operator set here).
@@ -233,13 +284,7 @@ def init_instance(data_dir: Path, *, demo: int = 0, database_url: str | None = N
     def client_cert(oid: str) -> bytes:
         return pki.tls_client(oid)[0].read_bytes()
 
-    endpoints = {
-        "smsr_es1": f"{config.url_for('smsr')}/smsr/es1",
-        "smsr_es3": f"{config.url_for('smsr')}/smsr/es3",
-        "smsr_es4": f"{config.url_for('smsr')}/smsr/es4",
-        "smdp_es2": f"{config.url_for('smdp')}/smdp/es2",
-        "smdp_es3": f"{config.url_for('smdp')}/smdp/es3",
-    }
+    endpoints = _endpoints(config)
     with db.session() as s:
         upsert_entity(s, oid=config.smsr_oid, role=Role.SMSR, name=config.smsr_name,
                       endpoint=endpoints["smsr_es3"], cert_pem=client_cert(config.smsr_oid))
@@ -277,18 +322,165 @@ def init_instance(data_dir: Path, *, demo: int = 0, database_url: str | None = N
             os.chmod(key_file, 0o600)
             eis = build_eis(eid=eid, eum_id=EUM_OID, smsr_id=config.smsr_oid, ecasd_cert=ecasd_cert,
                             profiles=profiles, isd_r=isd_r_domain(isd_r_keys))
-            create_card(card_dir, eis, isd_r_keys, ci_cert_pem=pki.ci_cert_pem)
+            create_card(card_dir, eis, isd_r_keys, ci_cert_pem=pki.ci_cert_pem,
+                        smsr_sms_address=config.ota_setting("source_addr"))
             es1.call_element("ES1-RegisterEIS", register_request(signed_eis_element(eis, pki.eum_key, pki.eum_cert_pem)))
         euiccs.append({"eid": eid, "profiles": [
             {"iccid": p.iccid, "isd_p_aid": p.isd_p_aid, "state": p.state.value, "fallback": p.fallback_attribute,
              "msisdn": p.subscription_address.msisdn} for p in profiles]})
     db.dispose()
+    return _document(config, euiccs, profile_types)
+
+
+def _endpoints(config: Config) -> dict[str, str]:
+    return {
+        "smsr_es1": f"{config.url_for('smsr')}/smsr/es1",
+        "smsr_es3": f"{config.url_for('smsr')}/smsr/es3",
+        "smsr_es4": f"{config.url_for('smsr')}/smsr/es4",
+        "smdp_es2": f"{config.url_for('smdp')}/smdp/es2",
+        "smdp_es3": f"{config.url_for('smdp')}/smdp/es3",
+    }
+
+
+def _document(config: Config, euiccs: list[dict], profile_types: list[dict]) -> dict:
+    """What ``esx init`` prints (the same keys for a peer, with its values)."""
     return {
         "smsr_id": config.smsr_oid,
         "smdp_id": config.smdp_oid,
         "mno_id": MNO_OID,
         "eum_id": EUM_OID,
         "euiccs": euiccs,
-        "endpoints": endpoints,
+        "endpoints": _endpoints(config),
         "smdp": {"profile_types": profile_types},
     }
+
+
+# Roles of A's entities that B registers as A holds them (init_peer); A's own SM-SR is added to them.
+PEER_COPIED_ROLES = (Role.SMDP, Role.MNO, Role.EUM)
+
+
+def init_peer(data_dir: Path, *, peer_of: Path, public_url: str, database_url: str | None = None,
+              auth: str | None = None) -> dict:
+    """Create B in ``data_dir``, a second SM-SR for a lab that reaches the eUICCs of instance A (``peer_of``)
+    through A's loopback SMSC (module doc); register each at the other. Returns the document ``esx init`` prints,
+    with B's values. :class:`InitError` (one line) when A is missing or no esx instance, A's PKI is missing or holds
+    no CI key, B is already an instance, or B would share A's URL, database or identity mode."""
+    from sqlalchemy import select
+
+    from esx.server import ConfigError
+    from keys.pki import DevPki
+    from keys.secretbox import SecretBox
+    from persistence.entities import Entity
+    from smdp_core.warehouse import Warehouse
+
+    a_dir, data_dir = Path(peer_of), Path(data_dir)
+    if not a_dir.is_dir():
+        raise InitError(f"--peer-of {a_dir}: no such directory")
+    try:
+        a = Config.load(a_dir)
+    except FileNotFoundError:
+        raise InitError(f"--peer-of {a_dir} is not an esx instance (no esx.json): esx init --data-dir {a_dir} "
+                        "makes one") from None
+    except (ValueError, TypeError) as exc:
+        raise InitError(f"--peer-of {a_dir}: {a_dir / 'esx.json'} cannot be read: {exc}") from None
+    if a.extra.get("peer_of"):
+        raise InitError(f"--peer-of {a_dir} is itself a peer SM-SR of {a.extra['peer_of']}: make the new one a peer "
+                        "of that instance")
+    if not (a.pki_dir / "pki.json").is_file():
+        raise InitError(f"--peer-of {a_dir} has no demo PKI ({a.pki_dir / 'pki.json'} is missing): the peer's "
+                        "certificates come from A's CI")
+    try:
+        a_pki = DevPki.load(a.pki_dir)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InitError(f"--peer-of {a_dir}: its PKI in {a.pki_dir} cannot be read: {exc}") from None
+    if (data_dir / "esx.json").exists():
+        raise InitError(f"{data_dir} is already an esx instance ({data_dir / 'esx.json'}): a peer needs a data "
+                        "directory of its own")
+    public_url = public_url.rstrip("/")
+    if public_url in {a.public_url.rstrip("/"), *(u.rstrip("/") for u in a.role_urls.values())}:
+        raise InitError(f"--public-url {public_url} is where {a_dir} is reached: give the peer a URL of its own")
+    if auth is not None and auth != a.auth:
+        raise InitError(f"--auth {auth}: a peer uses the identity mode of {a_dir} ({a.auth}), as the two call "
+                        "each other")
+    try:
+        a_password = a.smpp_password
+    except ConfigError as exc:
+        raise InitError(str(exc)) from None
+
+    a_db = Database(a.database_url)
+    try:
+        with a_db.session() as s:
+            a_oids = set(s.scalars(select(Entity.oid)))
+            a_entities = [_entity_values(e) for e in s.scalars(
+                select(Entity).where(Entity.role.in_([r.value for r in PEER_COPIED_ROLES]) | (Entity.oid == a.smsr_oid))
+                .order_by(Entity.oid))]
+            a_pairings = {e["oid"]: smdps_of(s, e["oid"]) for e in a_entities if e["role"] == Role.MNO.value}
+        n, oid, address = _peer_number(data_dir, a_pki, a, a_oids)
+        config = Config(data_dir=str(data_dir.resolve()), database_url=database_url or sqlite_url(data_dir),
+                        public_url=public_url, smsr_oid=oid, smdp_oid=a.smdp_oid, smsr_name=f"esx SM-SR {n}",
+                        smdp_name=a.smdp_name, auth=a.auth, role_urls={"smdp": a.url_for("smdp")},
+                        ota={"smsc_host": a.ota_setting("smsc_host"), "smsc_port": int(a.ota_setting("smsc_port")),
+                             "system_id": a.ota_setting("system_id"), "password": a_password,
+                             "source_addr": address, "loopback_smsc": False},
+                        extra={"peer_of": str(a_dir.resolve())})
+        if config.database_url == a.database_url:
+            raise InitError(f"--database-url is the database of {a_dir}: a peer needs a database of its own")
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        box = SecretBox.from_data_dir(data_dir)
+        config.secure_files()
+        migrate(config.database_url)
+        pki = a_pki.issue_peer_smsr(config.pki_dir, smsr_oid=oid)
+        b_cert = pki.tls_client(oid)[0].read_bytes()
+        b_entity = {"oid": oid, "role": Role.SMSR, "name": config.smsr_name,
+                    "endpoint": f"{config.url_for('smsr')}/smsr/es3", "cert_pem": b_cert}
+        db = Database(config.database_url)
+        try:
+            with db.session() as s:
+                upsert_entity(s, **b_entity)
+                for values in a_entities:
+                    upsert_entity(s, **values)
+                for mno, smdps in a_pairings.items():
+                    set_mno_smdps(s, mno, smdps)
+                profile_types = Warehouse(box).stock(s)
+        finally:
+            db.dispose()
+        with a_db.session() as s:
+            upsert_entity(s, **b_entity)
+    finally:
+        a_db.dispose()
+    config.save()  # last: its presence says B is complete (a failed run can be run again)
+    config.secure_files()
+    return _document(config, [], profile_types)
+
+
+def _entity_values(entity) -> dict:
+    """An entity of A as upsert_entity takes it."""
+    def pem(text: str | None) -> bytes | None:
+        return text.encode() if text else None
+
+    return {"oid": entity.oid, "role": entity.role, "name": entity.name, "endpoint": entity.endpoint,
+            "notification_endpoint": entity.notification_endpoint, "cert_pem": pem(entity.cert_pem),
+            "signing_cert_pem": pem(entity.signing_cert_pem)}
+
+
+def _peer_number(data_dir: Path, a_pki, a: Config, a_oids: set[str]) -> tuple[int, str, str]:
+    """(n, OID, SMS address) of the new peer: those of a peer PKI an earlier, unfinished run left in ``data_dir``
+    under A's CI, else the first whose OID A does not know and whose address is not A's."""
+    from keys.pki import DevPki
+
+    pki_dir = data_dir / "pki"  # Config.pki_dir
+    if (pki_dir / "pki.json").is_file():
+        try:
+            left = DevPki.load(pki_dir)
+        except (OSError, ValueError, KeyError) as exc:
+            raise InitError(f"{pki_dir} holds a PKI that cannot be read ({exc}): remove it") from None
+        arc, _, last = left.smsr_oid.rpartition(".")
+        if left.issued_by and left.ci_cert_pem == a_pki.ci_cert_pem and arc == PEER_SMSR_ARC and last.isdigit():
+            return (int(last), *peer_smsr_identity(int(last)))
+        raise InitError(f"{pki_dir} holds a PKI that is not a peer's of {a.data_dir}: remove it, or choose another "
+                        "data directory")
+    for n in range(FIRST_PEER, 1000):
+        oid, address = peer_smsr_identity(n)
+        if oid not in a_oids | {a.smsr_oid, a.smdp_oid} and address != str(a.ota_setting("source_addr")).lstrip("+"):
+            return n, oid, address
+    raise InitError(f"{a.data_dir} knows every peer SM-SR OID under {PEER_SMSR_ARC}")

@@ -9,8 +9,8 @@ Several SM-SRs share one SMSC, as two SM-SRs reach one device through one operat
 --peer-of``). They bind with the same system_id and password (the SMSC's one account; this is a loopback stand-in,
 not an SMSC with per-customer accounts). What tells them apart is their **SMS address**: an ESME names it as the
 ``address_range`` of its bind (SMPP 3.4 §4.1: the ESME address served by the session), a single address (digits,
-an optional leading '+' ignored; no regular expression). ``esx worker`` binds with its ``ota.source_addr`` (882001
-for the first instance, 882003 for its first peer), the address its ``submit_sm`` carry as source_addr.
+an optional leading '+' ignored; no regular expression). ``esx worker`` binds with its ``source_addr`` (esx.json's
+``ota`` object; 882001 for the first instance, 882003 for its first peer), the address its ``submit_sm`` carry.
 
 * Mobile-terminated: ``submit_sm`` is answered at once with ``submit_sm_resp`` and a fresh message_id, then the
   :class:`ShortMessage` goes on a queue that one worker thread drains into ``on_submit`` (the simulated eUICCs).

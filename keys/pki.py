@@ -15,6 +15,20 @@ Everything is ECDSA P-256 (the ECASD key may also be brainpoolP256r1). :meth:`De
 Keys are unencrypted PKCS#8 PEM with mode 0600; the directory is 0700. Generation holds an exclusive ``flock`` on
 ``<directory>/.lock`` so that several workers starting together generate once and the others load.
 
+A second SM-SR in the same lab (``esx init --peer-of``) gets a *peer* directory from :meth:`DevPki.issue_peer_smsr`:
+never a second CI (the simulated cards trust the one CI), and no copy of anyone else's private key::
+
+    <peer directory>/
+      pki.json                         as above, plus "issued_by" (the issuing directory) and "tls_clients"
+      ci.pem  eum.pem  smdp.gp.hex     copies of the issuer's certificates (no .key.pem beside them)
+      tls-ca.pem                       copy of the issuer's TLS CA certificate (no key)
+      smsr.gp.hex   smsr.key.pem       the peer's own CERT.SR.ECDSA, signed by the issuer's CI key
+      tls-server.pem tls-server.key.pem  its own, by the issuer's TLS CA
+      tls-client-<peer oid>.pem/.key.pem  its own, by the issuer's TLS CA
+
+Loaded, such a directory has ``ci_key``, ``eum_key`` and ``smdp_key`` None and one TLS client (the peer's); the OIDs
+of the SM-DP, EUM and MNO are the issuer's.
+
 Identifier choices (ours; SGP.02 Tables 23/77/78 not checked): in GP certificates '42' (CA id) and 'C9' (AKI) are
 the issuer's X.509 SubjectKeyIdentifier, '5F20' (subject id) is the EID bytes for an ECASD and the ASCII of the
 entity OID for the SM-DP / SM-SR, '93' is 8 random bytes.
@@ -406,17 +420,18 @@ class DevPki:
     eum_oid: str
     mno_oid: str
     ci_cert_pem: bytes
-    ci_key: ec.EllipticCurvePrivateKey
+    ci_key: ec.EllipticCurvePrivateKey | None  # None in a peer SM-SR's directory (module doc), as the next two
     eum_cert_pem: bytes
-    eum_key: ec.EllipticCurvePrivateKey
+    eum_key: ec.EllipticCurvePrivateKey | None
     smdp_gp_cert: bytes
-    smdp_key: ec.EllipticCurvePrivateKey
+    smdp_key: ec.EllipticCurvePrivateKey | None
     smsr_gp_cert: bytes
     smsr_key: ec.EllipticCurvePrivateKey
     tls_ca_path: Path
     tls_server_cert_path: Path
     tls_server_key_path: Path
     _tls_clients: dict[str, tuple[Path, Path]] = field(repr=False)
+    issued_by: Path | None = None  # a peer SM-SR's directory: the directory whose CI and TLS CA issued it
 
     # -- creation -------------------------------------------------------------------------------------------
 
@@ -481,9 +496,14 @@ class DevPki:
         def gp(stem: str) -> bytes:
             return bytes.fromhex((directory / f"{stem}.gp.hex").read_text().strip())
 
+        issued_by = manifest.get("issued_by")
+
+        def own_key(stem: str) -> ec.EllipticCurvePrivateKey | None:
+            return None if issued_by else key(stem)  # a peer holds no CI, EUM or SM-DP key (module doc)
+
         oids = {name: manifest[name] for name in ("smdp_oid", "smsr_oid", "eum_oid", "mno_oid")}
         clients = {}
-        for oid in dict.fromkeys(oids.values()):
+        for oid in dict.fromkeys(manifest.get("tls_clients") or oids.values()):
             stem = _client_stem(oid)
             clients[oid] = (directory / f"{stem}.pem", directory / f"{stem}.key.pem")
         for path in [p for pair in clients.values() for p in pair] + [directory / "tls-ca.pem"]:
@@ -493,18 +513,67 @@ class DevPki:
             directory=directory,
             **oids,
             ci_cert_pem=(directory / "ci.pem").read_bytes(),
-            ci_key=key("ci"),
+            ci_key=own_key("ci"),
             eum_cert_pem=(directory / "eum.pem").read_bytes(),
-            eum_key=key("eum"),
+            eum_key=own_key("eum"),
             smdp_gp_cert=gp("smdp"),
-            smdp_key=key("smdp"),
+            smdp_key=own_key("smdp"),
             smsr_gp_cert=gp("smsr"),
             smsr_key=key("smsr"),
             tls_ca_path=directory / "tls-ca.pem",
             tls_server_cert_path=directory / "tls-server.pem",
             tls_server_key_path=directory / "tls-server.key.pem",
             _tls_clients=clients,
+            issued_by=Path(issued_by) if issued_by else None,
         )
+
+    def issue_peer_smsr(self, directory: Path, *, smsr_oid: str) -> DevPki:
+        """Write a peer SM-SR's PKI into ``directory`` (module doc) and load it: its own CERT.SR.ECDSA for
+        ``smsr_oid`` signed by this PKI's CI key, its own TLS server and client certificates by this PKI's TLS CA,
+        copies of this PKI's CI, EUM, SM-DP and TLS CA certificates. A directory that already holds the peer PKI of
+        ``smsr_oid`` under this CI is loaded as it is (a second call writes nothing); ValueError for one that holds
+        another, for an OID this PKI already names, and when this PKI holds no CI key (it is itself a peer's)."""
+        directory = Path(directory)
+        _check_oid(smsr_oid)
+        if smsr_oid in (self.smdp_oid, self.smsr_oid, self.eum_oid, self.mno_oid):
+            raise ValueError(f"{smsr_oid} is already an entity of the PKI in {self.directory}")
+        tls_ca_key_path = self.directory / "tls-ca.key.pem"
+        if self.ci_key is None or not tls_ca_key_path.is_file():
+            raise ValueError(f"{self.directory} holds no CI or TLS CA key (it is a peer SM-SR's PKI): issue the peer "
+                             f"from the PKI that issued it{f' ({self.issued_by})' if self.issued_by else ''}")
+        tls_ca_key = load_private_key(tls_ca_key_path.read_bytes())
+        tls_ca_cert = x509.load_pem_x509_certificate(self.tls_ca_path.read_bytes())
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(directory, 0o700)
+        with _locked(directory):
+            if (directory / "pki.json").exists():
+                peer = DevPki.load(directory)
+                if peer.smsr_oid != smsr_oid or peer.ci_cert_pem != self.ci_cert_pem:
+                    raise ValueError(f"{directory} holds the PKI of SM-SR {peer.smsr_oid}, not a peer {smsr_oid} "
+                                     f"under the CI of {self.directory}")
+                return peer
+            _write(directory / "ci.pem", self.ci_cert_pem)
+            _write(directory / "eum.pem", self.eum_cert_pem)
+            _write(directory / "smdp.gp.hex", self.smdp_gp_cert.hex().upper().encode("ascii") + b"\n")
+            _write(directory / "tls-ca.pem", self.tls_ca_path.read_bytes())
+            key, gp_cert = make_gp_cert_by_ci(self.ci_key, self.ci_cert, oid=smsr_oid, cert_type=CERT_TYPE_SMSR)
+            _write(directory / "smsr.gp.hex", gp_cert.hex().upper().encode("ascii") + b"\n")
+            _write(directory / "smsr.key.pem", private_key_pem(key), secret=True)
+            for stem, (key, cert) in (("tls-server", make_tls_server(tls_ca_key, tls_ca_cert)),
+                                      (_client_stem(smsr_oid), make_tls_client(tls_ca_key, tls_ca_cert, smsr_oid))):
+                _write(directory / f"{stem}.pem", certificate_pem(cert))
+                _write(directory / f"{stem}.key.pem", private_key_pem(key), secret=True)
+            manifest = {
+                "format": MANIFEST_FORMAT,
+                "smdp_oid": self.smdp_oid,
+                "smsr_oid": smsr_oid,
+                "eum_oid": self.eum_oid,
+                "mno_oid": self.mno_oid,
+                "tls_clients": [smsr_oid],
+                "issued_by": str(self.directory.resolve()),
+            }
+            _write(directory / "pki.json", json.dumps(manifest, indent=2).encode() + b"\n")  # last: complete
+        return DevPki.load(directory)
 
     # -- accessors ------------------------------------------------------------------------------------------
 
@@ -527,6 +596,12 @@ class DevPki:
         except KeyError:
             raise KeyError(f"no TLS client certificate for {oid}; have {list(self._tls_clients)}") from None
 
+    def _own(self, name: str, what: str) -> ec.EllipticCurvePrivateKey:
+        key = getattr(self, name)
+        if key is None:
+            raise ValueError(f"{self.directory} holds no {what} key: it is a peer SM-SR's PKI, issued by {self.issued_by}")
+        return key
+
     # -- issuing (not stored) -------------------------------------------------------------------------------
 
     def issue_ecasd(
@@ -546,7 +621,7 @@ class DevPki:
         """
         if (eum_key is None) != (eum_cert_pem is None):
             raise ValueError("give both eum_key and eum_cert_pem, or neither")
-        signer = eum_key or self.eum_key
+        signer = eum_key or self._own("eum_key", "EUM")
         signer_cert = x509.load_pem_x509_certificate(eum_cert_pem) if eum_cert_pem else self.eum_cert
         return make_ecasd(
             signer, signer_cert, eid, curve=curve, expiry=expiry, effective=effective, key_usage=key_usage
@@ -579,7 +654,7 @@ class DevPki:
         """Another EUM certificate (PEM) and key, by this PKI's CI (or the given one, e.g. from :func:`make_ci`)."""
         if (ci_key is None) != (ci_cert_pem is None):
             raise ValueError("give both ci_key and ci_cert_pem, or neither")
-        issuer_key = ci_key or self.ci_key
+        issuer_key = ci_key or self._own("ci_key", "CI")
         issuer_cert = x509.load_pem_x509_certificate(ci_cert_pem) if ci_cert_pem else self.ci_cert
         key, cert = make_eum(
             issuer_key, issuer_cert, eum_oid or self.eum_oid, not_before=not_before, not_after=not_after
