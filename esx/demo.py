@@ -10,7 +10,8 @@ the same parser, schema, authorisation and core as an HTTP request).
 (SM-SR change):
 
 - its own SM-SR OID (:data:`PEER_SMSR_ARC` ``.3``, ``.4``, ...: the first not yet an entity at A) and SMS address
-  (``882`` and the OID's last arc on three digits: ``882003`` for ``.3``; A has ``882001``), its ``source_addr`` in the ``ota`` settings;
+  (``882`` and the OID's last arc on three digits: ``882003`` for ``.3``; A has ``882001``), its ``source_addr``
+  in the ``ota`` settings;
 - its own keys and certificates from A's demo PKI (``keys.pki.DevPki.issue_peer_smsr``: CERT.SR.ECDSA by A's CI,
   TLS server and client certificates by A's TLS CA; never a second CI, no copy of A's private keys);
 - no SM-DP, SMSC or simulated card of its own: A's SM-DP serves it (``role_urls.smdp`` is A's), its SMPP client
