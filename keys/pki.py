@@ -556,7 +556,7 @@ class DevPki:
             _write(directory / "eum.pem", self.eum_cert_pem)
             _write(directory / "smdp.gp.hex", self.smdp_gp_cert.hex().upper().encode("ascii") + b"\n")
             _write(directory / "tls-ca.pem", self.tls_ca_path.read_bytes())
-            key, gp_cert = make_gp_cert_by_ci(self.ci_key, self.ci_cert, oid=smsr_oid, cert_type=CERT_TYPE_SMSR)
+            key, gp_cert = self.issue_smsr(smsr_oid)
             _write(directory / "smsr.gp.hex", gp_cert.hex().upper().encode("ascii") + b"\n")
             _write(directory / "smsr.key.pem", private_key_pem(key), secret=True)
             for stem, (key, cert) in (("tls-server", make_tls_server(tls_ca_key, tls_ca_cert)),
@@ -639,8 +639,8 @@ class DevPki:
         A second SM-SR of the same lab (SM-SR change) gets its certificate here, so that the cards, which trust
         this CI, accept it in STORE DATA '3A01'. Not stored: the caller keeps the key and the certificate.
         """
-        return make_gp_cert_by_ci(self.ci_key, self.ci_cert, oid=smsr_oid, cert_type=CERT_TYPE_SMSR, key=key,
-                                  expiry=expiry)
+        return make_gp_cert_by_ci(self._own("ci_key", "CI"), self.ci_cert, oid=smsr_oid, cert_type=CERT_TYPE_SMSR,
+                                  key=key, expiry=expiry)
 
     def issue_eum(
         self,

@@ -65,6 +65,8 @@ def test_the_peer_trusts_the_same_ci_and_holds_no_key_but_its_own(issuer: DevPki
         peer.issue_ecasd(EID)
     with pytest.raises(ValueError, match="holds no CI key"):
         peer.issue_eum()
+    with pytest.raises(ValueError, match="holds no CI key"):
+        peer.issue_smsr("1.3.6.1.4.1.99999.1.8")
 
 
 def test_the_peers_tls_certificates_come_from_the_one_tls_ca(issuer: DevPki, peer: DevPki) -> None:
