@@ -97,6 +97,8 @@ class AsyncFunction:
         elif self.function is Function.SEND_DATA:
             params = {"sd_aid": (inbound.text("Sd-aid") or "").upper(), "data": (inbound.text("Data") or "").upper(),
                       "more_to_do": flag(inbound, "MoreToDo")}
+        elif self.function is Function.SMSR_CHANGE:
+            params = {"target_smsr_id": inbound.text("Target-Smsr-id") or ""}
         else:
             params = {"iccid": (inbound.text("Iccid") or "").upper()}
         return AsyncRequest(
@@ -112,3 +114,25 @@ class AsyncFunction:
 
     def reject(self, rt, inbound: Inbound, failure: FunctionFailed) -> None:
         rt.platform.reject(self.request(inbound), failure)
+
+
+class PrepareSmsrChange:
+    """ES4-PrepareSMSRChange, at the new SM-SR (smsr_core.handover.Handovers.prepare): persisted and answered by its
+    callback; a request refused before that is answered the same way."""
+
+    @staticmethod
+    def request(inbound: Inbound):
+        from smsr_core.handover import Prepare
+
+        return Prepare(requester=caller_of(inbound), eid=(inbound.text("Eid") or "").upper(),
+                       current_smsr_id=inbound.text("CurrentSMSRid") or inbound.text("CurrentSmsrId") or "",
+                       message_id=inbound.addressing.message_id, function_call_id=inbound.function_call_id,
+                       reply_to=inbound.addressing.reply_address, validity_period=inbound.validity_period,
+                       received_at=inbound.received_at)
+
+    def __call__(self, rt, inbound: Inbound) -> None:
+        rt.handovers.prepare(self.request(inbound))
+        return None
+
+    def reject(self, rt, inbound: Inbound, failure: FunctionFailed) -> None:
+        rt.handovers.refuse(self.request(inbound), failure)

@@ -18,7 +18,7 @@ the same parser, schema, authorisation and core as an HTTP request).
   binds to A's loopback SMSC with A's system_id and password (``loopback_smsc`` false), and
   ``extra.peer_of`` names A (``esx serve`` then serves the SM-SR role alone);
 - entities: B at A and A's SM-SR at B (role smsr, endpoint ``<public URL>/smsr/es3`` as for every SM-SR, see
-  :func:`smsr_interface_url`, and the TLS client certificate), and A's SM-DPs, MNOs (with the SM-DPs they named)
+  :func:`esx.binding.wsa.smsr_interface_url`, and the TLS client certificate), and A's SM-DPs, MNOs (with the SM-DPs they named)
   and EUMs at B, as A holds them. No eUICC: B learns one only through a handover.
 """
 from __future__ import annotations
@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from lxml import etree
 
 from esx.binding.ns import GSMA
 from esx.eis_xml import render_eis_for_signing
 from esx.server import Config
+from keys.scp80 import aes_kcv
 from persistence.db import Database, migrate, sqlite_url
 from persistence.entities import Role, set_mno_smdps, smdps_of, upsert_entity
 from sgp02 import eis as v
@@ -67,20 +67,6 @@ def peer_smsr_identity(n: int) -> tuple[str, str]:
     if not FIRST_PEER <= n <= 999:
         raise ValueError(f"peer SM-SR number {n} is not in {FIRST_PEER}..999")
     return f"{PEER_SMSR_ARC}.{n}", f"882{n:03d}"
-
-
-def smsr_interface_url(endpoint: str, interface: str) -> str:
-    """The URL of an SM-SR's ``interface`` (``"es7"``, ``"es4"``, ...) from its entity endpoint.
-
-    An SM-SR entity's endpoint is its ES3 URL (``<public URL>/smsr/es3``: an SM-DP calls it there as it is,
-    ``esx.server.EsxRuntime``); the other interfaces are beside it. A bare base URL (an entity added by hand with
-    ``--endpoint http://host:port``) is taken as the public URL."""
-    base = endpoint.rstrip("/")
-    for suffix in ("/smsr/es1", "/smsr/es3", "/smsr/es4", "/smsr/es7"):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-            break
-    return f"{base}/smsr/{interface}"
 
 
 # TARs of the ISD-R and the ECASD (the AIDs are sgp02.identifiers').
@@ -140,12 +126,6 @@ def add_demo_stock(db: Database, data_dir: Path, count: int) -> list[dict]:
         if missing:
             warehouse.import_batch(s, mno_id=MNO_OID, profile_type=DEMO_PROFILE_TYPE, name="esx-demo", records=missing)
         return warehouse.stock(s)
-
-
-def aes_kcv(key: bytes) -> str:
-    """GP key check value of an AES key: first 3 bytes of AES(key, 01..01)."""
-    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-    return (enc.update(b"\x01" * 16) + enc.finalize())[:3].hex().upper()
 
 
 def isd_r_domain(keys: dict[str, bytes]) -> v.SecurityDomain:

@@ -44,7 +44,8 @@ from persistence.entities import get_entity
 from persistence.outbox import OutboxMessage
 from sgp02 import eis as v
 from sgp02.codes import FunctionFailed, Status
-from sgp02.events import Event, OperationFinished, Outcome, ProfileChange, ProfileStateChanged, from_json
+from sgp02.events import (Event, OperationFinished, Outcome, PeerRequested, ProfileChange, ProfileStateChanged,
+                          SmsrChanged, from_json)
 from smsr_core.models import ProfileRow
 from smsr_core.ops_models import Operation
 
@@ -93,14 +94,21 @@ class Channel(Protocol):
 # -- SOAP v3: the SGP.02 v3 messages, as our WSDL and XSD in wsdl/ define them -------------------------------------
 
 
+# Our ES7 contract (wsdl/): the services an SM-SR provides to another, and the callbacks it receives.
+ES7_PROVIDER, ES7_REQUESTER = "ES7SmSrProvider.wsdl", "ES7SmSrRequester.wsdl"
+
+
 class SoapV3:
     """The SGP.02 v3 callbacks and notifications (sgp02-wire.md 3), validated against our XSD."""
 
-    # The receiver's WSDL per interface we deliver over, and the ES3 spelling of DeleteProfile.
-    CONTRACTS = {"ES4": "ES4Mno.wsdl", "ES3": "ES3SmDp.wsdl", "ES2": "ES2Mno.wsdl"}
+    # The receiver's WSDL per interface we deliver over, and the ES3 spelling of DeleteProfile. Over ES7 a callback goes
+    # to the requesting SM-SR's requester service, a request to the other's provider service.
+    CONTRACTS = {"ES4": "ES4Mno.wsdl", "ES3": "ES3SmDp.wsdl", "ES2": "ES2Mno.wsdl", "ES7": ES7_REQUESTER}
     ES3_NAMES = {"DeleteProfile": "DeleteISDP"}
     # Functions whose callback carries the card's answer (EuiccResponseData, ES3 and ES4 only), in the interface's
     # names.
+    # The results each ES7 callback carries, in schema order.
+    ES7_RESULTS = {"AuthenticateSMSR": ("RandomChallenge",), "CreateAdditionalKeySet": ("DerivationRandom", "Receipt")}
     WITH_EUICC_RESPONSE = frozenset({"EnableProfile", "DisableProfile", "DeleteProfile", "DeleteISDP",
                                      "SetFallBackAttribute", "UpdateConnectivityParameters", "SendData", "CreateISDP"})
 
@@ -111,6 +119,10 @@ class SoapV3:
         wsdl = self.CONTRACTS[interface]
         if isinstance(event, OperationFinished):
             operation = f"{interface}-{self._function(event, interface)}Callback"
+        elif isinstance(event, PeerRequested):
+            wsdl, operation = ES7_PROVIDER, f"ES7-{event.function}"
+        elif isinstance(event, SmsrChanged):
+            operation = f"{interface}-HandleSMSRChangeNotification"
         else:
             operation = f"{interface}-HandleProfile{ProfileChange(event.change).value}Notification"
         if operation not in contract.load_service(wsdl).operations:
@@ -120,10 +132,14 @@ class SoapV3:
     def new_message_id(self, sender_oid: str) -> str:
         return wsa.new_message_id(sender_oid)
 
-    def body(self, event: Event, interface: str) -> etree._Element:
+    def body(self, event: Event, interface: str, message_id: str | None = None) -> etree._Element:
         """The SOAP body element of ``event`` delivered over ``interface``, checked against our XSD."""
         if isinstance(event, OperationFinished):
             el = self._callback(event, interface)
+        elif isinstance(event, PeerRequested):
+            el = self._request(event, message_id)
+        elif isinstance(event, SmsrChanged):
+            el = self._smsr_changed(event, interface)
         else:
             el = self._notification(event, interface)
         problem = contract.validate(el)
@@ -143,8 +159,11 @@ class SoapV3:
             children.append(gsma_element("Iccid", event.iccid))
         if outcome.succeeded and event.eis is not None:
             children.append(render_eis(etree.Element("holder"), event.eis))
-        if event.euicc_response and interface != "ES2" and name in self.WITH_EUICC_RESPONSE:
+        if event.euicc_response and interface not in ("ES2", "ES7") and name in self.WITH_EUICC_RESPONSE:
             children.append(gsma_element("EuiccResponseData", event.euicc_response))
+        if interface == "ES7":  # mandatory in the schema, empty when the function failed (wsdl/xsd/es7.xsd)
+            results = dict(event.results) if outcome.succeeded else {}
+            children += [gsma_element(local, results.get(local, "")) for local in self.ES7_RESULTS.get(name, ())]
         return response_element(f"{{{GSMA}}}{interface}-{name}Response", event.accepted_at, outcome.status,
                                 outcome.failure(), children, ended=event.finished_at)
 
@@ -158,10 +177,42 @@ class SoapV3:
             etree.SubElement(el, f"{{{GSMA}}}{local}").text = text
         return el
 
+    @staticmethod
+    def _request(event: PeerRequested, message_id: str | None) -> etree._Element:
+        """An ES7 request: its FunctionCallIdentifier is its MessageID (the same at every retry)."""
+        el = gsma_element(f"ES7-{event.function}Request")
+        etree.SubElement(el, f"{{{GSMA}}}FunctionCallIdentifier").text = message_id or ""
+        if event.validity_period is not None:
+            etree.SubElement(el, f"{{{GSMA}}}ValidityPeriod").text = str(event.validity_period)
+        if event.eis is not None:
+            el.append(render_eis(etree.Element("holder"), event.eis))
+        else:
+            etree.SubElement(el, f"{{{GSMA}}}Eid").text = event.eid
+        for local, text in event.fields:
+            etree.SubElement(el, f"{{{GSMA}}}{local}").text = text
+        return el
+
+    @staticmethod
+    def _smsr_changed(event: SmsrChanged, interface: str) -> etree._Element:
+        """HandleSMSRChangeNotification: the EIS as the notified MNO may see it (its profiles only); ES3 names the
+        MNO and spells completionTimestamp in lower case (wsdl/xsd/es3.xsd)."""
+        from sgp02.eis import eis_seen_by
+        from sgp02.roles import Caller
+
+        el = gsma_element(f"{interface}-HandleSMSRChangeNotification")
+        el.append(render_eis(etree.Element("holder"), eis_seen_by(event.eis, Caller(event.mno_id, "mno"))))
+        if interface == "ES3":
+            etree.SubElement(el, f"{{{GSMA}}}Mno-id").text = event.mno_id
+            etree.SubElement(el, f"{{{GSMA}}}completionTimestamp").text = xml_datetime(event.completed_at)
+        else:
+            etree.SubElement(el, f"{{{GSMA}}}CompletionTimestamp").text = xml_datetime(event.completed_at)
+        return el
+
     def render(self, event: Event, interface: str, name: DeliveryName, *, message_id: str, relates_to: str | None,
                from_address: str, to: str) -> Wire:
-        body = etree.tostring(self.body(event, interface))
-        return Wire(SOAP12_CONTENT_TYPE, _envelope(name, body, message_id, relates_to, from_address, to))
+        body = etree.tostring(self.body(event, interface, message_id))
+        reply_to = event.reply_to if isinstance(event, PeerRequested) else None
+        return Wire(SOAP12_CONTENT_TYPE, _envelope(name, body, message_id, relates_to, from_address, to, reply_to))
 
 
 SOAP_V3 = "soap-v3"
@@ -169,25 +220,27 @@ CHANNELS: dict[str, Channel] = {SOAP_V3: SoapV3()}
 
 
 def _envelope(name: DeliveryName, body: bytes, message_id: str, relates_to: str | None, from_address: str,
-              to: str) -> bytes:
+              to: str, reply_to: str | None = None) -> bytes:
     op = contract.load_service(name.contract).operations[name.operation]
     env = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"env": SOAP12, "wsa": WSA, "rps": GSMA})
     header = etree.SubElement(env, f"{{{SOAP12}}}Header")
     wsa.write_addressing(header, wsa.Addressing(from_address=from_address, to=to, message_id=message_id,
-                                                action=op.input_action, relates_to=relates_to))
+                                                action=op.input_action, relates_to=relates_to, reply_to=reply_to))
     etree.SubElement(env, f"{{{SOAP12}}}Body").append(etree.fromstring(body))
     return etree.tostring(env, xml_declaration=True, encoding="utf-8")
 
 
 def enqueue(s: Session, event: Event, *, sender_role: str, sender_oid: str, recipient: str, interface: str,
-            channel: str = SOAP_V3, operation_id: int | None = None) -> None:
+            channel: str = SOAP_V3, operation_id: int | None = None) -> str:
     """Owe ``event`` to ``recipient`` over ``interface``, as one outbox row in the caller's session (rendered for
-    ``channel`` when it is delivered). The channel names the delivery and fixes its MessageID now."""
+    ``channel`` when it is delivered). The channel names the delivery and fixes its MessageID now; returned (a request's
+    callback will relate to it)."""
     renderer = CHANNELS[channel]
     name = renderer.delivered_as(event, interface)
+    message_id = renderer.new_message_id(sender_oid)
     store.emit(s, event, sender_role=sender_role, recipient=recipient, interface=interface, channel=channel,
-               message_id=renderer.new_message_id(sender_oid), contract=name.contract,
-               operation=name.operation, operation_id=operation_id)
+               message_id=message_id, contract=name.contract, operation=name.operation, operation_id=operation_id)
+    return message_id
 
 
 def render(row: OutboxMessage, *, from_address: str, to: str) -> Wire:
@@ -207,18 +260,21 @@ def soap_body(row: OutboxMessage) -> bytes:
         return row.body
     if row.channel != SOAP_V3:
         raise ValueError(f"outbox row {row.id} is delivered over {row.channel}, not SOAP")
-    return etree.tostring(CHANNELS[SOAP_V3].body(from_json(row.event_type, row.payload), row.interface))
+    return etree.tostring(CHANNELS[SOAP_V3].body(from_json(row.event_type, row.payload), row.interface,
+                                                 row.message_id))
 
 
 # -- the cores' sinks --------------------------------------------------------------------------------------------
 
 
 class OutboxSink:
-    """What the SM-SR owes, as events in the outbox (see the module doc)."""
+    """What the SM-SR owes, as events in the outbox (see the module doc): smsr_core.platform's MessageSink and
+    smsr_core.handover's HandoverSink."""
 
-    def __init__(self, smsr_oid: str, doorbell: Doorbell | None = None) -> None:
+    def __init__(self, smsr_oid: str, doorbell: Doorbell | None = None, es7_address: str | None = None) -> None:
         self.smsr_oid = smsr_oid
         self.doorbell = doorbell or Silent()  # the delivery loop's: rung once the event is committed
+        self.es7_address = es7_address  # this SM-SR's ES7 endpoint: where a peer's callbacks come (wsa:ReplyTo)
 
     def callback(self, s: Session, op: Operation, status: Status, failure: FunctionFailed | None,
                  eis: v.Eis | None, euicc_response: str | None) -> None:
@@ -243,6 +299,60 @@ class OutboxSink:
         due_now(s, self.doorbell)
 
 
+    # -- SM-SR change (smsr_core.handover) ----------------------------------------------------------------------
+
+    def peer_request(self, s: Session, function: str, peer_oid: str, eid: str, *, validity: int | None,
+                     fields: tuple[tuple[str, str], ...] = (), eis: v.Eis | None = None) -> str:
+        if not self.es7_address:
+            raise RenderError("this SM-SR has no public ES7 address: a peer could not answer")
+        event = PeerRequested(function=function, eid=eid, reply_to=self.es7_address, requested_at=_utcnow(),
+                              validity_period=validity, fields=tuple(fields), eis=eis)
+        message_id = enqueue(s, event, sender_role="smsr", sender_oid=self.smsr_oid, recipient=peer_oid,
+                             interface="ES7")
+        due_now(s, self.doorbell)
+        return message_id
+
+    def peer_callback(self, s: Session, peer_oid: str, peer: dict, status: Status, failure: FunctionFailed | None,
+                      results: tuple[tuple[str, str], ...]) -> None:
+        """The callback of a peer's ES7 request (``peer``: its function, MessageID, ReplyTo, when it came)."""
+        event = OperationFinished(
+            interface="ES7", function=peer["function"], requester_id=peer_oid, message_id=peer["message_id"],
+            reply_to=peer["reply_to"], accepted_at=datetime.fromisoformat(peer["received_at"]),
+            finished_at=_utcnow(), outcome=Outcome.of(status, failure), results=tuple(results))
+        enqueue(s, event, sender_role="smsr", sender_oid=self.smsr_oid, recipient=peer_oid, interface="ES7")
+        due_now(s, self.doorbell)
+
+    def prepared(self, s: Session, row, status: Status, failure: FunctionFailed | None) -> None:
+        """ES4-PrepareSMSRChange's callback to the MNO."""
+        event = OperationFinished(
+            interface="ES4", function="PrepareSMSRChange", requester_id=row.requester_id, message_id=row.message_id,
+            reply_to=row.reply_to, accepted_at=row.accepted_at, finished_at=_utcnow(), outcome=Outcome.of(status, failure))
+        enqueue(s, event, sender_role="smsr", sender_oid=self.smsr_oid, recipient=row.requester_id, interface="ES4")
+        due_now(s, self.doorbell)
+
+    def handed_over(self, s: Session, row, status: Status, failure: FunctionFailed | None) -> None:
+        """ES7-HandoverEUICC's callback to the current SM-SR."""
+        event = OperationFinished(
+            interface="ES7", function="HandoverEUICC", requester_id=row.current_smsr_id,
+            message_id=row.handover_message_id, reply_to=row.handover_reply_to,
+            accepted_at=row.handover_received_at or _utcnow(), finished_at=_utcnow(), outcome=Outcome.of(status, failure))
+        enqueue(s, event, sender_role="smsr", sender_oid=self.smsr_oid, recipient=row.current_smsr_id, interface="ES7")
+        due_now(s, self.doorbell)
+
+    def smsr_changed(self, s: Session, eis: v.Eis, when: datetime) -> None:
+        """To each MNO with a profile on the eUICC (ES4), and to each SM-DP that installed one, per MNO (ES3): the EIS
+        each may see."""
+        mnos = sorted({p.mno_id for p in eis.profiles})
+        smdps = sorted({(p.smdp_id, p.mno_id) for p in eis.profiles if p.smdp_id})
+        for mno in mnos:
+            enqueue(s, SmsrChanged(eid=eis.eid, eis=eis, mno_id=mno, completed_at=when), sender_role="smsr",
+                    sender_oid=self.smsr_oid, recipient=mno, interface="ES4")
+        for smdp, mno in smdps:
+            enqueue(s, SmsrChanged(eid=eis.eid, eis=eis, mno_id=mno, completed_at=when), sender_role="smsr",
+                    sender_oid=self.smsr_oid, recipient=smdp, interface="ES3")
+        due_now(s, self.doorbell)
+
+
 class SmdpOutboxSink:
     """What the SM-DP owes MNOs (smdp_core.download.Es2Sink): ES2 callbacks and relayed notifications, as events."""
 
@@ -264,6 +374,12 @@ class SmdpOutboxSink:
         event = ProfileStateChanged(change=ProfileChange(change), eid=eid, iccid=iccid, mno_id=mno_id,
                                     smdp_id=self.smdp_oid, completed_at=when)
         enqueue(s, event, sender_role="smdp", sender_oid=self.smdp_oid, recipient=mno_id, interface="ES2")
+        due_now(s, self.doorbell)
+
+    def smsr_changed(self, s: Session, mno_id: str, eis: v.Eis, when: datetime) -> None:
+        """The SM-SR's change notification, relayed to the MNO (ES2), with the EIS narrowed to its profiles."""
+        enqueue(s, SmsrChanged(eid=eis.eid, eis=eis, mno_id=mno_id, completed_at=when), sender_role="smdp",
+                sender_oid=self.smdp_oid, recipient=mno_id, interface="ES2")
         due_now(s, self.doorbell)
 
 
@@ -303,33 +419,43 @@ def deliver_due(db, *, from_address: str, session: requests.Session, now: dateti
             return None, None
         url = entity.notification_endpoint if row.kind == "notification" and entity.notification_endpoint \
             else entity.endpoint
+        if row.interface == "ES7" and row.kind == "request" and url:  # a peer SM-SR's ES7, beside its ES3
+            url = wsa.smsr_interface_url(url, "es7")
         return url, (wsa.entity_address(url, row.target_oid) if url else None)
 
-    def send(row: OutboxMessage, url: str | None, to: str | None) -> str | None:
-        """None when delivered, else why not."""
+    def rendered(row: OutboxMessage, url: str | None, to: str | None) -> Wire | str:
+        """The message, or why it cannot be sent. Run here, before the senders start: lxml's schema (the XSD check of
+        every body) is one object per process and not for several threads at once."""
         if url is None:
             return f"no endpoint is registered for {row.target_oid}"
         try:
-            wire = render(row, from_address=from_address, to=to)
+            return render(row, from_address=from_address, to=to)
         except Exception as exc:  # noqa: BLE001 - our defect, logged and retried like any failed delivery
             return f"not rendered: {exc.__class__.__name__}: {' '.join(str(exc).split())[:300]}"
+
+    def send(url: str | None, wire: Wire) -> str | None:
+        """None when delivered, else why not."""
         try:
             response = session.post(url, data=wire.data, timeout=timeout, headers={"Content-Type": wire.content_type})
         except requests.RequestException as exc:
             return short_error(exc)
         return None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
 
-    by_address: dict[str | None, list[tuple[OutboxMessage, str | None]]] = {}
+    errors: dict[int, str | None] = {}
+    by_address: dict[str | None, list[tuple[OutboxMessage, Wire]]] = {}
     for row in rows:
         url, to = destination(row)
-        by_address.setdefault(url, []).append((row, to))
-    errors: dict[int, str | None] = {}
+        wire = rendered(row, url, to)
+        if isinstance(wire, str):
+            errors[row.id] = wire
+        else:
+            by_address.setdefault(url, []).append((row, wire))
 
-    def send_all(url: str | None, queue: list[tuple[OutboxMessage, str | None]]) -> None:
-        for row, to in queue:
-            errors[row.id] = send(row, url, to)
+    def send_all(url: str | None, queue: list[tuple[OutboxMessage, Wire]]) -> None:
+        for row, wire in queue:
+            errors[row.id] = send(url, wire)
 
-    if len(by_address) == 1 or senders <= 1:
+    if len(by_address) <= 1 or senders <= 1:
         for url, queue in by_address.items():
             send_all(url, queue)
     else:

@@ -251,6 +251,7 @@ class EsxRuntime(Runtime):
         # registry's version has not moved (persistence.entities.EntityCache).
         self.entities = EntityCache(self.db.engine)
         self._platform = None
+        self._handovers = None
         self._downloads = None
         self._gateways: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
@@ -263,11 +264,34 @@ class EsxRuntime(Runtime):
             from esx.outbox import OutboxSink
             from smsr_core.platform import Platform
 
-            sink = OutboxSink(self.config.smsr_oid, Doorbell(Path(self.config.data_dir), SMSR_OUTBOX))
-            self._platform = Platform(self.db, self.config.smsr_oid, sink, self.box,
-                                      self.config.timing(),
-                                      doorbell=Doorbell(Path(self.config.data_dir), SMSR_OPERATIONS))
+            sink = OutboxSink(self.config.smsr_oid, Doorbell(Path(self.config.data_dir), SMSR_OUTBOX),
+                              es7_address=f"{self.config.url_for('smsr')}/smsr/es7")
+            platform = Platform(self.db, self.config.smsr_oid, sink, self.box, self.config.timing(),
+                                doorbell=Doorbell(Path(self.config.data_dir), SMSR_OPERATIONS))
+            platform.smsr_known = self._smsr_known
+            # a FinaliseISDRhandover that ends moves its SM-SR change on (smsr_core.handover.Handovers.finalised)
+            platform.finalised = lambda *args: self.handovers.finalised(*args)
+            self._platform = platform
         return self._platform
+
+    @property
+    def handovers(self):
+        """SM-SR changes, at the new SM-SR (smsr_core.handover), built on first use."""
+        if self._handovers is None:
+            from esx.doorbell import SMSR_OPERATIONS, Doorbell
+            from smsr_core.handover import EckaAgreement, Handovers, SmsrIdentity
+
+            identity = SmsrIdentity(oid=self.config.smsr_oid, key=self.pki.smsr_key, certificate=self.pki.smsr_gp_cert,
+                                    ci_pem=self.pki.ci_cert_pem, sms_address=self.config.smpp().source_addr)
+            self._handovers = Handovers(self.db, identity, self.box, self.platform.sink, self.platform, EckaAgreement(),
+                                        smsr_known=self._smsr_known, eum_cert_for=self._eum_certificate,
+                                        doorbell=Doorbell(Path(self.config.data_dir), SMSR_OPERATIONS))
+        return self._handovers
+
+    def _smsr_known(self, oid: str) -> bool:
+        """Is ``oid`` a registered SM-SR (a peer an SM-SR change may name)?"""
+        entity = self.entities.by_oid(oid) if oid else None
+        return entity is not None and entity.role == "smsr"
 
     @property
     def downloads(self):
@@ -436,10 +460,11 @@ def interfaces(role: str) -> dict[str, Interface]:
     from esx.es3.service import INTERFACE as ES3_SMSR
     from esx.es3.service import SMDP_INTERFACE as ES3_SMDP
     from esx.es4.service import INTERFACE as ES4
+    from esx.es7.service import INTERFACE as ES7
 
     routes: dict[str, Interface] = {}
     if role in ("smsr", "all"):
-        routes.update({"/smsr/es1": ES1, "/smsr/es3": ES3_SMSR, "/smsr/es4": ES4})
+        routes.update({"/smsr/es1": ES1, "/smsr/es3": ES3_SMSR, "/smsr/es4": ES4, "/smsr/es7": ES7})
     if role in ("smdp", "all"):
         routes.update({"/smdp/es2": ES2, "/smdp/es3": ES3_SMDP})
     return routes

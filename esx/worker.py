@@ -146,6 +146,7 @@ class SmsrWorker(_Worker):
         # due_sends starts the queued operations too, each with its first packet in one transaction
         taken += [out for out in p.due_sends(utcnow()) if self.send(out)]
         p.sent_many(taken, utcnow())  # what reached the network, recorded once for the whole tick
+        self.runtime.handovers.tick(utcnow())  # SM-SR changes this SM-SR receives (smsr_core.handover)
 
     def deliver(self) -> int:
         return deliver_due(self.db, from_address=self.runtime.own_address("smsr"), session=self.http,

@@ -414,3 +414,9 @@ def unwrap_response(packet: bytes, keyset: Scp80Keyset, command_spi: Spi) -> Res
     if pad > len(padded) or (ciphered and pad >= keyset.block_size):
         raise Scp80Error(PorStatus.CIPHERING_ERROR, f"PCNTR {pad} with {len(padded)} octets of data")
     return ResponsePacket(bytes(head[3:6]), int.from_bytes(fields[:5], "big"), fields[6], padded[: len(padded) - pad])
+
+
+def aes_kcv(key: bytes) -> str:
+    """GP key check value of an AES key (the EIS's Key/KCV): the first 3 bytes of AES-ECB(key, 16 x '01'), hex."""
+    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    return (enc.update(b"\x01" * 16) + enc.finalize())[:3].hex().upper()

@@ -15,7 +15,7 @@ from sqlalchemy import DateTime, Integer, LargeBinary, String, Text, insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from persistence.db import Base
-from sgp02.events import Event, OperationFinished, ProfileStateChanged, event_type, to_json
+from sgp02.events import Event, OperationFinished, PeerRequested, ProfileStateChanged, SmsrChanged, event_type, to_json
 
 
 class OutboxMessage(Base):
@@ -23,7 +23,7 @@ class OutboxMessage(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    kind: Mapped[str] = mapped_column(String(16))  # "callback" | "notification"
+    kind: Mapped[str] = mapped_column(String(16))  # "callback" | "notification" | "request" (ES7, to a peer SM-SR)
     wsdl: Mapped[str] = mapped_column(String(64))  # the receiver's contract, e.g. "ES4Mno.wsdl"
     operation: Mapped[str] = mapped_column(String(64))  # delivered as, e.g. "ES4-EnableProfileCallback"
     sender_role: Mapped[str] = mapped_column(String(8))
@@ -53,13 +53,20 @@ def emit(s: Session, event: Event, *, sender_role: str, recipient: str, interfac
     that unit of work): it commits with the state change that raised the event, or not at all.
     ``message_id`` is the delivery's identifier (for SOAP the wsa:MessageID), ``contract``/``operation`` the name it
     will be delivered as; the channel (esx.outbox) chooses both. A callback goes to the request's ReplyTo, if any,
-    and relates to the request's MessageID."""
+    and relates to the request's MessageID. A request (an SM-SR's ES7 request to another) goes to the recipient's
+    registered address; its callback will relate to ``message_id``."""
     now = now or datetime.now(timezone.utc)
     is_callback = isinstance(event, OperationFinished)
-    if not is_callback and not isinstance(event, ProfileStateChanged):
+    if is_callback:
+        kind = "callback"
+    elif isinstance(event, (ProfileStateChanged, SmsrChanged)):
+        kind = "notification"
+    elif isinstance(event, PeerRequested):
+        kind = "request"
+    else:
         raise TypeError(f"{type(event).__name__} is not a domain event")
     row = dict(
-        created_at=now, kind="callback" if is_callback else "notification", wsdl=contract, operation=operation,
+        created_at=now, kind=kind, wsdl=contract, operation=operation,
         sender_role=sender_role, target_oid=recipient, address=event.reply_to if is_callback else None,
         message_id=message_id, relates_to=event.message_id if is_callback else None, body=None,
         event_type=event_type(event), payload=to_json(event), channel=channel, interface=interface,

@@ -143,6 +143,17 @@ EIS_NOT_ALLOWED = _c(S.EIS, R.NOT_ALLOWED, "Not allowed to manage this EIS")
 EIS_INVALID = _c(S.EIS, R.INVALID, "EIS invalid")
 EIS_SIGNATURE_INVALID = _c(S.EIS, R.VERIFICATION_FAILED, "EUM signature verification failed")
 SMSR_UNKNOWN = _c(S.SMSR, R.UNKNOWN, "SM-SR unknown or not reachable")
+# SM-SR change (sgp02-wire.md 4.4 and 6.5). PrepareSMSRChange at an SM-SR that holds the EID already: "1.2/3.x (SM-SR2
+# cannot manage the eUICC)" in S1; 3.8 "refused" chosen. A second change of an eUICC while one runs: no code is known;
+# 8.1/4.4 "busy" on the eUICC chosen. A change asked of the SM-SR that already manages the eUICC: 8.7/3.8 chosen. The
+# card refusing the new SM-SR's certificate: 8.5.3/6.1; a receipt that does not verify: 8.4/6.1 (the ISD-R's key
+# establishment). The preparation not performed: 8.1.1/3.9 (S1; njiwa uses 8.1.1/1.1). Pinned by tests.
+SMSR_CANNOT_TAKE = _c(S.FUNCTION_PROVIDER, R.REFUSED, "This SM-SR cannot take over the eUICC")
+SMSR_CHANGE_IN_PROGRESS = _c(S.EUICC, R.BUSY, "An SM-SR change of this eUICC is in progress")
+SMSR_TARGET_IS_CURRENT = _c(S.SMSR, R.REFUSED, "The target SM-SR is the current one")
+SMSR_CERT_REFUSED = _c(S.SMSR_CERTIFICATE, R.VERIFICATION_FAILED, "SM-SR certificate verification failed")
+ISDR_KEYSET_NOT_VERIFIED = _c(S.ISD_R, R.VERIFICATION_FAILED, "ISD-R key establishment verification failed")
+NOT_PREPARED = _c(S.EID, R.UNKNOWN, "SM-SR change preparation not performed for this eUICC")
 # ES3-CreateISDP refused by the card for lack of memory (SW 6A84): subject and reason as S1 names them
 # (sgp02-wire.md 4.3/4.4, the reason number 4.8 is [M]).
 EUICC_INSUFFICIENT_MEMORY = _c(S.EUICC, R.INSUFFICIENT_MEMORY, "Not enough memory on the eUICC")

@@ -9,6 +9,9 @@ makes mandatory, which function name ES3 spells differently, which results a cal
     event                   raised when                                        delivered as (SOAP v3)
     OperationFinished       an asynchronous function ends (any status)         <ES>-<Function>Callback to the requester
     ProfileStateChanged     a profile is enabled, disabled or deleted          <ES>-HandleProfile<Change>Notification
+    SmsrChanged             an eUICC is now managed by another SM-SR           <ES>-HandleSMSRChangeNotification
+    PeerRequested           one SM-SR asks another to act, during an SM-SR     ES7-<Function> (a request, whose callback
+                            change                                             the asking flow awaits)
 
 Events are frozen dataclasses of kernel values; :func:`to_json` and :func:`from_json` are exact inverses
 (``sgp02.plain``), the EIS of an AuditEIS included.
@@ -78,6 +81,9 @@ class OperationFinished:
     euicc_response: str | None = None  # the card's R-APDUs (hex), EuiccResponseData
     isd_p_aid: str | None = None  # CreateISDP: the ISD-P created
     iccid: str | None = None  # ES2 DownloadProfile: the profile downloaded
+    # ES7 results, as (element name, hex) in the order the callback carries them: RandomChallenge
+    # (AuthenticateSMSR), DerivationRandom and Receipt (CreateAdditionalKeySet)
+    results: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,8 +98,35 @@ class ProfileStateChanged:
     completed_at: datetime
 
 
-Event = OperationFinished | ProfileStateChanged
-EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in (OperationFinished, ProfileStateChanged)}
+@dataclass(frozen=True)
+class SmsrChanged:
+    """An eUICC moved to another SM-SR (SGP.02 3.8, after the commit point): each party with a profile on it is told,
+    with the EIS as it may see it (the renderer narrows ``eis`` to the recipient's profiles)."""
+
+    eid: str
+    eis: Eis  # the whole EIS at the new SM-SR
+    mno_id: str  # the MNO whose profiles the notification is about (an SM-DP relays it to that MNO)
+    completed_at: datetime
+
+
+@dataclass(frozen=True)
+class PeerRequested:
+    """One SM-SR asks another for an ES7 function during an SM-SR change (HandoverEUICC, AuthenticateSMSR,
+    CreateAdditionalKeySet); the flow that asks awaits the callback relating to the request's MessageID."""
+
+    function: str  # "HandoverEUICC" | "AuthenticateSMSR" | "CreateAdditionalKeySet"
+    eid: str
+    reply_to: str  # where the callback goes (the asking SM-SR's own ES7 address)
+    requested_at: datetime
+    validity_period: int | None  # seconds, the ValidityPeriod the request carries
+    # the request's elements after Eid, as (element name, text) in schema order (hex, integers, ECC-256...)
+    fields: tuple[tuple[str, str], ...] = ()
+    eis: Eis | None = None  # HandoverEUICC: the whole EIS
+
+
+Event = OperationFinished | ProfileStateChanged | SmsrChanged | PeerRequested
+EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in (OperationFinished, ProfileStateChanged, SmsrChanged,
+                                                              PeerRequested)}
 
 
 def event_type(event: Event) -> str:

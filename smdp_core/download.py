@@ -198,6 +198,8 @@ class Es2Sink(Protocol):
 
     def notification(self, s: Session, change: str, mno_id: str, eid: str, iccid: str, when: datetime) -> None: ...
 
+    def smsr_changed(self, s: Session, mno_id: str, eis: Eis, when: datetime) -> None: ...
+
 
 @dataclass(frozen=True)
 class SmdpIdentity:
@@ -389,6 +391,18 @@ class Downloads:
                          "not relayed", change, iccid, mno_id)
                 return False
             self.sink.notification(s, change, mno_id, eid, iccid, when)
+            return True
+
+    def on_smsr_change(self, mno_id: str, eis: Eis, when: datetime) -> bool:
+        """ES3-HandleSMSRChangeNotification: the eUICC moved to another SM-SR; relayed to ``mno_id`` (ES2) with the
+        profiles of that MNO which this SM-DP downloaded, when there is one (else not relayed: False)."""
+        with self.db.session() as s:
+            ours = tuple(p for p in eis.profiles if p.mno_id == mno_id and self.warehouse.owner(s, p.iccid) == mno_id)
+            if not ours:
+                log.info("ES3 SM-SR change notification for eUICC %s (MNO %s): no profile this SM-DP downloaded for "
+                         "that MNO; not relayed", eis.eid, mno_id)
+                return False
+            self.sink.smsr_changed(s, mno_id, eis, when)
             return True
 
     # -- the worker: the engine runs what the tables name ----------------------------------------

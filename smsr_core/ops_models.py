@@ -8,6 +8,9 @@
 - ``euicc_ota``: per eUICC, the SM-SR's SCP80 counter, the last card notification sequence
   number seen, the operation in flight (one at a time) and the "dirty" flag (the card may differ
   from the EIS until the next audit).
+- ``handover_in``: at the new SM-SR of an SM-SR change, one row per ES4-PrepareSMSRChange, which then receives the
+  eUICC (ES7-HandoverEUICC) and carries the change to its end; its life is ``smsr_core.handover.RECEIVE``. (At the
+  current SM-SR the change is an ``operation`` row of the eUICC's queue.)
 """
 from __future__ import annotations
 
@@ -40,6 +43,8 @@ class Operation(EngineRow, Base):
     counter: Mapped[int | None] = mapped_column(BigInteger)  # SCP80 counter of the last command sent
     sent_any: Mapped[bool] = mapped_column(Boolean, default=False)
     euicc_response: Mapped[str | None] = mapped_column(Text)  # hex of the last R-APDUs
+    # SMSRChange: the MessageID of the ES7-HandoverEUICC request it sent (its callback relates to it)
+    awaiting_message_id: Mapped[str | None] = mapped_column(String(400), index=True)
 
 
 class SmsInbox(Base):
@@ -65,3 +70,28 @@ class EuiccOta(Base):
     last_notification_seq: Mapped[int] = mapped_column(Integer, default=-1)
     active_operation_id: Mapped[int | None] = mapped_column(Integer)
     dirty: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class HandoverIn(EngineRow, Base):
+    """An SM-SR change as the new SM-SR runs it (smsr_core.handover): prepared by the MNO (the engine's request columns
+    are those of the ES4-PrepareSMSRChange), then the eUICC handed over by ``current_smsr_id`` over ES7."""
+
+    __tablename__ = "handover_in"
+    __table_args__ = (
+        UniqueConstraint("requester_id", "message_id", name="uq_handover_in_message_id"),
+        UniqueConstraint("requester_id", "function_call_id", name="uq_handover_in_function_call_id"),
+    )
+
+    eid: Mapped[str] = mapped_column(String(64), index=True)
+    current_smsr_id: Mapped[str] = mapped_column(String(64))  # the SM-SR that hands the eUICC over
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    # the ES7 request this row awaits the callback of (its MessageID, fixed in the outbox row that carries it)
+    awaiting_message_id: Mapped[str | None] = mapped_column(String(400), index=True)
+    # the current SM-SR's ES7-HandoverEUICC request: its callback ends the change there
+    handover_message_id: Mapped[str | None] = mapped_column(String(400))
+    handover_reply_to: Mapped[str | None] = mapped_column(String(1000))
+    handover_received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    eis: Mapped[str | None] = mapped_column(Text)  # the EIS handed over (sgp02.plain JSON), until the commit point
+    progress: Mapped[dict] = mapped_column(JSON)  # the challenge, the key set's parameters, the finalising operation
+    secrets: Mapped[bytes | None] = mapped_column(LargeBinary)  # sealed (keys.secretbox): the ephemeral private key

@@ -39,6 +39,7 @@ from sgp02.identifiers import allocate_isd_p_aid
 from sgp02.roles import Caller, may_manage
 
 from . import isdp
+from .handover import HANDOVER, HandingOver
 from .models import EisAuditRecord, Euicc, ProfileRow, eis_value, profile_value
 from .ops_models import EuiccOta, Operation, SmsInbox
 from .registry import load_euicc, profile_for_caller
@@ -64,6 +65,10 @@ CARD_OPERATION = Flow("SM-SR card operation", [
     Step("await_notification", "Enable/Disable: the card's default notification (02 enabled, 05 fall-back, 03 "
          "rolled back), which the SM-SR confirms with 3A08, ends it; nothing is sent meanwhile",
          run="keep_waiting", answer="on_notification"),
+    Step("handover", "SMSRChange: ES7-HandoverEUICC (the EIS) to the target SM-SR once, then its ES7 requests are the "
+         "answers (smsr_core.handover.HandingOver): each goes to the ISD-R as a new packet (send), its PoR back as "
+         "the ES7 callback, and the row waits here again; the HandoverEUICC callback ends it", run="hand_over",
+         answer="on_peer_request", then="send"),
     Step("held", "an automatic DeleteProfile (POL2 Auto-Delete) waits for the PoR of the notification "
          "confirmation, which lists what the card deleted itself (POL1): then queued, or done when the card "
          "deleted it; no PoR within por_timeout: the identical confirmation again", run="confirm_again",
@@ -172,6 +177,8 @@ class Function(str, Enum):
     SET_FALLBACK = "SetFallBackAttribute"
     CREATE_ISDP = "CreateISDP"  # ES3 only
     SEND_DATA = "SendData"  # ES3 only: ES8 commands relayed, unread, to an ISD-P
+    SMSR_CHANGE = "SMSRChange"  # ES4, at the current SM-SR: the eUICC handed over (smsr_core.handover.HandingOver)
+    FINALISE_HANDOVER = "FinaliseISDRhandover"  # at the new SM-SR: the old key sets deleted, its address set
 
 
 # eUICC AuditTrail operation types (sgp02-wire.md 6.2: njiwa's codes follow the ES5 order,
@@ -184,6 +191,8 @@ OPERATION_TYPE = {
     Function.AUDIT: "0500",
     Function.SET_FALLBACK: "0700",
     Function.SEND_DATA: "0A00",  # our choice: ES8 data is not an ES5 function and has no code of its own
+    Function.SMSR_CHANGE: "0800",  # EstablishISDRKeySet: the STORE DATA 3A01/3A02 it relays
+    Function.FINALISE_HANDOVER: "0900",
 }
 NOTIFICATION_OPERATION_TYPE = "0B00"
 
@@ -257,7 +266,7 @@ def _profile(euicc: Euicc, iccid: str | None) -> ProfileRow | None:
     return next((p for p in euicc.profiles if p.iccid == iccid), None)
 
 
-class Platform:
+class Platform(HandingOver):
     def __init__(self, db: Database, smsr_id: str, sink: MessageSink, box: SecretBox,
                  timing: Timing | None = None, doorbell: Doorbell | None = None) -> None:
         self.db = db
@@ -266,6 +275,9 @@ class Platform:
         self.timing = timing or Timing()
         self.link = SmsLink(box)
         self.doorbell: Doorbell = doorbell or Silent()
+        # the new SM-SR's side of SM-SR changes (smsr_core.handover.Handovers.finalised): told when a
+        # FinaliseISDRhandover ends, in that transaction
+        self.finalised = None
         CARD_OPERATION.check(self)
 
     # -- accepting ---------------------------------------------------------------------------
@@ -337,6 +349,15 @@ class Platform:
         s.add(op)
         return op
 
+    def queue_finalise(self, s: Session, eid: str, now: datetime, *, handover_id: int, delete_kvns: list[int],
+                       sms_address: str) -> int:
+        """FinaliseISDRhandover for the new SM-SR's change ``handover_id`` (smsr_core.handover.CardQueue): due now."""
+        op = self.queue_internal(s, eid, Function.FINALISE_HANDOVER, now, handover_id=handover_id,
+                                 delete_kvns=delete_kvns, sms_address=sms_address)
+        s.flush()
+        engine.due_now(s, self.doorbell)
+        return op.id
+
     # -- finishing ---------------------------------------------------------------------------
 
     def _ota(self, s: Session, eid: str) -> EuiccOta:
@@ -382,6 +403,8 @@ class Platform:
                         op.params.get("iccid"))
         if op.interface != "SMSR":
             self.sink.callback(s, op, status, failure, eis, op.euicc_response)
+        elif Function(op.function) is Function.FINALISE_HANDOVER and self.finalised is not None:
+            self.finalised(s, op.params["handover_id"], status, failure, now)
 
     def _audit(self, s: Session, eid: str, now: datetime, operation_type: str, status: Status,
                requester_id: str | None, failure: FunctionFailed | None, isd_p_aid: str | None,
@@ -477,7 +500,7 @@ class Platform:
     def due_sends(self, now: datetime) -> list[OutboundSms]:
         """Run every due step: queued operations start and send their first packet in one transaction, due
         commands go (new or again), held confirmations go again. The SMS to submit."""
-        return self._run_due(now, (QUEUED, SEND, AWAIT_POR, HELD), chain=True)
+        return self._run_due(now, (QUEUED, SEND, AWAIT_POR, HELD, HANDOVER), chain=True)
 
     # -- step: queued ------------------------------------------------------------------------
 
@@ -505,7 +528,7 @@ class Platform:
             op.state = ACTIVE  # it held the eUICC: _finish frees it
             self._finish(s, op, failure.status, failure, now=now, euicc=euicc)
             return
-        op.state, op.step = ACTIVE, SEND
+        op.state, op.step = ACTIVE, HANDOVER if Function(op.function) is Function.SMSR_CHANGE else SEND
         engine.wait(op, now)
 
     def _check_access(self, s: Session, op: Operation, euicc: Euicc) -> None:
@@ -525,6 +548,10 @@ class Platform:
                 raise FunctionFailed(codes.INVALID_PARAMETER, "RequiredMemory is negative")
         elif function is Function.SEND_DATA:
             self._check_send_data(op, euicc, caller)
+        elif function is Function.SMSR_CHANGE:
+            self._check_smsr_change(s, op, euicc, caller)
+        elif function is Function.FINALISE_HANDOVER:
+            return
         else:
             # The profile as loaded with the eUICC when it is there and the caller may manage it; anything else
             # is decided (and its error chosen) by the registry's rule.
@@ -543,7 +570,7 @@ class Platform:
         if function is Function.CREATE_ISDP:
             self._check_create_isdp(s, op, euicc)
             return
-        if function in (Function.AUDIT, Function.SEND_DATA):
+        if function in (Function.AUDIT, Function.SEND_DATA, Function.SMSR_CHANGE, Function.FINALISE_HANDOVER):
             return
         profiles = [profile_value(p) for p in euicc.profiles]
         target = next(p for p in profiles if p.iccid == op.params["iccid"].upper())
@@ -603,6 +630,10 @@ class Platform:
         if function is Function.SEND_DATA:
             aid = bytes.fromhex(op.params["isd_p_aid"])
             return es8.split_send_data(bytes.fromhex(op.params["data"])), es8.isdp_tar(aid)
+        if function is Function.SMSR_CHANGE:
+            return [es8.command_tlv(a) for a in self.peer_commands(op)], None
+        if function is Function.FINALISE_HANDOVER:
+            return [es8.command_tlv(a) for a in self.finalise_commands(op)], None
         if function is Function.AUDIT:
             apdus = [es5.get_status_isdp(None), es5.get_data_resources()]
         elif function is Function.CREATE_ISDP:
@@ -893,6 +924,8 @@ class Platform:
                 codes.NO_RESPONSE, f"the eUICC answered a retransmission with PoR status {por.status:02X} (counter): "
                 "whether it executed the command is unknown; an audit was queued"), now=now, euicc=euicc)
             return f"operation {op.id}: PoR status {por.status:02X} to a retransmission, outcome unknown"
+        if function is Function.SMSR_CHANGE:  # the card's answer goes to the target SM-SR as an ES7 callback
+            return self.on_peer_por(s, op, euicc, message.responses if por.status == PorStatus.POR_OK else None, now)
         if por.status != PorStatus.POR_OK:
             if por.status == PorStatus.TAR_UNKNOWN and function is Function.SEND_DATA:  # no such ISD-P on the card
                 failure = FunctionFailed(codes.SD_AID_UNKNOWN, f"the eUICC has no ISD-P {op.params['isd_p_aid']} "

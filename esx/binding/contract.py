@@ -57,6 +57,12 @@ def _qname_ref(node: etree._Element, ref: str) -> str:
 
 @lru_cache(maxsize=None)
 def load_service(wsdl_name: str) -> ServiceContract:
+    """The service ``wsdl_name`` (a file in wsdl/) describes. ``A.wsdl+B.wsdl``: one endpoint serving both (ES7's
+    provider and requester operations at /smsr/es7); the first names the service and is the one ``?wsdl`` shows."""
+    if "+" in wsdl_name:
+        parts = [load_service(name) for name in wsdl_name.split("+")]
+        operations = {name: op for part in parts for name, op in part.operations.items()}
+        return ServiceContract(parts[0].wsdl_file, parts[0].service_name, parts[0].port_name, operations)
     path = WSDL_DIR / wsdl_name
     doc = etree.parse(str(path)).getroot()
     messages = {}

@@ -119,3 +119,17 @@ def write_addressing(header: etree._Element, addressing: Addressing) -> None:
     if addressing.reply_to:
         reply = etree.SubElement(header, f"{{{WSA}}}ReplyTo")
         etree.SubElement(reply, f"{{{WSA}}}Address").text = addressing.reply_to
+
+
+def smsr_interface_url(endpoint: str, interface: str) -> str:
+    """The URL of an SM-SR's ``interface`` (``"es7"``, ``"es4"``, ...) from its entity endpoint.
+
+    An SM-SR entity's endpoint is its ES3 URL (``<public URL>/smsr/es3``: an SM-DP calls it there as it is,
+    ``esx.server.EsxRuntime``); the other interfaces are beside it. A bare base URL (an entity added by hand with
+    ``--endpoint http://host:port``) is taken as the public URL."""
+    base = endpoint.rstrip("/")
+    for suffix in ("/smsr/es1", "/smsr/es3", "/smsr/es4", "/smsr/es7"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    return f"{base}/smsr/{interface}"

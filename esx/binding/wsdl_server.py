@@ -36,6 +36,7 @@ def render_contract_file(wsdl_name: str, query: str, endpoint_url: str) -> bytes
         _rewrite_locations(doc, endpoint_url)
         return etree.tostring(doc, xml_declaration=True, encoding="utf-8")
     if "wsdl" in params or query.lower() == "wsdl":
+        wsdl_name = wsdl_name.split("+")[0]  # an endpoint serving several (esx.binding.contract.load_service): the first
         doc = etree.fromstring(_load(str(WSDL_DIR / wsdl_name)))
         _rewrite_locations(doc, endpoint_url)
         for address in doc.iter(f"{{{_SOAP12_WSDL}}}address"):

@@ -64,6 +64,14 @@ def notification_received(rt, inbound: Inbound) -> None:
                                  required(inbound, "Iccid").upper(), when)
 
 
+def smsr_change_received(rt, inbound: Inbound) -> None:
+    """ES3-HandleSMSRChangeNotification: relayed to the MNO it names as ES2-HandleSMSRChangeNotification."""
+    from esx.eis_xml import parse_eis
+
+    when = datetime.fromisoformat(required(inbound, "completionTimestamp").replace("Z", "+00:00"))
+    rt.downloads.on_smsr_change(required(inbound, "Mno-id"), parse_eis(inbound.child("Eis")), when)
+
+
 # The SM-DP's own ES3 endpoint: where the SM-SR's callbacks and notifications arrive.
 SMDP_INTERFACE = Interface(
     wsdl="ES3SmDp.wsdl",
@@ -73,6 +81,7 @@ SMDP_INTERFACE = Interface(
         **{name: notification_received for name in (
             "ES3-HandleProfileDisabledNotification", "ES3-HandleProfileEnabledNotification",
             "ES3-HandleProfileDeletedNotification")},
+        "ES3-HandleSMSRChangeNotification": smsr_change_received,
         **{name: callback_received for name in (
             "ES3-AuditEISCallback", "ES3-EnableProfileCallback", "ES3-DisableProfileCallback",
             "ES3-DeleteISDPCallback", "ES3-CreateISDPCallback", "ES3-SendDataCallback")},

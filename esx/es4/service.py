@@ -1,7 +1,7 @@
 """ES4 (MNO -> SM-SR). Thin adapters over ``smsr_core.registry`` (sync) and ``smsr_core.platform`` (async)."""
 from __future__ import annotations
 
-from esx.adapters import AsyncFunction, caller_of, eis_reply, required
+from esx.adapters import AsyncFunction, PrepareSmsrChange, caller_of, eis_reply, required
 from esx.binding.soap import Inbound, Interface, Reply
 from esx.eis_xml import parse_pol2, parse_subscription_address
 from smsr_core.platform import Function
@@ -40,5 +40,7 @@ INTERFACE = Interface(
         "ES4-DisableProfile": AsyncFunction(Function.DISABLE, "ES4"),
         "ES4-DeleteProfile": AsyncFunction(Function.DELETE, "ES4"),
         "ES4-AuditEIS": AsyncFunction(Function.AUDIT, "ES4"),
+        "ES4-SMSRChange": AsyncFunction(Function.SMSR_CHANGE, "ES4"),
+        "ES4-PrepareSMSRChange": PrepareSmsrChange(),
     },
 )

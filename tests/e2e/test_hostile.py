@@ -184,11 +184,14 @@ def test_empty_post_is_a_sender_fault(instance):
 
 
 def test_not_yet_supported_async_function_is_refused_not_accepted(instance):
-    # SM-SR change is not offered yet.
-    body = (f"<rps:ES4-PrepareSMSRChangeRequest><rps:FunctionCallIdentifier>f</rps:FunctionCallIdentifier>"
-            f"<rps:Eid>{instance.eids[0]}</rps:Eid><rps:CurrentSMSRid>1.2.3</rps:CurrentSMSRid></rps:ES4-PrepareSMSRChangeRequest>")
-    response = raw_post(url(instance), envelope(body, from_oid=instance.mno,
-                                                action="http://gsma.com/ES4/eUICCManagement/ES4-PrepareSMSRChange"))
+    # ES3-UpdateConnectivityParameters is the one v3 function not offered yet (issue 11).
+    body = (f"<rps:ES3-UpdateConnectivityParametersRequest><rps:FunctionCallIdentifier>f</rps:FunctionCallIdentifier>"
+            f"<rps:Eid>{instance.eids[0]}</rps:Eid><rps:Iccid>{instance.doc['euiccs'][0]['profiles'][0]['iccid']}"
+            "</rps:Iccid><rps:ConnectivityParameters>00</rps:ConnectivityParameters>"
+            "</rps:ES3-UpdateConnectivityParametersRequest>")
+    response = raw_post(f"{instance.smsr_url}/smsr/es3", envelope(
+        body, from_oid=instance.doc["smdp_id"], to="http://127.0.0.1/smsr/es3",
+        action="http://gsma.com/ES3/PlatformManagement/ES3-UpdateConnectivityParameters"))
     # Nothing is accepted: no 202, a Sender fault (never an HTTP 500) carrying 1.6/3.1.
     assert response.status_code == 400
     code, text = fault(response)

@@ -39,7 +39,7 @@ from sgp02 import eis as v
 
 BASE = "http://esx.test"
 WSDL_OF = {"/smsr/es1": "ES1SmSr.wsdl", "/smsr/es3": "ES3SmSr.wsdl", "/smsr/es4": "ES4SmSr.wsdl",
-           "/smdp/es2": "ES2SmDp.wsdl", "/smdp/es3": "ES3SmDp.wsdl"}
+           "/smdp/es2": "ES2SmDp.wsdl", "/smdp/es3": "ES3SmDp.wsdl", "/smsr/es7": "ES7SmSrProvider.wsdl"}
 _P = f"{{{GSMA}}}"
 
 

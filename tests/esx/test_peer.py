@@ -32,8 +32,8 @@ from esx.demo import (
     init_instance,
     init_peer,
     peer_smsr_identity,
-    smsr_interface_url,
 )
+from esx.binding.wsa import smsr_interface_url
 from esx.server import Config, EsxRuntime, make_wsgi
 from esx.binding.wsgi_adapter import WsgiAdapter
 from euicc_sim.card import Card

@@ -111,13 +111,18 @@ def body(xml: bytes) -> dict[str, str]:
 
 
 class OtaHarness:
-    def __init__(self, data_dir: Path, timing: Timing) -> None:
+    """One SM-SR (``smsr_oid``, SMS address ``address``) and the cards of ``<data_dir>/euicc``; a second SM-SR of a
+    change test shares the first one's ``cards`` (one network, tests/smsr_core/test_handover.py)."""
+
+    def __init__(self, data_dir: Path, timing: Timing, *, smsr_oid: str = SMSR_OID, address: str = SMSR_ADDRESS,
+                 cards: dict[str, CardOta] | None = None, es7_address: str | None = None) -> None:
         self.data_dir = Path(data_dir)
+        self.smsr_oid, self.address = smsr_oid, address
         self.db = Database(sqlite_url(self.data_dir))
-        box = SecretBox.from_data_dir(self.data_dir)
-        self.platform = Platform(self.db, SMSR_OID, OutboxSink(SMSR_OID), box, timing)
-        self.registry = EisRegistry(self.db, SMSR_OID, DevPki.load(self.data_dir / "pki").ci_cert_pem, box)
-        self.cards: dict[str, CardOta] = {
+        self.box = box = SecretBox.from_data_dir(self.data_dir)
+        self.platform = Platform(self.db, smsr_oid, OutboxSink(smsr_oid, es7_address=es7_address), box, timing)
+        self.registry = EisRegistry(self.db, smsr_oid, DevPki.load(self.data_dir / "pki").ci_cert_pem, box)
+        self.cards: dict[str, CardOta] = cards if cards is not None else {
             path.parent.name: CardOta(Card.load(path), path)
             for path in sorted((self.data_dir / "euicc").glob(f"*/{CARD_FILE}"))
         }
@@ -161,7 +166,7 @@ class OtaHarness:
         """Each segment as an SMS-PP download; the SMS-SUBMIT TPDUs the card answers with."""
         replies: list[bytes] = []
         for ud in segments:
-            deliver = sms.SmsDeliver(originator=SMSR_ADDRESS, pid=sms.PID_SIM_DATA_DOWNLOAD, dcs=sms.DCS_8BIT_CLASS2,
+            deliver = sms.SmsDeliver(originator=self.address, pid=sms.PID_SIM_DATA_DOWNLOAD, dcs=sms.DCS_8BIT_CLASS2,
                                      scts=SCTS, ud=ud, udhi=True)
             replies += ota_front.envelope(sms.envelope_sms_pp(sms.encode_sms_deliver(deliver), SMSC_ADDRESS))
         return replies
@@ -171,7 +176,7 @@ class OtaHarness:
         submits = [sms.decode_sms_submit(t) for t in tpdus]
         with self.db.session() as s:
             for submit in submits:
-                assert submit.destination == SMSR_ADDRESS
+                assert submit.destination == self.address, (submit.destination, self.address)
                 s.add(SmsInbox(received_at=now, source_addr=source, destination_addr=submit.destination,
                                user_data=submit.ud, concat_ref=sms.parse_user_data(submit.ud).ref))
         return submits
@@ -204,7 +209,7 @@ class OtaHarness:
         """The card sends every unconfirmed default notification now; how many SMS reached the SM-SR."""
         ota_front = self.cards[eid]
         ota_front.reload_if_changed()
-        tpdus = [t for t in ota_front.due_notifications(SMSR_ADDRESS, 0.0, time.monotonic())
+        tpdus = [t for t in ota_front.due_notifications(self.address, 0.0, time.monotonic())
                  if not self.losses.lost("MO")]
         return len(self.to_smsr(ota_front.msisdn, tpdus, now)) if tpdus else 0
 

@@ -1013,7 +1013,8 @@ def test_the_step_table_is_the_theory_of_operation_and_names_what_exists(h):
     platform.CARD_OPERATION.check(h.platform)
     for line in platform.CARD_OPERATION.table().splitlines():
         assert line in platform.__doc__
-    assert list(platform.CARD_OPERATION.steps) == ["queued", "send", "await_por", "await_notification", "held"]
+    assert list(platform.CARD_OPERATION.steps) == ["queued", "send", "await_por", "await_notification", "handover",
+                                                   "held"]
 
 
 def test_a_due_row_runs_the_step_its_table_row_names(h):
