@@ -209,12 +209,15 @@ def due(s: Session, model: type[Row], now: datetime, *conditions, when=None, lim
     return list(s.scalars(query))
 
 
-def lease(s: Session, model: type[Row], row_id: int, now: datetime, seconds: float, *conditions, when=None) -> bool:
+def lease(s: Session, model: type[Row], row_id: int, now: datetime, seconds: float, *conditions, when=None,
+          due_if=None) -> bool:
     """Take the lease of a due row for ``seconds``; False when another worker holds it or it is no longer due (the
     same conditions as :func:`due`, checked again in the UPDATE: between the two, another worker may have run
-    and released it)."""
+    and released it). ``due_if``: the flow's own "due" condition instead of ``when <= now`` (a row due at its next
+    attempt or at its expiry, smsr_core.handover)."""
     when = model.next_attempt_at if when is None else when
-    return s.execute(update(model).where(model.id == row_id, when <= now, free(model, now), *conditions)
+    due_now_ = (when <= now) if due_if is None else due_if
+    return s.execute(update(model).where(model.id == row_id, due_now_, free(model, now), *conditions)
                      .values(lease_until=now + timedelta(seconds=seconds))).rowcount == 1
 
 

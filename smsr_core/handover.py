@@ -21,12 +21,14 @@ from datetime import datetime, timedelta
 from typing import Callable, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
+from sqlalchemy import or_ as sa_or
 from sqlalchemy.orm import Session
 
 from keys.secretbox import SecretBox
 from persistence import engine
 from persistence.db import Database
+from persistence.prepared import Prepared, dbapi
 from persistence.engine import ACTIVE, Doorbell, Flow, Silent, Step, utc
 from sgp02 import codes, plain
 from sgp02 import eis as v
@@ -404,26 +406,24 @@ class Handovers:
             self.on_finalised(s, row, status, failure, now)
 
     def tick(self, now: datetime) -> int:
-        """Run the due steps and end what ran out of time; how many rows moved."""
-        with self.db.session() as s:
-            ids = engine.due(s, HandoverIn, now, HandoverIn.state == ACTIVE)
-            expired = engine.expired(s, HandoverIn, now)
-        moved = 0
-        for row_id in expired:
-            with self.db.session() as s:
-                row = s.get(HandoverIn, row_id)
-                if row is not None and row.state == ACTIVE:
-                    self._expire(s, row, now)
-                    moved += 1
+        """Run the due steps and end what ran out of time; how many rows moved. One prepared read when nothing is
+        due (persistence.prepared: it runs at every tick of every SM-SR worker)."""
+        with dbapi(self.db.engine) as conn:
+            ids = [r.id for r in _DUE_OR_EXPIRED.all(conn, active=ACTIVE, now=now)]
 
         def run(row_id: int) -> None:
             with self.db.session() as s:
-                if not engine.lease(s, HandoverIn, row_id, now, self.timing.lease, HandoverIn.state == ACTIVE):
+                if not engine.lease(s, HandoverIn, row_id, now, self.timing.lease, HandoverIn.state == ACTIVE,
+                                    due_if=sa_or(HandoverIn.next_attempt_at <= now, HandoverIn.expires_at <= now)):
                     return
                 row = s.get(HandoverIn, row_id)
+                if utc(row.expires_at) <= now:
+                    self._expire(s, row, now)
+                    if row.state != ACTIVE or row.next_attempt_at is None or utc(row.next_attempt_at) > now:
+                        return
                 RECEIVE.runner(self, row.step)(s, row, now)
 
-        return moved + engine.run_leased(ids, lambda _: True, run, what="SM-SR change")
+        return engine.run_leased(ids, lambda _: True, run, what="SM-SR change")
 
     def _expire(self, s: Session, row: HandoverIn, now: datetime) -> None:
         """Out of time: before the commit point the change ends EXPIRED (the current SM-SR stays in charge); after it,
@@ -456,6 +456,14 @@ class Handovers:
 
     def _validity(self, row: HandoverIn, now: datetime) -> int:
         return max(1, int((utc(row.expires_at) - now).total_seconds()))
+
+
+_HI = HandoverIn.__table__
+# Rows whose step is due or whose validity period ended, not leased (Handovers.tick).
+_DUE_OR_EXPIRED = Prepared(select(_HI.c.id).where(
+    _HI.c.state == bindparam("active"),
+    sa_or(_HI.c.next_attempt_at <= bindparam("now"), _HI.c.expires_at <= bindparam("now")),
+    sa_or(_HI.c.lease_until.is_(None), _HI.c.lease_until < bindparam("now"))).order_by(_HI.c.id))
 
 
 def _context(row: HandoverIn) -> str:
