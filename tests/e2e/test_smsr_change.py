@@ -1,0 +1,95 @@
+"""SM-SR change end to end: two served SM-SRs (A from ``esx init``, B from ``esx init --peer-of A``), one loopback SMSC
+with A's simulated cards, the MNO a zeep client generated from the official GSMA WSDL.
+
+PrepareSMSRChange at B, SMSRChange at A: both callbacks EXECUTED_SUCCESS, the SM-SR change notification delivered
+and valid against the official XSD, GetEIS at A refused 8.1.1/3.9 and at B answered, an EnableProfile at B carried
+out over the air, and the card holding B's key set only. Once per database backend (SQLite, PostgreSQL).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+
+from esx.demo import init_peer
+from euicc_sim.card import Card
+from euicc_sim.network import CARD_FILE
+
+from .clients import CLIENT_KINDS
+from .conftest import TEST_OTA, _postgres_database, background, free_port, official_schema, serve, start_instance, \
+    stop_instance
+
+MNO_PATH = "/mno"
+
+
+@pytest.fixture(scope="module")
+def pair(own_database, database_url, receiver, tmp_path_factory):
+    """A (the demo instance, every process) and B (its peer: SM-SR and worker, no SMSC), each its own database."""
+    root = tmp_path_factory.mktemp("smsr-change")
+    a = start_instance(root / "a", own_database, receiver, demo=2)
+    b_db = _postgres_database() if database_url is not None else None
+    b_url = next(b_db) if b_db is not None else None
+    port = free_port()
+    b_dir = root / "b"
+    doc = init_peer(b_dir, peer_of=a.data_dir, public_url=f"http://127.0.0.1:{port}", database_url=b_url)
+    config = json.loads((b_dir / "esx.json").read_text())
+    config["ota"] = {**config["ota"], **{k: v for k, v in TEST_OTA.items()}}
+    (b_dir / "esx.json").write_text(json.dumps(config))
+    procs = {"worker": background(b_dir, "worker", b_dir / "worker.log"),
+             "smsr": serve(b_dir, "smsr", port, b_dir / "smsr.log")}
+    b = type(a)(b_dir, doc, f"http://127.0.0.1:{port}", a.smdp_url, b_url, receiver, procs)
+    try:
+        yield a, b
+    finally:
+        stop_instance(b)
+        stop_instance(a)
+        if b_db is not None:
+            next(b_db, None)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def es4(instance, mno: str):
+    return CLIENT_KINDS["official"]("ES4", f"{instance.smsr_url}/smsr/es4", mno)
+
+
+def test_an_mno_moves_an_euicc_from_one_smsr_to_another(pair, receiver):
+    a, b = pair
+    mno, eid = a.mno, a.eids[0]
+    profiles = a.doc["euiccs"][0]["profiles"]
+    disabled = next(p["iccid"] for p in profiles if p["state"].lower() != "enabled")
+    reply_to = f"{receiver.url}{MNO_PATH}"
+    started = time.monotonic()  # the receiver is the session's: what earlier runs got is older
+
+    status, _, prepare_id = es4(b, mno).send_async("ES4-PrepareSMSRChange", reply_to=reply_to, Eid=eid,
+                                                   CurrentSMSRid=a.doc["smsr_id"])
+    assert status == 202
+    prepared = receiver.callback(prepare_id, timeout=30)
+    assert (prepared.name, prepared.status) == ("ES4-PrepareSMSRChangeResponse", "EXECUTED_SUCCESS")
+
+    status, _, change_id = es4(a, mno).send_async("ES4-SMSRChange", reply_to=reply_to, Eid=eid,
+                                                  **{"Target-Smsr-id": b.doc["smsr_id"]})
+    assert status == 202
+    changed = receiver.callback(change_id, timeout=90)
+    assert (changed.name, changed.status) == ("ES4-SMSRChangeResponse", "EXECUTED_SUCCESS"), changed.code
+
+    [notification] = receiver.wait(lambda m: m.name == "ES4-HandleSMSRChangeNotification" and m.at > started
+                                   and m.text(".//rps:Eid") == eid, timeout=30)
+    assert official_schema("ES4").validate(notification.body), official_schema("ES4").error_log
+    assert notification.text("rps:Eis/rps:Smsr-id") == b.doc["smsr_id"]
+
+    gone = es4(a, mno)("ES4-GetEIS", Eid=eid)
+    assert (gone.status, gone.code) == ("FAILED", ("8.1.1", "3.9"))
+    there = es4(b, mno)("ES4-GetEIS", Eid=eid)
+    assert there.status == "EXECUTED_SUCCESS"
+    assert there.text("rps:Eis/rps:Smsr-id") == b.doc["smsr_id"]
+
+    status, _, enable_id = es4(b, mno).send_async("ES4-EnableProfile", reply_to=reply_to, Eid=eid, Iccid=disabled)
+    assert status == 202
+    enabled = receiver.callback(enable_id, timeout=60)
+    assert enabled.status == "EXECUTED_SUCCESS", enabled.code
+
+    card = Card.load(a.data_dir / "euicc" / eid / CARD_FILE)
+    assert card.scp80.kvns == [2]
+    assert card.smsr_sms_address == json.loads((b.data_dir / "esx.json").read_text())["ota"]["source_addr"]
