@@ -401,6 +401,9 @@ class Platform(HandingOver):
             self._audit(s, op.eid, now, OPERATION_TYPE[Function(op.function)], status, op.requester_id, failure,
                         profile.isd_p_aid if profile is not None else op.params.get("isd_p_aid"),
                         op.params.get("iccid"))
+        if Function(op.function) is Function.SMSR_CHANGE and op.params.get("peer"):
+            # a request of the target SM-SR's was on its way to the card: it is answered too (the change ends here)
+            self.sink.peer_callback(s, op.params["target_smsr_id"], op.params["peer"], status, failure, ())
         if op.interface != "SMSR":
             self.sink.callback(s, op, status, failure, eis, op.euicc_response)
         elif Function(op.function) is Function.FINALISE_HANDOVER and self.finalised is not None:

@@ -73,7 +73,9 @@ class Lab:
                                    EckaAgreement(), smsr_known=lambda oid: oid == SMSR_OID,
                                    eum_cert_for=lambda eum: eum_pem if eum == EUM_OID else None)
         self.b.platform.finalised = self.handovers.finalised
-        self.tamper = None  # a test may change an ES7 message on the way: (kind, function) -> event -> event
+        self.tamper = None  # a test may change an ES7 message on the way: (kind, event) -> event
+        self.unreachable: set[str] = set()  # SM-SRs the courier cannot reach (their rows stay undelivered)
+        self.late: list[tuple[str, Status]] = []  # callbacks nobody awaited any more
 
     def close(self) -> None:
         self.a.close()
@@ -99,6 +101,8 @@ class Lab:
         """Deliver every ES7 row either SM-SR owes the other; how many."""
         moved = 0
         for sender, receiver_oid in ((self.a, B_OID), (self.b, SMSR_OID)):
+            if receiver_oid in self.unreachable:
+                continue
             with sender.db.session() as s:
                 rows = list(s.scalars(select(OutboxMessage).where(OutboxMessage.interface == "ES7",
                                                                    OutboxMessage.delivered_at.is_(None))
@@ -127,10 +131,12 @@ class Lab:
         assert isinstance(event, OperationFinished)
         failure = event.outcome.failure()
         if event.function == "HandoverEUICC":
-            assert self.a.platform.handover_result(sender, row.relates_to, event.outcome.status, failure, now)
+            taken = self.a.platform.handover_result(sender, row.relates_to, event.outcome.status, failure, now)
         else:
-            assert self.handovers.on_callback(sender, row.relates_to, event.outcome.status, failure,
-                                              dict(event.results), now)
+            taken = self.handovers.on_callback(sender, row.relates_to, event.outcome.status, failure,
+                                               dict(event.results), now)
+        if not taken:  # nothing awaited it any more (its side ended first): kept for the test to look at
+            self.late.append((event.function, event.outcome.status))
 
     def tick(self, now: datetime) -> None:
         for h in (self.a, self.b):
@@ -187,6 +193,7 @@ def test_an_euicc_moves_from_one_smsr_to_the_other_and_only_the_new_one_reaches_
     # A: the change succeeded, the EIS is gone
     assert lab.a.op(op_id).result == ("EXECUTED_SUCCESS", None, None)
     assert lab.callbacks(lab.a)["ES4-SMSRChangeCallback"] == ("EXECUTED_SUCCESS", None, None)
+    assert lab.late == []  # every ES7 callback was awaited
     with lab.a.db.session() as s:
         assert s.get(Euicc, EID1) is None
     # B: the whole EIS, its own identity, one key set (the new one), the audit trail carried over
@@ -257,3 +264,77 @@ def test_who_may_ask_for_a_change(lab):
     row = lab.prepare(eid=demo_eid(1), current="1.3.6.1.4.1.99999.1.77")
     assert lab.row(row).result_subject == codes.SMSR_UNKNOWN.subject
     assert lab.callbacks(lab.b)["ES4-PrepareSMSRChangeCallback"] == ("FAILED", "8.7", "3.9")
+
+
+def test_a_bad_signature_is_refused_by_the_card_and_both_sides_end_with_its_code(lab):
+    def bad_signature(kind, event):
+        if isinstance(event, PeerRequested) and event.function == "CreateAdditionalKeySet":
+            fields = tuple((k, "00" * 64 if k == "Signature" else val) for k, val in event.fields)
+            return PeerRequested(**{**event.__dict__, "fields": fields})
+        return event
+
+    lab.tamper = bad_signature
+    row_id = lab.prepare()
+    op_id = lab.change()
+    lab.run()
+    code = codes.ISDR_EXECUTION_ERROR  # the ISD-R refused STORE DATA 3A02 (SW 6982)
+    assert lab.a.op(op_id).result == ("FAILED", code.subject, code.reason)
+    row = lab.row(row_id)
+    assert (row.result_status, row.result_subject, row.result_reason) == ("FAILED", code.subject, code.reason)
+    assert lab.a.card(EID1).scp80.kvns == [1]  # nothing created on the card
+    with lab.b.db.session() as s:
+        assert s.get(Euicc, EID1) is None
+
+
+def test_a_card_that_goes_silent_ends_the_change_expired_on_both_sides_and_the_old_smsr_keeps_it(lab):
+    row_id = lab.prepare()
+    op_id = lab.change()
+    card = lab.a.card(EID1)
+    card.silent = True
+    card.save()
+    lab.run()
+    assert lab.a.op(op_id).state == "active"  # the 3A01 packet goes again, unanswered
+    lab.run(at(3601), rounds=4)  # past the validity period (Timing.default_validity)
+    assert lab.a.op(op_id).result == ("EXPIRED", codes.EXPIRED_TTL.subject, codes.EXPIRED_TTL.reason)
+    row = lab.row(row_id)
+    assert (row.result_status, row.result_subject, row.result_reason) == \
+        ("EXPIRED", codes.EXPIRED_TTL.subject, codes.EXPIRED_TTL.reason)
+    with lab.a.db.session() as s:
+        assert s.get(Euicc, EID1) is not None  # still A's
+    assert lab.a.ota(EID1).active_operation_id != op_id
+
+
+def test_an_unreachable_new_smsr_leaves_the_old_one_in_charge(lab):
+    lab.unreachable = {B_OID}
+    lab.prepare()
+    op_id = lab.change()
+    lab.run()
+    assert lab.a.op(op_id).step == "handover"  # ES7-HandoverEUICC waits in A's outbox
+    lab.run(at(3601), rounds=3)
+    assert lab.a.op(op_id).result == ("EXPIRED", codes.EXPIRED_TTL.subject, codes.EXPIRED_TTL.reason)
+    enable = lab.a.request(Function.ENABLE, EID1, demo_iccid(1, 1), now=at(3700))
+    lab.a.run(EID1, at(3700))
+    lab.a.run(EID1, at(3700))  # the audit queued by the expiry first, then the enable
+    assert lab.a.op(enable).result == ("EXECUTED_SUCCESS", None, None)
+
+
+def test_what_waits_for_the_euicc_at_the_old_smsr_is_neither_lost_nor_run_twice(lab):
+    lab.prepare()
+    op_id = lab.change()
+    lab.a.tick(T0)  # the change holds the eUICC
+    queued = lab.a.request(Function.ENABLE, EID1, demo_iccid(1, 1), now=T0)
+    lab.run()
+    assert lab.a.op(op_id).result == ("EXECUTED_SUCCESS", None, None)
+    enable = lab.a.op(queued)
+    assert enable.result == ("FAILED", codes.EID_UNKNOWN.subject, codes.EID_UNKNOWN.reason)
+    assert enable.attempts == 0  # never sent to the card
+    [callback] = [m for m in lab.a.outbox() if m.operation == "ES4-EnableProfileCallback"]
+    assert B_OID in callback.fields["Message"]
+
+
+def test_an_unused_preparation_runs_out_silently(lab):
+    row_id = lab.prepare()
+    lab.run(at(3601), rounds=1)
+    row = lab.row(row_id)
+    assert (row.state, row.result_status) == ("done", "EXPIRED")
+    assert [m.operation for m in lab.b.outbox()] == ["ES4-PrepareSMSRChangeCallback"]  # answered once, at preparation
