@@ -8,12 +8,16 @@ out over the air, and the card holding B's key set only. Once per database backe
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import time
 
 import pytest
+import sqlalchemy as sa
 
 from esx.demo import init_peer
+from esx.server import Config
 from euicc_sim.card import Card
 from euicc_sim.network import CARD_FILE
 
@@ -93,3 +97,48 @@ def test_an_mno_moves_an_euicc_from_one_smsr_to_another(pair, receiver):
     card = Card.load(a.data_dir / "euicc" / eid / CARD_FILE)
     assert card.scp80.kvns == [2]
     assert card.smsr_sms_address == json.loads((b.data_dir / "esx.json").read_text())["ota"]["source_addr"]
+
+
+def _sigkill(proc) -> None:
+    """SIGKILL the process and all it started, as a host crash would."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(10)
+
+
+def _step_at_b(b) -> str | None:
+    engine = sa.create_engine(Config.load(b.data_dir).database_url)
+    try:
+        with engine.connect() as c:
+            return c.execute(sa.text("SELECT step FROM handover_in WHERE state = 'active' ORDER BY id DESC")).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_both_workers_killed_mid_change_carry_on_after_a_restart(pair, receiver):
+    """SIGKILL of both SM-SRs' workers once the new SM-SR has the EIS (between ES7 exchanges and card commands):
+    restarted, they finish the change; nothing is sent twice that the card would refuse."""
+    a, b = pair
+    mno, eid = a.mno, a.eids[1]
+    reply_to = f"{receiver.url}{MNO_PATH}"
+    _, _, prepare_id = es4(b, mno).send_async("ES4-PrepareSMSRChange", reply_to=reply_to, Eid=eid,
+                                              CurrentSMSRid=a.doc["smsr_id"])
+    assert receiver.callback(prepare_id, timeout=30).status == "EXECUTED_SUCCESS"
+    _, _, change_id = es4(a, mno).send_async("ES4-SMSRChange", reply_to=reply_to, Eid=eid,
+                                             **{"Target-Smsr-id": b.doc["smsr_id"]})
+    deadline = time.monotonic() + 30
+    while _step_at_b(b) in (None, "prepared") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for inst in (a, b):
+        _sigkill(inst.procs["worker0" if inst is a else "worker"])
+    time.sleep(1.0)
+    a.procs["worker0"] = background(a.data_dir, "worker", a.data_dir / "worker0.log")
+    b.procs["worker"] = background(b.data_dir, "worker", b.data_dir / "worker.log")
+    changed = receiver.callback(change_id, timeout=90)
+    assert changed.status == "EXECUTED_SUCCESS", (changed.code, changed.message)
+    assert len(receiver.callbacks(change_id)) == 1
+    assert es4(b, mno)("ES4-GetEIS", Eid=eid).status == "EXECUTED_SUCCESS"
+    assert es4(a, mno)("ES4-GetEIS", Eid=eid).code == ("8.1.1", "3.9")
+    assert Card.load(a.data_dir / "euicc" / eid / CARD_FILE).scp80.kvns == [2]
