@@ -7,7 +7,7 @@ DATA   ?= var
 BIND   ?= 127.0.0.1:8080
 SMSC_PORT ?= 2775
 
-.PHONY: install run test bench bench-ota bench-download bench-compare clean
+.PHONY: install run test bench bench-ota bench-download bench-handover bench-compare clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench-ota: install
 
 bench-download: install
 	$(PY) bench/downloads.py --euiccs 30
+
+bench-handover: install
+	$(PY) bench/handovers.py --euiccs 200
 
 # Old and new side by side, one after the other on the same machine state: OLD is a checkout of an earlier
 # commit with its own .venv, e.g. `git worktree add --detach ../esx-old 87829b0 && make -C ../esx-old install`.

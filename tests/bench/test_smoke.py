@@ -39,3 +39,10 @@ def test_downloads_benchmark_smoke_run():
     assert results["downloads"]["euiccs"] == 2
     assert results["downloads"]["callback_statuses"] == {"EXECUTED_SUCCESS": 2}
     assert results["crypto"]["key_establishments_per_s_P-256"] > 0
+
+
+def test_handovers_benchmark_smoke_run():
+    results = _smoke("handovers.py")
+    handovers = results["handovers"]
+    assert handovers["euiccs"] == 2 and handovers["handovers_per_s"] > 0
+    assert handovers["notifications"] == {"ES4-HandleSMSRChangeNotification": 2}
