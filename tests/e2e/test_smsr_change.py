@@ -16,6 +16,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from esx.binding.ns import GSMA
 from esx.demo import init_peer
 from esx.server import Config
 from euicc_sim.card import Card
@@ -32,7 +33,7 @@ MNO_PATH = "/mno"
 def pair(own_database, database_url, receiver, tmp_path_factory):
     """A (the demo instance, every process) and B (its peer: SM-SR and worker, no SMSC), each its own database."""
     root = tmp_path_factory.mktemp("smsr-change")
-    a = start_instance(root / "a", own_database, receiver, demo=2)
+    a = start_instance(root / "a", own_database, receiver, demo=3)
     b_db = _postgres_database() if database_url is not None else None
     b_url = next(b_db) if b_db is not None else None
     port = free_port()
@@ -142,3 +143,34 @@ def test_both_workers_killed_mid_change_carry_on_after_a_restart(pair, receiver)
     assert es4(b, mno)("ES4-GetEIS", Eid=eid).status == "EXECUTED_SUCCESS"
     assert es4(a, mno)("ES4-GetEIS", Eid=eid).code == ("8.1.1", "3.9")
     assert Card.load(a.data_dir / "euicc" / eid / CARD_FILE).scp80.kvns == [2]
+
+
+def test_the_smdp_that_installed_a_profile_is_told_and_tells_its_mno(pair, receiver):
+    """A profile the SM-DP downloaded: after the change the new SM-SR sends ES3-HandleSMSRChangeNotification to that
+    SM-DP, which relays it to the MNO as ES2-HandleSMSRChangeNotification (valid against the official ES2 XSD)."""
+    a, b = pair
+    mno, eid = a.mno, a.eids[2]
+    reply_to = f"{receiver.url}{MNO_PATH}"
+    started = time.monotonic()
+    es2 = CLIENT_KINDS["official"]("ES2", f"{a.smdp_url}/smdp/es2", mno)
+    status, _, download_id = es2.send_async("ES2-DownloadProfile", reply_to=reply_to, Eid=eid,
+                                            **{"SmSr-id": a.doc["smsr_id"]}, ProfileType="esx-demo-download",
+                                            EnableProfile=False)
+    assert status == 202
+    downloaded = receiver.callback(download_id, timeout=90)
+    assert downloaded.status == "EXECUTED_SUCCESS", (downloaded.code, downloaded.message)
+    iccid = downloaded.text("rps:Iccid")
+
+    _, _, prepare_id = es4(b, mno).send_async("ES4-PrepareSMSRChange", reply_to=reply_to, Eid=eid,
+                                              CurrentSMSRid=a.doc["smsr_id"])
+    assert receiver.callback(prepare_id, timeout=30).status == "EXECUTED_SUCCESS"
+    _, _, change_id = es4(a, mno).send_async("ES4-SMSRChange", reply_to=reply_to, Eid=eid,
+                                             **{"Target-Smsr-id": b.doc["smsr_id"]})
+    assert receiver.callback(change_id, timeout=90).status == "EXECUTED_SUCCESS"
+
+    [relayed] = receiver.wait(lambda m: m.name == "ES2-HandleSMSRChangeNotification" and m.at > started
+                              and m.text(".//rps:Eid") == eid, timeout=30)
+    assert official_schema("ES2").validate(relayed.body), official_schema("ES2").error_log
+    assert iccid in {el.text for el in relayed.body.iter(f"{{{GSMA}}}Iccid")}
+    assert relayed.text("rps:Eis/rps:Smsr-id") == b.doc["smsr_id"]
+    assert f"EntityId={a.doc['smdp_id']}" in relayed.header("From")  # from the SM-DP, not the SM-SR

@@ -8,6 +8,7 @@ ticks, with the SMSC between each SM-SR and the card (the card answers the SMS a
 """
 from __future__ import annotations
 
+import itertools
 import shutil
 from datetime import datetime, timedelta, timezone
 
@@ -76,6 +77,7 @@ class Lab:
         self.tamper = None  # a test may change an ES7 message on the way: (kind, event) -> event
         self.unreachable: set[str] = set()  # SM-SRs the courier cannot reach (their rows stay undelivered)
         self.late: list[tuple[str, Status]] = []  # callbacks nobody awaited any more
+        self.requests = itertools.count(1)
 
     def close(self) -> None:
         self.a.close()
@@ -89,9 +91,10 @@ class Lab:
         return row_id
 
     def change(self, eid: str = EID1, *, caller: Caller = MNO, target: str = B_OID, now: datetime = T0) -> int:
+        n = next(self.requests)
         op_id, _ = self.a.platform.accept(AsyncRequest(
-            function=Function.SMSR_CHANGE, interface="ES4", requester=caller, eid=eid, message_id="urn:uuid:change",
-            function_call_id="change-1", reply_to=None, validity_period=None, received_at=now,
+            function=Function.SMSR_CHANGE, interface="ES4", requester=caller, eid=eid, message_id=f"urn:uuid:change-{n}",
+            function_call_id=f"change-{n}", reply_to=None, validity_period=None, received_at=now,
             params={"target_smsr_id": target}))
         return op_id
 
@@ -338,3 +341,35 @@ def test_an_unused_preparation_runs_out_silently(lab):
     row = lab.row(row_id)
     assert (row.state, row.result_status) == ("done", "EXPIRED")
     assert [m.operation for m in lab.b.outbox()] == ["ES4-PrepareSMSRChangeCallback"]  # answered once, at preparation
+
+
+def test_a_second_change_of_the_same_euicc_is_refused_on_both_sides(lab):
+    first = lab.prepare()
+    second = lab.handovers.prepare(Prepare(MNO, EID1, SMSR_OID, "urn:uuid:prepare-2", "prepare-2", None, None, T0))[0]
+    busy = codes.SMSR_CHANGE_IN_PROGRESS
+    assert lab.row(first).state == "active"
+    row = lab.row(second)
+    assert (row.result_status, row.result_subject, row.result_reason) == ("FAILED", busy.subject, busy.reason)
+    op_id = lab.change()
+    again = lab.a.platform.accept(AsyncRequest(
+        function=Function.SMSR_CHANGE, interface="ES4", requester=MNO, eid=EID1, message_id="urn:uuid:change-2",
+        function_call_id="change-2", reply_to=None, validity_period=None, received_at=T0,
+        params={"target_smsr_id": B_OID}))[0]
+    assert lab.a.op(again).result == ("FAILED", busy.subject, busy.reason)
+    lab.run()
+    assert lab.a.op(op_id).result == ("EXECUTED_SUCCESS", None, None)  # the first one is not disturbed
+
+
+def test_a_new_smsr_that_holds_the_euicc_already_or_is_the_current_one_refuses_to_prepare(lab):
+    lab.prepare()
+    lab.change()
+    lab.run()  # B holds EID1 now
+    held = lab.handovers.prepare(Prepare(MNO, EID1, SMSR_OID, "urn:uuid:p3", "p3", None, None, at(10)))[0]
+    row = lab.row(held)
+    assert (row.result_subject, row.result_reason) == (codes.SMSR_CANNOT_TAKE.subject, codes.SMSR_CANNOT_TAKE.reason)
+    itself = lab.handovers.prepare(Prepare(MNO, demo_eid(2), B_OID, "urn:uuid:p4", "p4", None, None, at(10)))[0]
+    row = lab.row(itself)
+    assert (row.result_subject, row.result_reason) == (codes.SMSR_TARGET_IS_CURRENT.subject,
+                                                       codes.SMSR_TARGET_IS_CURRENT.reason)
+    to_self = lab.change(eid=demo_eid(2), target=SMSR_OID)
+    assert lab.a.op(to_self).result[1:] == (codes.SMSR_TARGET_IS_CURRENT.subject, codes.SMSR_TARGET_IS_CURRENT.reason)
