@@ -28,7 +28,7 @@ from sgp02.codes import Status
 from sgp02.events import OperationFinished, PeerRequested, from_json
 from sgp02.roles import Caller
 from smsr_core.handover import EckaAgreement, Handovers, Prepare, SmsrIdentity
-from smsr_core.models import Euicc, domain_value
+from smsr_core.models import EisAuditRecord, Euicc, domain_value
 from smsr_core.ops_models import HandoverIn
 from smsr_core.platform import AsyncRequest, Function, Timing
 
@@ -188,6 +188,9 @@ def old_keys_answer(lab: Lab, old) -> int:
 def test_an_euicc_moves_from_one_smsr_to_the_other_and_only_the_new_one_reaches_it(lab):
     old = card_keyset(lab.a.card(EID1))  # A's key set, as the card holds it
     assert old.kvn == 1
+    with lab.a.db.session() as s:
+        a_trail = [(r.smsr_id, r.operation_type) for r in
+                   s.scalars(select(EisAuditRecord).where(EisAuditRecord.eid == EID1).order_by(EisAuditRecord.id))]
     row_id = lab.prepare()
     assert lab.callbacks(lab.b)["ES4-PrepareSMSRChangeCallback"] == ("EXECUTED_SUCCESS", None, None)
     op_id = lab.change()
@@ -207,6 +210,12 @@ def test_an_euicc_moves_from_one_smsr_to_the_other_and_only_the_new_one_reaches_
         isd_r = domain_value(euicc.isd_r, lab.b.box)
         assert [ks.version for ks in isd_r.keysets] == [2]
     assert set(lab.b.profiles(EID1)) == {demo_iccid(1, 0), demo_iccid(1, 1)}
+    with lab.a.db.session() as s:  # A's trail went with its EIS
+        assert s.scalars(select(EisAuditRecord).where(EisAuditRecord.eid == EID1)).first() is None
+    with lab.b.db.session() as s:  # B's: A's records, then the key set B agreed (0800) and FinaliseISDRhandover (0900)
+        trail = [(r.smsr_id, r.operation_type) for r in
+                 s.scalars(select(EisAuditRecord).where(EisAuditRecord.eid == EID1).order_by(EisAuditRecord.id))]
+    assert trail[:len(a_trail)] == a_trail and trail[len(a_trail):][:2] == [(B_OID, "0800"), (B_OID, "0900")]
     notified = {(m.operation, m.target) for m in lab.b.outbox() if m.kind == "notification"}
     # the demo profiles were registered by the EUM, not installed by an SM-DP: the MNO alone is told
     assert {n for n in notified if "SMSRChange" in n[0]} == {("ES4-HandleSMSRChangeNotification", MNO_OID)}
