@@ -558,8 +558,13 @@ class HandingOver:
                 .with_for_update()).first()
             peer = {"function": function, "message_id": message_id, "reply_to": reply_to,
                     "received_at": received_at.isoformat(), "fields": fields}
-            if op is not None and message_id and (op.params.get("peer") or {}).get("message_id") == message_id:
-                return  # a replay of the request being run: its callback will come
+            if op is not None and message_id and (
+                    (op.params.get("peer") or {}).get("message_id") == message_id
+                    or message_id in op.params.get("peers_answered", ())):
+                # A replay (the peer's outbox sends again what it is not sure we got): the request being run, or one
+                # answered already (its callback is in our outbox). Never relayed twice: a second 3A01 would draw a
+                # new challenge and spoil the key agreement under way.
+                return
             if op is None or op.params.get("target_smsr_id") != sender or op.step != HANDOVER:
                 self.sink.peer_callback(s, sender, peer, Status.FAILED, FunctionFailed(
                     codes.NOT_PREPARED, f"no SM-SR change of eUICC {eid} to {sender} waits for {function}",
@@ -610,7 +615,8 @@ class HandingOver:
                                 Status.FAILED if failure else Status.EXECUTED_SUCCESS, failure, results)
         if script is not None:
             op.euicc_response = b"".join(script.responses).hex().upper()
-        op.params = {**op.params, "peer": None}
+        answered = [*op.params.get("peers_answered", ()), peer["message_id"]]
+        op.params = {**op.params, "peer": None, "peers_answered": answered}
         op.counter, op.step = None, HANDOVER
         engine.wait(op, None)
         return f"operation {op.id}: {peer['function']} relayed, {'refused' if failure else 'answered'}"

@@ -78,6 +78,8 @@ class Lab:
         self.unreachable: set[str] = set()  # SM-SRs the courier cannot reach (their rows stay undelivered)
         self.late: list[tuple[str, Status]] = []  # callbacks nobody awaited any more
         self.requests = itertools.count(1)
+        self.twice: set[str] = set()  # ES7 requests the courier delivers again at every later round (retries)
+        self.again: list = []
 
     def close(self) -> None:
         self.a.close()
@@ -103,6 +105,8 @@ class Lab:
     def carry(self, now: datetime) -> int:
         """Deliver every ES7 row either SM-SR owes the other; how many."""
         moved = 0
+        for sender_oid, row, event in self.again:  # what a peer's outbox sends again (at least once)
+            self.deliver(sender_oid, row, event, now)
         for sender, receiver_oid in ((self.a, B_OID), (self.b, SMSR_OID)):
             if receiver_oid in self.unreachable:
                 continue
@@ -119,6 +123,8 @@ class Lab:
                 if self.tamper is not None:
                     event = self.tamper(row.kind, event)
                 self.deliver(sender.smsr_oid, row, event, now)
+                if isinstance(event, PeerRequested) and event.function in self.twice:
+                    self.again.append((sender.smsr_oid, row, event))
                 moved += 1
         return moved
 
@@ -382,3 +388,16 @@ def test_a_new_smsr_that_holds_the_euicc_already_or_is_the_current_one_refuses_t
                                                        codes.SMSR_TARGET_IS_CURRENT.reason)
     to_self = lab.change(eid=demo_eid(2), target=SMSR_OID)
     assert lab.a.op(to_self).result[1:] == (codes.SMSR_TARGET_IS_CURRENT.subject, codes.SMSR_TARGET_IS_CURRENT.reason)
+
+
+def test_an_es7_request_delivered_twice_is_relayed_to_the_card_once(lab):
+    """The outbox delivers at least once: a request the current SM-SR gets again (during its relay, or after its
+    callback left) is not sent to the card again (a second 3A01 would draw a new challenge)."""
+    lab.twice = {"AuthenticateSMSR", "CreateAdditionalKeySet"}
+    lab.prepare()
+    op_id = lab.change()
+    lab.run()
+    assert lab.a.op(op_id).result == ("EXECUTED_SUCCESS", None, None)
+    assert lab.a.card(EID1).scp80.kvns == [2]
+    relayed = [t for t in lab.a.transmissions if t.sms.operation_id == op_id]
+    assert len(relayed) == 2  # 3A01 once, 3A02 once
