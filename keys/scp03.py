@@ -17,6 +17,15 @@ call the same functions.
   encryption counter encrypted under S-ENC with AES-ECB; for responses the counter block has its first byte set to
   ``'80'``.
 
+* Secure messaging on C-APDUs (Amd D §6.2.4-6.2.7), for a card end that checks what a host wrapped: the C-MAC of
+  a command covers ``MCV || CLA INS P1 P2 Lc || data`` with bit '04' of CLA set and Lc counting the 8-byte MAC
+  (:func:`command_mac`); the R-MAC of a response covers ``MCV || response data || SW`` under S-RMAC, the MCV being
+  the C-MAC of the command answered (:func:`response_mac`). The encryption counter starts at 1 after EXTERNAL
+  AUTHENTICATE and counts every command, with or without data.
+* Pseudo-random card challenge (i = '70', bit '10'), :func:`pseudo_random_card_challenge`: the card derives its
+  challenge from its sequence counter, so a host that knows the counter can prepare a whole session (INITIALIZE
+  UPDATE, EXTERNAL AUTHENTICATE, wrapped commands) without reading the card first.
+
 Checked against pySim's published SCP03 vectors (tests/keys/test_scp03.py).
 """
 
@@ -51,6 +60,18 @@ __all__ = [
     "aes_cbc_decrypt",
     "command_icv",
     "response_icv",
+    "SCP_ID",
+    "I_PSEUDO_RANDOM",
+    "CLA_SECURE_MESSAGING",
+    "LEVEL_C_MAC",
+    "LEVEL_C_DECRYPTION",
+    "LEVEL_R_MAC",
+    "LEVEL_R_ENCRYPTION",
+    "SEQUENCE_COUNTER_MAX",
+    "pseudo_random_card_challenge",
+    "initialize_update_response",
+    "command_mac",
+    "response_mac",
 ]
 
 AES_KEY_LENGTHS = (16, 24, 32)
@@ -65,6 +86,17 @@ DERIVE_CARD_CHALLENGE = 0x02
 DERIVE_S_ENC = 0x04
 DERIVE_S_MAC = 0x06
 DERIVE_S_RMAC = 0x07
+
+SCP_ID = 0x03
+I_PSEUDO_RANDOM = 0x70  # SGP.02's i: pseudo-random card challenge ('10'), R-MAC and R-ENC ('60'), S8 mode
+DIVERSIFICATION_DATA = bytes(10)  # key diversification data of the INITIALIZE UPDATE response: none
+CLA_SECURE_MESSAGING = 0x04  # CLA bit of a command under secure messaging (GP CS 11.1.4)
+# Security levels of EXTERNAL AUTHENTICATE P1 (Amd D Table 7-3), as bits.
+LEVEL_C_MAC = 0x01
+LEVEL_C_DECRYPTION = 0x02
+LEVEL_R_MAC = 0x10
+LEVEL_R_ENCRYPTION = 0x20
+SEQUENCE_COUNTER_MAX = 0xFFFFFF  # 3 bytes; a key set whose counter reached it opens no more sessions
 
 
 def _check_key(key: bytes, what: str) -> bytes:
@@ -204,3 +236,53 @@ def command_icv(s_enc: bytes, counter: int) -> bytes:
 def response_icv(s_enc: bytes, counter: int) -> bytes:
     """ICV for R-ENC (Amd D §6.2.7): as :func:`command_icv` with the first byte of the counter block set to '80'."""
     return _aes_ecb_block(s_enc, b"\x80" + _counter_block(counter)[1:])
+
+
+# --- secure messaging on C-APDUs (Amd D §6.2, §7) --------------------------------------------------------------
+
+
+def pseudo_random_card_challenge(key_enc: bytes, sequence_counter: int, aid: bytes) -> bytes:
+    """The card challenge of a key set with i = '70' (Amd D §6.2.2.1): KDF(Key-ENC, constant '02', 64 bits, context
+    = sequence counter (3 bytes) || AID of the security domain).
+
+    The counter is the one the INITIALIZE UPDATE response reports. Checked against pySim's published card traces
+    (tests/keys/vectors.py: their nine card challenges are this derivation with the eUICC ISD-R AID of SGP.02).
+    """
+    if not 0 <= sequence_counter <= SEQUENCE_COUNTER_MAX:
+        raise ValueError(f"sequence counter {sequence_counter} is not 3 bytes")
+    aid = bytes(aid)
+    if not 5 <= len(aid) <= 16:
+        raise ValueError(f"AID of {len(aid)} bytes (must be 5..16)")
+    return kdf(_check_key(key_enc, "Key-ENC"), DERIVE_CARD_CHALLENGE, sequence_counter.to_bytes(3, "big") + aid,
+               CRYPTOGRAM_LENGTH * 8)
+
+
+def initialize_update_response(kvn: int, card_challenge: bytes, card_cryptogram: bytes, sequence_counter: int) -> bytes:
+    """The INITIALIZE UPDATE response data with i = '70' (Amd D §7.1.1): key diversification data (10, all '00') ||
+    key information (KVN, '03', i) || card challenge (8) || card cryptogram (8) || sequence counter (3)."""
+    if not 0 <= kvn <= 0xFF:
+        raise ValueError(f"KVN {kvn} is not one byte")
+    if len(card_challenge) != 8 or len(card_cryptogram) != CRYPTOGRAM_LENGTH:
+        raise ValueError("card challenge and card cryptogram are 8 bytes each")
+    if not 0 <= sequence_counter <= SEQUENCE_COUNTER_MAX:
+        raise ValueError(f"sequence counter {sequence_counter} is not 3 bytes")
+    return (DIVERSIFICATION_DATA + bytes([kvn, SCP_ID, I_PSEUDO_RANDOM]) + bytes(card_challenge)
+            + bytes(card_cryptogram) + sequence_counter.to_bytes(3, "big"))
+
+
+def command_mac(s_mac: bytes, mcv: bytes, header: bytes, data: bytes) -> bytes:
+    """The C-MAC of a command (Amd D §6.2.4), all 16 bytes (the new MCV; the command carries the first 8):
+    CMAC(S-MAC, MCV || ``header`` || ``data``). ``header`` is CLA (bit '04' set) INS P1 P2 Lc, Lc counting the MAC;
+    ``data`` the command data as sent (ciphered under C-DECRYPTION), without the MAC. EXTERNAL AUTHENTICATE is
+    MACed the same way, over the zero MCV."""
+    if len(mcv) != BLOCK or len(header) != 5:
+        raise ValueError("the MCV is 16 bytes and the header CLA INS P1 P2 Lc")
+    return cmac(s_mac, bytes(mcv) + bytes(header) + bytes(data))
+
+
+def response_mac(s_rmac: bytes, mcv: bytes, data: bytes, sw: int) -> bytes:
+    """The R-MAC of a response (Amd D §6.2.5): the first 8 bytes of CMAC(S-RMAC, MCV || response data (ciphered
+    under R-ENCRYPTION) || SW1 SW2), the MCV being the C-MAC of the command answered."""
+    if len(mcv) != BLOCK or not 0 <= sw <= 0xFFFF:
+        raise ValueError("the MCV is 16 bytes and the SW two")
+    return cmac(s_rmac, bytes(mcv) + bytes(data) + sw.to_bytes(2, "big"))[:MAC_LENGTH]

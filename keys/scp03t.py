@@ -73,6 +73,7 @@ from keys.scp03 import (
     cmac,
     command_icv,
     host_cryptogram,
+    initialize_update_response,
     pad80,
     response_icv,
     session_keys,
@@ -193,14 +194,9 @@ def _mac_input(mcv: bytes, tag: int, value_without_mac: bytes) -> bytes:
 
 
 def _initialize_update_response(kvn: int, card_challenge: bytes, cryptogram: bytes, sequence_counter: int) -> bytes:
-    # Amd D §7.1.1 INITIALIZE UPDATE response, i = '70' (see the module docstring for the counter choice).
-    return (
-        DIVERSIFICATION_DATA
-        + bytes([kvn, SCP_ID, SCP_I])
-        + card_challenge
-        + cryptogram
-        + sequence_counter.to_bytes(3, "big")
-    )
+    # Amd D §7.1.1 INITIALIZE UPDATE response, i = '70' (see the module docstring for the counter choice); the layout
+    # has one home, keys.scp03.initialize_update_response.
+    return initialize_update_response(kvn, card_challenge, cryptogram, sequence_counter)
 
 
 def _parse_initialize_update_response(value: bytes) -> tuple[int, int, int, bytes, bytes]:

@@ -261,6 +261,51 @@ def response_icv(s_enc: bytes, counter: int) -> bytes:
     return aes_ecb_block(s_enc, b"\x80" + counter.to_bytes(15, "big"))
 
 
+# --- SCP03 on C-APDUs, the host end (GP Amd D §6.2, §7; crypto-ota.md §2.1) ------------------------------------
+
+
+def scp03_card_challenge(key_enc: bytes, sequence_counter: int, aid: bytes) -> bytes:
+    """Pseudo-random card challenge (i bit '10'): KDF with constant '02' under Key-ENC, 64 bits, context = the
+    3-byte sequence counter (the one the INITIALIZE UPDATE response reports) || the security domain's AID."""
+    return scp03_kdf(key_enc, 0x02, sequence_counter.to_bytes(3, "big") + aid, 64)
+
+
+def scp03_initialize_update(kvn: int, host_challenge: bytes) -> bytes:
+    """80 50 KVN 00 08 host challenge 00 (case 4: the card answers data)."""
+    return bytes([0x80, 0x50, kvn, 0x00, 0x08]) + host_challenge + b"\x00"
+
+
+def scp03_initialize_update_answer(kvn: int, card_challenge: bytes, card_cryptogram: bytes,
+                                   sequence_counter: int) -> bytes:
+    """The INITIALIZE UPDATE response data for i = '70': 10 x '00' || KVN '03' '70' || card challenge || card
+    cryptogram || sequence counter (3)."""
+    return bytes(10) + bytes([kvn, 0x03, 0x70]) + card_challenge + card_cryptogram + sequence_counter.to_bytes(3, "big")
+
+
+def scp03_external_authenticate(s_mac: bytes, host_cryptogram: bytes, level: int = 0x33) -> tuple[bytes, bytes]:
+    """(84 82 SL 00 10 host cryptogram C-MAC, the MCV after it): the C-MAC over 16 x '00' || header || cryptogram."""
+    header = bytes([0x84, 0x82, level, 0x00, 0x10])
+    mac = aes_cmac(s_mac, bytes(16) + header + host_cryptogram)
+    return header + host_cryptogram + mac[:8], mac
+
+
+def scp03_wrap(s_enc: bytes, s_mac: bytes, mcv: bytes, counter: int, apdu: bytes) -> tuple[bytes, bytes]:
+    """(the command under C-DECRYPTION and C-MAC, the new MCV) for a short APDU of case 3 or 4: its data padded
+    ('80' 00..) and enciphered under S-ENC with the ICV of ``counter``, CLA bit '04' set, Lc counting the 8-byte MAC,
+    the MAC over MCV || header || ciphered data; a trailing Le stays."""
+    lc = apdu[4]
+    data, le = apdu[5:5 + lc], apdu[5 + lc:]
+    ciphered = aes_cbc(s_enc, command_icv(s_enc, counter), pad80(data))
+    header = bytes([apdu[0] | 0x04]) + apdu[1:4] + bytes([len(ciphered) + 8])
+    mac = aes_cmac(s_mac, mcv + header + ciphered)
+    return header + ciphered + mac[:8] + le, mac
+
+
+def scp03_r_mac(s_rmac: bytes, command_mcv: bytes, data: bytes, sw: int) -> bytes:
+    """The R-MAC: the first 8 bytes of CMAC(S-RMAC, MCV of the command || response data || SW)."""
+    return aes_cmac(s_rmac, command_mcv + data + sw.to_bytes(2, "big"))[:8]
+
+
 # --- SCP03t (SGP.02 §4.1.3.3; crypto-ota.md §2.2) -------------------------------------------------------------------
 
 

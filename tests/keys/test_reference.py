@@ -55,6 +55,33 @@ def test_scp03_response_icv_and_rmac_pysim() -> None:
     assert plain == ref.pad80(bytes.fromhex(v.PYSIM_SCP03_AES128_SL33_GET_EID_RSP_PLAIN))
 
 
+@pytest.mark.parametrize("bits,init_update,response,ext_auth", v.PYSIM_SCP03_HANDSHAKES)
+def test_scp03_card_challenge_and_answer_pysim(bits: int, init_update: str, response: str, ext_auth: str) -> None:
+    # The card challenges of pySim's traces are pseudo-random ones (i = '70'): derived from the reported counter.
+    enc = bytes.fromhex(v.PYSIM_SCP03_KEYSETS[bits][0])
+    rsp = bytes.fromhex(response)
+    counter = int.from_bytes(rsp[29:32], "big")
+    assert ref.scp03_card_challenge(enc, counter, bytes.fromhex(v.PYSIM_SCP03_SD_AID)) == rsp[13:21]
+    assert ref.scp03_initialize_update_answer(rsp[10], rsp[13:21], rsp[21:29], counter) == rsp
+    assert ref.scp03_initialize_update(rsp[10], bytes.fromhex(init_update)[5:13]) == bytes.fromhex(init_update)
+
+
+def test_scp03_host_wrapping_pysim() -> None:
+    # EXTERNAL AUTHENTICATE at SL '33', GET EID wrapped with counter 1, the R-MAC of its answer.
+    bits, init_update, response, ext_auth = v.PYSIM_SCP03_HANDSHAKES[v.PYSIM_SCP03_AES128_SL33]
+    enc, mac, _ = (bytes.fromhex(k) for k in v.PYSIM_SCP03_KEYSETS[bits])
+    host_challenge, card_challenge = bytes.fromhex(init_update)[5:13], bytes.fromhex(response)[13:21]
+    s_enc, s_mac, s_rmac = ref.scp03_session_keys(enc, mac, host_challenge, card_challenge)
+    _, host_cryptogram = ref.scp03_cryptograms(s_mac, host_challenge, card_challenge)
+    ea, mcv = ref.scp03_external_authenticate(s_mac, host_cryptogram)
+    assert ea == bytes.fromhex(ext_auth)
+    plain, wrapped = v.PYSIM_SCP03_AES128_SL33_WRAPPED[0]
+    got, mcv = ref.scp03_wrap(s_enc, s_mac, mcv, 1, bytes.fromhex(plain))
+    assert got == bytes.fromhex(wrapped)
+    rsp = bytes.fromhex(v.PYSIM_SCP03_AES128_SL33_GET_EID_RSP)
+    assert ref.scp03_r_mac(s_rmac, mcv, rsp[:-8], 0x9000) == rsp[-8:]
+
+
 def test_scp03t_framing_pysim_bsp_steps() -> None:
     s_enc, s_mac, mcv = (bytes.fromhex(k) for k in v.PYSIM_BSP_KEYS)
     for counter, (tag, plain, protected) in enumerate(v.PYSIM_BSP_STEPS, start=1):

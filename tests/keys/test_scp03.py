@@ -10,10 +10,14 @@ from keys.scp03 import (
     card_cryptogram,
     cmac,
     command_icv,
+    command_mac,
     host_cryptogram,
+    initialize_update_response,
     kdf,
     pad80,
+    pseudo_random_card_challenge,
     response_icv,
+    response_mac,
     session_keys,
     unpad80,
 )
@@ -157,3 +161,63 @@ def test_static_keys() -> None:
         StaticKeys(bytes(16), bytes(16), bytes(24))
     with pytest.raises(ValueError):
         StaticKeys(bytes(15), bytes(15), bytes(15))
+
+
+# --- secure messaging on C-APDUs (the card end's primitives) -------------------------------------------------------
+
+SD_AID = bytes.fromhex(v.PYSIM_SCP03_SD_AID)
+
+
+@pytest.mark.parametrize("bits,init_update,response,ext_auth", HANDSHAKES)
+def test_pseudo_random_card_challenge_is_the_one_pysims_card_answered(bits, init_update, response, ext_auth) -> None:
+    # The published INITIALIZE UPDATE responses (i = '70') carry the card challenge and the sequence counter it was
+    # derived from; the card's own bytes, so the derivation and its context order are checked, not just agreed on.
+    rsp = bytes.fromhex(response)
+    counter = int.from_bytes(rsp[29:32], "big")
+    assert pseudo_random_card_challenge(KEYSETS[bits].enc, counter, SD_AID) == rsp[13:21]
+    assert pseudo_random_card_challenge(KEYSETS[bits].enc, counter + 1, SD_AID) != rsp[13:21]
+
+
+@pytest.mark.parametrize("bits,init_update,response,ext_auth", HANDSHAKES)
+def test_initialize_update_response_is_pysims_card_answer(bits, init_update, response, ext_auth) -> None:
+    rsp = bytes.fromhex(response)
+    assert initialize_update_response(rsp[10], rsp[13:21], rsp[21:29], int.from_bytes(rsp[29:32], "big")) == rsp
+
+
+@pytest.mark.parametrize("counter,aid", [(0, "A0000005591010FFFFFFFF8900001000"), (0xFFFFFF, "A000000151")])
+def test_pseudo_random_card_challenge_matches_the_reference(counter: int, aid: str) -> None:
+    key = bytes(range(32))
+    assert pseudo_random_card_challenge(key, counter, bytes.fromhex(aid)) == ref.scp03_card_challenge(
+        key, counter, bytes.fromhex(aid))
+
+
+@pytest.mark.parametrize("counter,aid", [(-1, "A000000151"), (1 << 24, "A000000151"), (1, "A0000001"), (1, "00" * 17)])
+def test_pseudo_random_card_challenge_rejects(counter: int, aid: str) -> None:
+    with pytest.raises(ValueError):
+        pseudo_random_card_challenge(bytes(16), counter, bytes.fromhex(aid))
+
+
+def test_command_and_response_macs_are_pysims() -> None:
+    # EXTERNAL AUTHENTICATE over the zero MCV, then GET EID (counter 1) under C-MAC and C-DECRYPTION, and its answer
+    # under R-ENC and R-MAC: every MAC as pySim's card trace has it.
+    _, hc, cc, _, s = _handshake(*SL33[:3])
+    ea = bytes.fromhex(SL33[3])
+    mcv = command_mac(s.s_mac, bytes(16), ea[:5], ea[5:13])
+    assert mcv[:8] == ea[13:]
+    wrapped = bytes.fromhex(v.PYSIM_SCP03_AES128_SL33_WRAPPED[0][1])  # 84E29100 18 ciphered(16) C-MAC(8) Le
+    mcv = command_mac(s.s_mac, mcv, wrapped[:5], wrapped[5:-9])
+    assert mcv[:8] == wrapped[-9:-1]
+    rsp = bytes.fromhex(v.PYSIM_SCP03_AES128_SL33_GET_EID_RSP)
+    assert response_mac(s.s_rmac, mcv, rsp[:-8], 0x9000) == rsp[-8:]
+    assert response_mac(s.s_rmac, mcv, rsp[:-8], 0x6A80) != rsp[-8:]
+
+
+def test_mac_arguments_are_checked() -> None:
+    with pytest.raises(ValueError):
+        command_mac(bytes(16), bytes(15), bytes(5), b"")
+    with pytest.raises(ValueError):
+        command_mac(bytes(16), bytes(16), bytes(4), b"")
+    with pytest.raises(ValueError):
+        response_mac(bytes(16), bytes(16), b"", 0x10000)
+    with pytest.raises(ValueError):
+        initialize_update_response(0x30, bytes(7), bytes(8), 1)

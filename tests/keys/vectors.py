@@ -93,6 +93,10 @@ PYSIM_SCP03_HANDSHAKES = [
     (256, "805032000897b2055fe58599fd00", "00000000000000000000320370a8439a22cedf045fa9f1903b2834f26e000002",
      "8482330010508a0fd959d2e547c6b33154a6be2057"),
 ]  # fmt: skip
+# The AID of the security domain those traces were taken on: the eUICC ISD-R (SGP.02 Annex H). pySim does not name
+# it; it is known because every published card challenge above is the pseudo-random one (i = '70', Amd D §6.2.2.1)
+# derived with it: KDF(Key-ENC, '02', 64 bits, sequence counter of the response || this AID).
+PYSIM_SCP03_SD_AID = "A0000005591010FFFFFFFF8900000100"
 PYSIM_SCP03_AES128_SL33 = 2  # index of SCP03_Test_AES128_33 in PYSIM_SCP03_HANDSHAKES
 # SCP03_Test_AES128_33 after its EXTERNAL AUTHENTICATE: (plain APDU, wrapped APDU) for GET EID (the class's
 # get_eid_cmd_plain / get_eid_cmd) and case 1..4 (case_N_apdu_plain / case_N_apdu); then get_eid_rsp (R-ENC + R-MAC)
