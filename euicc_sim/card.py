@@ -270,7 +270,9 @@ class IsdP:
     ES8 state (``euicc_sim.es8``): ``keyset`` once EstablishISDPKeySet is done; ``key_agreement`` between its two
     STORE DATA; ``scp03t`` the SCP03t card state (``keys.scp03t.Scp03tCard.state()``, JSON owned by that module,
     holds the keys too) from the key set on; ``download`` while a package arrives; ``package_file`` the file name
-    (beside the state file) of the installed package."""
+    (beside the state file) of the installed package; ``scp03`` the SCP03 secure channel on C-APDUs after the
+    download (JSON owned by ``euicc_sim.es8``, holds session keys) and ``connectivity_parameters`` the value of the
+    last STORE DATA 3A07 it took (hex), ES8 UpdateConnectivityParameters."""
 
     aid: str
     lifecycle: int
@@ -286,6 +288,8 @@ class IsdP:
     scp03t: dict | None = None
     download: Download | None = None
     package_file: str | None = None
+    scp03: dict | None = None
+    connectivity_parameters: str | None = None
 
     @property
     def state_name(self) -> str:
@@ -674,6 +678,7 @@ class Card:
                     "fallback": p.fallback, "pol1": asdict(p.pol1), "memory": p.memory,
                     "attach_fails": p.attach_fails, "keyset_kvn": p.keyset.kvn if p.keyset is not None else None,
                     "package_file": p.package_file, "download_pes": p.download.pe_count if p.download else None,
+                    "connectivity_parameters": p.connectivity_parameters,
                 }
                 for p in self.profiles
             ],

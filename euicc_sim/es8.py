@@ -22,6 +22,9 @@ The machines, and what moves them::
                        IsdP.scp03t from the key set on; any '9Fxx' error ends it (that module's rule)
     download           none --first good '86'--> receiving (PackageReader state, PEs, bytes)
                        --end PE--> installed | --error--> none
+    SCP03 on '22'      (after the download: DISABLED or ENABLED) idle --INITIALIZE UPDATE--> initialized
+                       --EXTERNAL AUTHENTICATE--> authenticated (secured commands accepted); any security
+                       failure, or a new INITIALIZE UPDATE, ends the session. Kept in IsdP.scp03 (:class:`_Scp03`)
 
 Rules, each checked in the order written; the first that fails gives the answer:
 
@@ -32,7 +35,8 @@ Command             Checks -> answer
                     a bug in a handler 6F00 (logged). A '22' that fails changes nothing.
 INSTALL [perso]     P1 other than '20' 6A86; malformed data 6A80; AID other than this ISD-P's 6A88; else 9000.
                     Nothing changes: the ISD-P is already the target (by TAR), so STORE DATA does not need it.
-STORE DATA          not DGI format or not one DGI 6A80; DGI other than 3A01/3A02 6A80.
+STORE DATA          not DGI format or not one DGI 6A80; 3A07 (connectivity parameters) without secure messaging
+                    6982; DGI other than 3A01/3A02 6A80.
 3A01 certificate    ISD-P not SELECTABLE 6985; no CI certificate on the card 6982; DGI value not one '7F21'
                     6A80; keys.chain.verify_gp_cert_by_ci(CI, cert, now, "smdp") fails, for any reason
                     (format, signature, dates, untrusted issuer, usage, certificate type) 6982. Else a fresh
@@ -56,9 +60,33 @@ STORE DATA          not DGI format or not one DGI 6A80; DGI other than 3A01/3A02
                     IMSI, MSISDN, POL1 from the header's 'pol' byte via Pol1.from_pol; DISABLED; package file
                     ``<AID>.upp.der``; session ended): answer wrap_response(EUICCResponse, PE_OK per PE).
                     Otherwise (more to come) wrap_response(b"").
+INITIALIZE UPDATE   (80 50 KVN 00 08 host challenge) CLA other than 80 6E00; P2 other than 00 6A86; ISD-P without
+                    a keyset, or KVN neither 00 nor the keyset's 6A88; ISD-P not DISABLED/ENABLED (no download
+                    done) 6985; host challenge not 8 bytes 6700; sequence counter exhausted 6985. Else the
+                    session so far ends, the counter goes up by one and the card challenge is derived from it
+                    (keys.scp03.pseudo_random_card_challenge with this ISD-P's AID): the INITIALIZE UPDATE
+                    response (keys.scp03.initialize_update_response) 9000.
+EXTERNAL AUTHENT.   (84 82 SL 00 10 host cryptogram C-MAC) no INITIALIZE UPDATE just before 6985; CLA other than
+                    84 6E00; data not 16 bytes 6700; C-MAC wrong 6982; host cryptogram wrong 6300; SL other than
+                    '33' 6A86 (CHOICE: SCP03t's level: connectivity parameters may hold secrets). Every failure
+                    ends the session. Else authenticated: 9000.
+secured command     (CLA bit '04', any INS but the two above) no authenticated session 6982; C-MAC wrong, or a
+                    ciphered part whose '80' padding is wrong, 6982 and the session ends. Else the MCV and the
+                    counter move on whatever the command's outcome, and the plain command runs: STORE DATA only
+                    (other INS 6D00), not DGI format or not one DGI 6A80, DGI other than 3A07 6A80, a value that is
+                    empty or not a sequence of BER-TLVs 6A80; else the value is kept (replacing the last) 9000.
+                    A 9000 carries the R-MAC (and R-ENC of data, none here); an error SW is answered plain.
 other tag           '90' 01 01 (TS 102 226 §5.2.2 bad format: unknown tag); the script stops. The SM-SR never
                     relays such a tag (ota.es8.split_send_data refuses it).
 ==================  ============================================================================================
+
+A refused '22' command changes nothing of the ISD-P, except the SCP03 channel: a session a failure ends stays ended,
+and a secured command whose C-MAC verified has moved the MCV and the counter even when the command itself fails
+(as a card does: the host's next command is MACed over that MCV).
+
+SCP03 sequence counter (CHOICE): the ISD-P counts the sessions of this channel in IsdP.scp03, apart from the
+SCP03t sessions of the download (whose card challenge is random, keys.scp03t), so the first session after the
+download has counter 1.
 
 PE identification in the EUICCResponse (CHOICE): the PE's 0-based position in the package (header 0), see
 :func:`_pe_identification`. An aborted answer lists PE_OK for every PE before the one at fault, then its status.
@@ -68,19 +96,21 @@ from __future__ import annotations
 
 import copy
 import datetime
+import hmac
 import logging
 import os
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from keys import ecka, scp03t
+from keys import ecka, scp03, scp03t
 from keys.chain import verify_gp_cert_by_ci
-from keys.errors import CertificateError
-from keys.tlv import encode_tlv
+from keys.errors import CertificateError, TlvError
+from keys.tlv import encode_tlv, iter_tlvs
 from ota import es8, remote, saip
 from ota.es5 import (
     DISABLED,
+    ENABLED,
     INS_INSTALL,
     INS_STORE_DATA,
     PERSONALIZED,
@@ -109,6 +139,7 @@ _HEADER_PE = "header"
 _END_PE = "end"
 
 Response = tuple[bytes, int]
+_UNCHANGED = object()  # _Session.scp03_kept: the command left the SCP03 channel as it was
 
 
 def process_es8(card: Card, isdp_aid: str, commands: list[tuple[int, bytes]], *,
@@ -145,6 +176,7 @@ class _Session:
     def __init__(self, card: Card, aid: str, ecasd_key: ec.EllipticCurvePrivateKey | None, ci_pem: bytes | None,
                  now: datetime.datetime) -> None:
         self.card, self.aid, self.ecasd_key, self.ci_pem, self.now = card, aid, ecasd_key, ci_pem, now
+        self.scp03_kept = _UNCHANGED  # the SCP03 channel a refused command leaves behind (see the module doc)
 
     @property
     def isdp(self) -> IsdP | None:
@@ -163,13 +195,17 @@ class _Session:
 
     def _apdu(self, raw: bytes) -> bytes:
         before = self.card._state()
+        self.scp03_kept = _UNCHANGED
         try:
             data, sw = self._dispatch(raw)
         except Exception:  # a handler bug must not take the OTA front down; answer 6F00 with the state untouched
             log.exception("simulated eUICC %s, ISD-P %s: ES8 command %s failed", self.card.eid, self.aid, raw.hex())
-            data, sw = b"", SW_UNKNOWN
+            data, sw, self.scp03_kept = b"", SW_UNKNOWN, _UNCHANGED
         if sw != SW_OK:
-            self.card._apply_state(before)  # a refused command changes nothing
+            self.card._apply_state(before)  # a refused command changes nothing, but its secure channel (module doc)
+            isdp = self.isdp
+            if self.scp03_kept is not _UNCHANGED and isdp is not None:
+                isdp.scp03 = self.scp03_kept
         return with_sw(data, sw)
 
     def _dispatch(self, raw: bytes) -> Response:
@@ -179,6 +215,12 @@ class _Session:
             return b"", SW_WRONG_LENGTH
         if apdu.cla & 0xF8 != 0x80:
             return b"", SW_CLA
+        if apdu.ins == es8.INS_INITIALIZE_UPDATE:
+            return self._initialize_update(apdu)
+        if apdu.ins == es8.INS_EXTERNAL_AUTHENTICATE:
+            return self._external_authenticate(apdu)
+        if apdu.cla & scp03.CLA_SECURE_MESSAGING:
+            return self._secured(apdu)
         if apdu.ins == INS_INSTALL:
             return self._install(apdu)
         if apdu.ins == INS_STORE_DATA:
@@ -208,6 +250,8 @@ class _Session:
             return self._certificate(isdp, apdu.data)
         if dgi == es8.DGI_KEY_AGREEMENT:
             return self._key_agreement(isdp, apdu.data)
+        if dgi == es8.DGI_CONNECTIVITY_PARAMETERS:
+            return b"", SW_SECURITY  # only under the SCP03 secure channel (_secured)
         return b"", SW_WRONG_DATA
 
     def _certificate(self, isdp: IsdP, dgi_3a01: bytes) -> Response:
@@ -246,6 +290,102 @@ class _Session:
         isdp.download = None
         isdp.lifecycle = PERSONALIZED
         return answer, SW_OK
+
+    # --- SCP03 on '22' C-APDUs: UpdateConnectivityParameters ------------------------------------------------------
+
+    def _channel(self, isdp: IsdP) -> "_Scp03":
+        return _Scp03.from_dict(isdp.scp03) if isdp.scp03 is not None else _Scp03()
+
+    def _keep(self, isdp: IsdP, channel: "_Scp03") -> None:
+        """The channel's new state, kept whatever the command's outcome (_apdu)."""
+        isdp.scp03 = self.scp03_kept = channel.to_dict()
+
+    def _initialize_update(self, apdu: Apdu) -> Response:
+        isdp = self.isdp
+        if apdu.cla != 0x80:
+            return b"", SW_CLA
+        if apdu.p2 != 0x00:
+            return b"", SW_WRONG_P1P2
+        if isdp is None or isdp.keyset is None or apdu.p1 not in (0x00, isdp.keyset.kvn):
+            return b"", SW_NOT_FOUND
+        if isdp.lifecycle not in (DISABLED, ENABLED):
+            return b"", SW_CONDITIONS
+        if len(apdu.data) != 8:
+            return b"", SW_WRONG_LENGTH
+        channel = self._channel(isdp)
+        channel.end()  # INITIALIZE UPDATE ends the session in progress
+        if channel.sequence_counter >= scp03.SEQUENCE_COUNTER_MAX:
+            self._keep(isdp, channel)
+            return b"", SW_CONDITIONS
+        keys = isdp.keyset.static_keys()
+        channel.sequence_counter += 1
+        card_challenge = scp03.pseudo_random_card_challenge(keys.enc, channel.sequence_counter, bytes.fromhex(isdp.aid))
+        session = scp03.session_keys(keys, apdu.data, card_challenge)
+        channel.phase = _Scp03.INITIALIZED
+        channel.keys = session
+        channel.host_cryptogram = scp03.host_cryptogram(session, apdu.data, card_challenge)
+        self._keep(isdp, channel)
+        return scp03.initialize_update_response(isdp.keyset.kvn, card_challenge, scp03.card_cryptogram(
+            session, apdu.data, card_challenge), channel.sequence_counter), SW_OK
+
+    def _external_authenticate(self, apdu: Apdu) -> Response:
+        isdp = self.isdp
+        channel = self._channel(isdp) if isdp is not None else None
+        if channel is None or channel.phase != _Scp03.INITIALIZED:
+            return b"", SW_CONDITIONS
+        sw = self._authenticate(channel, apdu)
+        if sw != SW_OK:
+            channel.end()
+        self._keep(isdp, channel)
+        return b"", sw
+
+    @staticmethod
+    def _authenticate(channel: "_Scp03", apdu: Apdu) -> int:
+        """EXTERNAL AUTHENTICATE's checks, in order; on success the channel is authenticated."""
+        if apdu.cla != 0x80 | scp03.CLA_SECURE_MESSAGING:
+            return SW_CLA
+        if len(apdu.data) != 16:
+            return SW_WRONG_LENGTH
+        cryptogram, mac = apdu.data[:8], apdu.data[8:]
+        full = scp03.command_mac(channel.keys.s_mac, bytes(16), bytes([apdu.cla, apdu.ins, apdu.p1, apdu.p2, 16]),
+                                 cryptogram)
+        if not hmac.compare_digest(mac, full[:scp03.MAC_LENGTH]):
+            return SW_SECURITY
+        if not hmac.compare_digest(cryptogram, channel.host_cryptogram):
+            return es8.SW_AUTHENTICATION_FAILED
+        if apdu.p1 != scp03t.SECURITY_LEVEL or apdu.p2 != 0x00:
+            return SW_WRONG_P1P2
+        channel.phase, channel.mcv, channel.counter, channel.host_cryptogram = _Scp03.AUTHENTICATED, full, 1, None
+        return SW_OK
+
+    def _secured(self, apdu: Apdu) -> Response:
+        """A command under secure messaging: checked and deciphered, run, its answer R-MACed."""
+        isdp = self.isdp
+        channel = self._channel(isdp) if isdp is not None else None
+        if channel is None or channel.phase != _Scp03.AUTHENTICATED:
+            return b"", SW_SECURITY
+        plain = channel.unwrap(apdu)
+        self._keep(isdp, channel)
+        if plain is None:
+            return b"", SW_SECURITY
+        data, sw = self._connectivity_parameters(isdp, plain) if plain.ins == INS_STORE_DATA else (b"", SW_INS)
+        return channel.wrap_response(data, sw), sw
+
+    @staticmethod
+    def _connectivity_parameters(isdp: IsdP, apdu: Apdu) -> Response:
+        try:
+            dgi, value = es8.parse_store_data(apdu)
+        except ValueError:
+            return b"", SW_WRONG_DATA
+        if dgi != es8.DGI_CONNECTIVITY_PARAMETERS or not value:
+            return b"", SW_WRONG_DATA
+        try:
+            for _ in iter_tlvs(value):
+                pass
+        except TlvError:
+            return b"", SW_WRONG_DATA
+        isdp.connectivity_parameters = value.hex().upper()
+        return b"", SW_OK
 
     # --- SCP03t TLVs -----------------------------------------------------------------------------------------------
 
@@ -309,6 +449,75 @@ class _Session:
         channel.end_session()
         isdp.scp03t = channel.state()
         isdp.download = None
+
+
+@dataclass
+class _Scp03:
+    """The ISD-P's SCP03 channel on C-APDUs (GP Amd D, security level '33'), as kept in ``IsdP.scp03``: the sessions
+    counted so far, the phase, and in a session its keys, the host cryptogram awaited (initialized) or the MAC
+    chaining value and the encryption counter of the next command (authenticated)."""
+
+    IDLE, INITIALIZED, AUTHENTICATED = "idle", "initialized", "authenticated"
+
+    sequence_counter: int = 0
+    phase: str = IDLE
+    keys: scp03.SessionKeys | None = None
+    host_cryptogram: bytes | None = None
+    mcv: bytes = bytes(16)
+    counter: int = 1
+
+    def end(self) -> None:
+        self.phase, self.keys, self.host_cryptogram, self.mcv, self.counter = self.IDLE, None, None, bytes(16), 1
+
+    def unwrap(self, apdu: Apdu) -> Apdu | None:
+        """The plain command, the MCV and the counter moved on; None (the session ended) when the C-MAC or the
+        padding of the ciphered part is wrong."""
+        assert self.keys is not None
+        if len(apdu.data) < scp03.MAC_LENGTH:
+            self.end()
+            return None
+        sent, mac = apdu.data[:-scp03.MAC_LENGTH], apdu.data[-scp03.MAC_LENGTH:]
+        full = scp03.command_mac(self.keys.s_mac, self.mcv, bytes([apdu.cla, apdu.ins, apdu.p1, apdu.p2,
+                                                                      len(apdu.data)]), sent)
+        if not hmac.compare_digest(mac, full[:scp03.MAC_LENGTH]):
+            self.end()
+            return None
+        counter, self.mcv, self.counter = self.counter, full, self.counter + 1
+        data = b""
+        if sent:
+            try:
+                data = scp03.unpad80(scp03.aes_cbc_decrypt(self.keys.s_enc, scp03.command_icv(self.keys.s_enc, counter),
+                                                           sent))
+            except ValueError:
+                self.end()
+                return None
+        return Apdu(apdu.cla & ~scp03.CLA_SECURE_MESSAGING, apdu.ins, apdu.p1, apdu.p2, data, apdu.le)
+
+    def wrap_response(self, data: bytes, sw: int) -> bytes:
+        """The answer to the command just unwrapped: on 9000, R-ENC of ``data`` and the R-MAC (security level
+        '33'); an error SW plain (Amd D: no R-MAC on an error)."""
+        if sw != SW_OK or self.keys is None:
+            return data
+        ciphered = scp03.aes_cbc_encrypt(self.keys.s_enc, scp03.response_icv(self.keys.s_enc, self.counter - 1),
+                                         scp03.pad80(data)) if data else b""
+        return ciphered + scp03.response_mac(self.keys.s_rmac, self.mcv, ciphered, sw)
+
+    def to_dict(self) -> dict:
+        return {"sequence_counter": self.sequence_counter, "phase": self.phase,
+                "keys": None if self.keys is None else {"s_enc": self.keys.s_enc.hex(), "s_mac": self.keys.s_mac.hex(),
+                                                        "s_rmac": self.keys.s_rmac.hex()},
+                "host_cryptogram": None if self.host_cryptogram is None else self.host_cryptogram.hex(),
+                "mcv": self.mcv.hex(), "counter": self.counter}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "_Scp03":
+        keys = d.get("keys")
+        return cls(sequence_counter=d.get("sequence_counter", 0), phase=d.get("phase", cls.IDLE),
+                   keys=None if keys is None else scp03.SessionKeys(bytes.fromhex(keys["s_enc"]),
+                                                                    bytes.fromhex(keys["s_mac"]),
+                                                                    bytes.fromhex(keys["s_rmac"])),
+                   host_cryptogram=bytes.fromhex(d["host_cryptogram"]) if d.get("host_cryptogram") else None,
+                   mcv=bytes.fromhex(d.get("mcv", "00" * 16)), counter=d.get("counter", 1))
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,24 @@ The EstablishISDPKeySet C-APDUs (sgp02-wire §6.3, njiwa's order)::
     80 E2 89 01 Lc '3A02' L {A6 7F49 5F37} 00     STORE DATA, DGI format, last block 1, response expected
                                                   -> ['85' DR] '86' receipt 9000
 
+UpdateConnectivityParameters (ES3 -> ES5 -> ES8, sgp02-wire §6.4: "DGI 3A07 via SCP03 to the ISD-P")::
+
+    ES3.UpdateConnectivityParameters ConnectivityParameters
+                        = hex of { ES8 command TLV }+, framed as SendData's Data (split_send_data), relayed the
+                          same way to the TAR of the ICCID's ISD-P; what the SM-DP puts there is an SCP03 session
+                          (GP Amd D) with the ISD-P's key set from the download, on '22' C-APDUs:
+    80 50 KVN 00 08 host-challenge 00             INITIALIZE UPDATE -> diversification data, key info, card
+                                                  challenge, card cryptogram, sequence counter 9000
+    84 82 33 00 10 host-cryptogram C-MAC          EXTERNAL AUTHENTICATE, security level '33' -> 9000
+    84 E2 88 00 Lc C-ENC('3A07' L {value}) C-MAC  STORE DATA under C-MAC and C-DECRYPTION -> R-MAC 9000
+
+CHOICE (ours; SGP.02's own text was not at hand): the ConnectivityParameters carry the whole session, not only
+the STORE DATA. The card challenge is pseudo-random (i = '70', keys.scp03.pseudo_random_card_challenge), so an
+SM-DP that knows the ISD-P's sequence counter prepares all three commands at once; one that does not reads it
+from an INITIALIZE UPDATE sent by ES3.SendData first. The value of DGI 3A07 (the connectivity parameters
+themselves: SMS centre, bearer, ...) is a sequence of BER-TLVs the ISD-P keeps as it came; its inner layout is
+not interpreted here.
+
 CHOICE: both STORE DATA commands carry ``Le = '00'`` (ISO case 4), as ``ota.es5`` does for every command that returns
 data; the card accepts them with or without Le. The two STORE DATA are one logical chain (P2 block 0 then 1), but
 each carries one whole DGI, so the card handles each on its own.
@@ -56,6 +74,7 @@ __all__ = [
     "store_data_3a01", "store_data_3a02", "parse_store_data",
     "command_tlv", "send_data_payload", "split_send_data", "parse_send_data_response", "is_error_response",
     "is_sw_success",
+    "INS_INITIALIZE_UPDATE", "INS_EXTERNAL_AUTHENTICATE", "DGI_CONNECTIVITY_PARAMETERS", "SW_AUTHENTICATION_FAILED",
 ]
 
 TAG_C_APDU = remote.TAG_C_APDU  # '22'
@@ -71,6 +90,12 @@ _RESPONSE_TAGS = frozenset({TAG_R_APDU, TAG_INITIALIZE_UPDATE, TAG_EXTERNAL_AUTH
 
 DGI_SMDP_CERTIFICATE = DGI_CERTIFICATE  # '3A01', STORE DATA #1 of EstablishISDPKeySet (keys.ecka owns the DGIs)
 DGI_KEY_AGREEMENT = DGI_KEY_AGREEMENT  # '3A02', STORE DATA #2
+
+# UpdateConnectivityParameters (the module doc): SCP03 on C-APDUs (GP Amd D §7) and the DGI it stores.
+INS_INITIALIZE_UPDATE = 0x50
+INS_EXTERNAL_AUTHENTICATE = 0x82
+DGI_CONNECTIVITY_PARAMETERS = 0x3A07  # in an ISD-P; the same number in the ISD-R is the SM-SR's address (ota.es5)
+SW_AUTHENTICATION_FAILED = 0x6300  # EXTERNAL AUTHENTICATE: the host cryptogram did not verify (Amd D §7.2)
 
 P1_INSTALL_FOR_PERSONALIZATION = 0x20
 _P1_STORE_DATA_3A01 = 0x09  # b4 DGI format, b1 response expected; b8 clear: block 0 of a two-block chain
