@@ -97,6 +97,9 @@ class AsyncFunction:
         elif self.function is Function.SEND_DATA:
             params = {"sd_aid": (inbound.text("Sd-aid") or "").upper(), "data": (inbound.text("Data") or "").upper(),
                       "more_to_do": flag(inbound, "MoreToDo")}
+        elif self.function is Function.UPDATE_CONNECTIVITY:
+            params = {"iccid": (inbound.text("Iccid") or "").upper(),
+                      "connectivity_parameters": (inbound.text("ConnectivityParameters") or "").upper()}
         elif self.function is Function.SMSR_CHANGE:
             params = {"target_smsr_id": inbound.text("Target-Smsr-id") or ""}
         else:

@@ -339,7 +339,7 @@ def eis_show(eid: str, data_dir: Path) -> None:
 
 @main.group()
 def smdp() -> None:
-    """The SM-DP's profile warehouse: profile types and the stock of profiles."""
+    """The SM-DP's profile warehouse (profile types and the stock of profiles), and what its operator asks of SM-SRs."""
 
 
 def _warehouse(data_dir: Path):
@@ -440,6 +440,47 @@ def smdp_stock(data_dir: Path, mno_id: str | None) -> None:
     finally:
         db.dispose()
     click.echo(json.dumps(doc, indent=2))
+
+
+@smdp.command("update-connectivity")
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--eid", required=True)
+@click.option("--iccid", required=True)
+@click.option("--connectivity-parameters", "parameters", required=True, metavar="HEX",
+              help="The ES8 commands for the profile's ISD-P, prepared by whoever holds its SCP03 key set: INITIALIZE "
+                   "UPDATE, EXTERNAL AUTHENTICATE, STORE DATA 3A07 under C-MAC, each a '22' TLV (hex).")
+@click.option("--smsr", "smsr_id", default=None, metavar="OID",
+              help="The SM-SR of the eUICC; default: this instance's.")
+@click.option("--validity-period", type=click.IntRange(min=1), default=None, help="Seconds; default: the SM-SR's.")
+def smdp_update_connectivity(data_dir: Path, eid: str, iccid: str, parameters: str, smsr_id: str | None,
+                             validity_period: int | None) -> None:
+    """Send ES3-UpdateConnectivityParameters to the SM-SR. Prints JSON with its MessageID once the SM-SR accepted it.
+
+    The outcome comes later as ES3-UpdateConnectivityParametersCallback to this SM-DP's /smdp/es3 (RelatesTo = the
+    MessageID printed): the SM-DP logs it, with the ISD-P's answers (EuiccResponseData), and keeps it in the call
+    audit; no ES2 function asks for this, so nothing is relayed to an MNO. The SM-DP does not build the command:
+    it drops an ISD-P's SCP03 key set once the download is completed, so the SCP03 session must come prepared.
+    """
+    from esx.binding import wsa
+    from esx.server import EsxRuntime
+    from sgp02.codes import FunctionFailed
+
+    try:
+        data = bytes.fromhex(parameters)
+    except ValueError:
+        raise click.BadParameter("not hex", param_hint="--connectivity-parameters") from None
+    if not data:
+        raise click.BadParameter("empty", param_hint="--connectivity-parameters")
+    runtime = EsxRuntime(load_config(data_dir))
+    smsr = smsr_id or runtime.config.smsr_oid
+    message_id = wsa.new_message_id(runtime.config.smdp_oid)
+    try:
+        runtime.smdp.update_connectivity_parameters(smsr, eid, iccid, data, message_id=message_id,
+                                                    validity=validity_period)
+    except FunctionFailed as exc:
+        raise click.ClickException(f"{exc.code.subject}/{exc.code.reason}: {exc.message}") from None
+    click.echo(json.dumps({"accepted": True, "message_id": message_id, "smsr": smsr, "eid": eid.upper(),
+                           "iccid": iccid.upper(), "callback_to": f"{runtime.config.url_for('smdp')}/smdp/es3"}))
 
 
 @main.group()

@@ -47,6 +47,9 @@ class SmsrGateway(Protocol):
 
     def update_subscription_address(self, eid: str, iccid: str, address: SubscriptionAddress) -> None: ...
 
+    def request(self, operation: str, *, message_id: str, validity: int | None, **params) -> None:
+        """An asynchronous ES3 request, answered 202 (its callback comes to the SM-DP's /smdp/es3)."""
+
 
 class SmdpRelay:
     def __init__(self, gateway_for: Callable[[str], SmsrGateway | None]) -> None:
@@ -67,3 +70,15 @@ class SmdpRelay:
         gateway = smsr_named(self._gateway_for, smsr_id)
         owned_profile(gateway.get_eis(eid), mno_id, eid, iccid)
         gateway.update_subscription_address(eid, iccid, address)
+
+    def update_connectivity_parameters(self, smsr_id: str, eid: str, iccid: str, connectivity_parameters: bytes, *,
+                                       message_id: str, validity: int | None = None) -> None:
+        """ES3-UpdateConnectivityParameters, asked by this SM-DP's operator (no ES2 function asks for it): sent to
+        the SM-SR, which answers 202 and later the callback to /smdp/es3 (esx.es3.service logs it; nothing relays it
+        further). ``connectivity_parameters`` are the ES8 commands as they must reach the ISD-P (ota.es8: the
+        SM-DP's SCP03 session with it), prepared elsewhere: this SM-DP drops an ISD-P's key set once the download
+        is completed (smdp_core.download), so it cannot build them. Whether the caller may act on the profile is
+        the SM-SR's to decide (its refusal is the callback)."""
+        smsr_named(self._gateway_for, smsr_id).request(
+            "ES3-UpdateConnectivityParameters", message_id=message_id, validity=validity, Eid=eid.upper(),
+            Iccid=iccid.upper(), ConnectivityParameters=bytes(connectivity_parameters).hex().upper())

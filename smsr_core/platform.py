@@ -3,13 +3,14 @@
 Theory of operation
 -------------------
 An asynchronous request (ES4/ES3 EnableProfile, DisableProfile, DeleteProfile/DeleteISDP, AuditEIS,
-SetFallBackAttribute, CreateISDP, SendData) becomes an :class:`~smsr_core.ops_models.Operation` row before the
-requester gets its ``202 Accepted`` (:meth:`Platform.accept`; persistence.engine.accept_once: a replayed MessageID or
-FunctionCallIdentifier finds the row in force and runs nothing again). The one step engine (persistence.engine)
-runs the row through :data:`CARD_OPERATION`, the step table below; ``operation.step`` names the step it stands on,
-``operation.state`` says queued / held / active / done. Workers (``esx.worker``) call :meth:`Platform.due_sends`
-(the due steps), :meth:`Platform.process_inbox` (the answers: PoRs and card notifications, each handled by the
-``answer`` of the step its operation waits in) and :meth:`Platform.expire`. Every step is one transaction, and the
+SetFallBackAttribute, CreateISDP, SendData, UpdateConnectivityParameters) becomes an
+:class:`~smsr_core.ops_models.Operation` row before the requester gets its ``202 Accepted`` (:meth:`Platform.accept`;
+persistence.engine.accept_once: a replayed MessageID or FunctionCallIdentifier finds the row in force and runs
+nothing again). The one step engine (persistence.engine) runs the row through :data:`CARD_OPERATION`, the step
+table below; ``operation.step`` names the step it stands on, ``operation.state`` says queued / held / active / done.
+Workers (``esx.worker``) call :meth:`Platform.due_sends` (the due steps), :meth:`Platform.process_inbox` (the
+answers: PoRs and card notifications, each handled by the ``answer`` of the step its operation waits in) and
+:meth:`Platform.expire`. Every step is one transaction, and the
 callback or notification it owes is added to the outbox (the :class:`MessageSink`) in that same transaction.
 """
 from __future__ import annotations
@@ -54,9 +55,9 @@ CARD_OPERATION = Flow("SM-SR card operation", [
     Step("queued", "waits for its eUICC: one operation in flight per eUICC (euicc_ota.active_operation_id, "
          "claimed by a conditional UPDATE); the others queue in order, and the one that ends wakes them. Then the "
          "rules (smsr_core.isdp.check): refused -> done", run="start", then="send"),
-    Step("send", "the ES5 script (SendData: its ES8 commands) in an SCP80 command packet with a new counter, as "
-         "SMS to the enabled profile's MSISDN; SMSC away: again after send_retry", run="send_command",
-         answer="on_por", then="await_por"),
+    Step("send", "the ES5 script (SendData, UpdateConnectivityParameters: their ES8 commands) in an SCP80 command "
+         "packet with a new counter, as SMS to the enabled profile's MSISDN; SMSC away: again after send_retry",
+         run="send_command", answer="on_por", then="await_por"),
     Step("await_por", "no PoR within por_timeout: the identical packet again (same counter, same bytes). PoR "
          "9000: done (smsr_core.isdp changes the EIS) or, Enable/Disable, await_notification; 02/03 to a first "
          "transmission: send (a new packet); 02/03 to a retransmission: done FAILED 1.6/5.4, dirty, audit. "
@@ -177,6 +178,8 @@ class Function(str, Enum):
     SET_FALLBACK = "SetFallBackAttribute"
     CREATE_ISDP = "CreateISDP"  # ES3 only
     SEND_DATA = "SendData"  # ES3 only: ES8 commands relayed, unread, to an ISD-P
+    # ES3 only: ES8 commands (the SM-DP's SCP03 session storing DGI 3A07) relayed, unread, to the ICCID's ISD-P
+    UPDATE_CONNECTIVITY = "UpdateConnectivityParameters"
     SMSR_CHANGE = "SMSRChange"  # ES4, at the current SM-SR: the eUICC handed over (smsr_core.handover.HandingOver)
     FINALISE_HANDOVER = "FinaliseISDRhandover"  # at the new SM-SR: the old key sets deleted, its address set
 
@@ -191,6 +194,7 @@ OPERATION_TYPE = {
     Function.AUDIT: "0500",
     Function.SET_FALLBACK: "0700",
     Function.SEND_DATA: "0A00",  # our choice: ES8 data is not an ES5 function and has no code of its own
+    Function.UPDATE_CONNECTIVITY: "0C00",  # our choice, as for SendData: the next free code (0B00 is a notification's)
     Function.SMSR_CHANGE: "0800",  # EstablishISDRKeySet: the STORE DATA 3A01/3A02 it relays
     Function.FINALISE_HANDOVER: "0900",
 }
@@ -252,6 +256,25 @@ def _seq_is_new(seq: int, last: int) -> bool:
     """Card notification sequence numbers run 1..FFFF and wrap to 1: ``seq`` is new when it is less
     than half the cycle ahead of the last one seen (serial number arithmetic, as RFC 1982)."""
     return last < 0 or 0 < (seq - last) % 0xFFFF < 0x8000
+
+
+def _connectivity_commands(connectivity_parameters: str) -> list[bytes]:
+    """The ES8 commands of ES3-UpdateConnectivityParameters' ``ConnectivityParameters`` (hex); 1.6/2.1 otherwise.
+
+    CHOICE (ours; ota.es8 documents the wire): the value is framed as SendData's Data (ota.es8.split_send_data) and
+    holds C-APDU TLVs ('22') only: the SM-DP's SCP03 session with the ISD-P (INITIALIZE UPDATE, EXTERNAL
+    AUTHENTICATE, the STORE DATA 3A07 under C-MAC), which the SM-SR relays unread. SCP03t TLVs belong to a download
+    and are refused here, where the card would refuse them anyway.
+    """
+    try:
+        commands = es8.split_send_data(bytes.fromhex(connectivity_parameters))
+    except ValueError as exc:
+        raise FunctionFailed(codes.INVALID_PARAMETER, f"ConnectivityParameters is not a sequence of ES8 commands: "
+                             f"{exc}") from None
+    if any(c[0] != es8.TAG_C_APDU for c in commands):
+        raise FunctionFailed(codes.INVALID_PARAMETER, "ConnectivityParameters holds other ES8 commands than C-APDUs "
+                             "('22'): it carries the SM-DP's SCP03 session with the ISD-P")
+    return commands
 
 
 def _requester(op: Operation) -> Caller:
@@ -556,14 +579,21 @@ class Platform(HandingOver):
         elif function is Function.FINALISE_HANDOVER:
             return
         else:
-            # The profile as loaded with the eUICC when it is there and the caller may manage it; anything else
-            # is decided (and its error chosen) by the registry's rule.
-            iccid = op.params["iccid"].upper()
-            row = next((p for p in euicc.profiles if p.iccid == iccid), None) if euicc is not None else None
-            if row is None or not may_manage(caller, row):
-                row = profile_for_caller(s, caller, op.eid, op.params["iccid"])
-            if op.params.get("isd_p_aid") != row.isd_p_aid:
-                op.params = {**op.params, "isd_p_aid": row.isd_p_aid}
+            self._check_profile(s, op, euicc, caller)
+            if function is Function.UPDATE_CONNECTIVITY:
+                _connectivity_commands(op.params.get("connectivity_parameters") or "")
+
+    def _check_profile(self, s: Session, op: Operation, euicc: Euicc | None, caller: Caller) -> None:
+        """The profile ``op`` names exists on its eUICC and ``caller`` may act on it; its ISD-P AID into the params.
+
+        The profile as loaded with the eUICC when it is there and the caller may manage it; anything else is decided
+        (and its error chosen) by the registry's rule (8.1.1/3.9, 8.2.1/3.9, 8.2.1/3.10, 8.2.1/1.2)."""
+        iccid = op.params["iccid"].upper()
+        row = next((p for p in euicc.profiles if p.iccid == iccid), None) if euicc is not None else None
+        if row is None or not may_manage(caller, row):
+            row = profile_for_caller(s, caller, op.eid, op.params["iccid"])
+        if op.params.get("isd_p_aid") != row.isd_p_aid:
+            op.params = {**op.params, "isd_p_aid": row.isd_p_aid}
 
     def _check_rules(self, s: Session, op: Operation, euicc: Euicc) -> None:
         """Everything that must hold when the operation starts: access (:meth:`_check_access`), then the ISD-P
@@ -573,7 +603,8 @@ class Platform(HandingOver):
         if function is Function.CREATE_ISDP:
             self._check_create_isdp(s, op, euicc)
             return
-        if function in (Function.AUDIT, Function.SEND_DATA, Function.SMSR_CHANGE, Function.FINALISE_HANDOVER):
+        if function in (Function.AUDIT, Function.SEND_DATA, Function.UPDATE_CONNECTIVITY, Function.SMSR_CHANGE,
+                        Function.FINALISE_HANDOVER):
             return
         profiles = [profile_value(p) for p in euicc.profiles]
         target = next(p for p in profiles if p.iccid == op.params["iccid"].upper())
@@ -626,13 +657,17 @@ class Platform(HandingOver):
     def _script(self, euicc: Euicc, op: Operation) -> tuple[list[bytes], bytes | None]:
         """The command TLVs of the operation's script and the TAR they go to (None: the ISD-R's).
 
-        ES5 functions are C-APDUs to the ISD-R ('22' TLVs); SendData's ES8 commands go as they came, to
-        the TAR of the target ISD-P, under the ISD-R's SCP80 keys (ota.es8: the ISD-R forwards them).
+        ES5 functions are C-APDUs to the ISD-R ('22' TLVs); the ES8 commands of SendData and
+        UpdateConnectivityParameters go as they came, to the TAR of the target ISD-P, under the ISD-R's SCP80 keys
+        (ota.es8: the ISD-R forwards them).
         """
         function = Function(op.function)
         if function is Function.SEND_DATA:
             aid = bytes.fromhex(op.params["isd_p_aid"])
             return es8.split_send_data(bytes.fromhex(op.params["data"])), es8.isdp_tar(aid)
+        if function is Function.UPDATE_CONNECTIVITY:
+            aid = bytes.fromhex(op.params["isd_p_aid"])
+            return _connectivity_commands(op.params["connectivity_parameters"]), es8.isdp_tar(aid)
         if function is Function.SMSR_CHANGE:
             return [es8.command_tlv(a) for a in self.peer_commands(op)], None
         if function is Function.FINALISE_HANDOVER:
@@ -933,6 +968,10 @@ class Platform(HandingOver):
             if por.status == PorStatus.TAR_UNKNOWN and function is Function.SEND_DATA:  # no such ISD-P on the card
                 failure = FunctionFailed(codes.SD_AID_UNKNOWN, f"the eUICC has no ISD-P {op.params['isd_p_aid']} "
                                          "(PoR status 09, TAR unknown)", subject_identifier=op.params["isd_p_aid"])
+            elif por.status == PorStatus.TAR_UNKNOWN and function is Function.UPDATE_CONNECTIVITY:
+                failure = FunctionFailed(codes.ISDP_EXECUTION_ERROR, f"the eUICC has no ISD-P "
+                                         f"{op.params['isd_p_aid']} (PoR status 09, TAR unknown)",
+                                         subject_identifier=op.params["isd_p_aid"])
             else:
                 failure = FunctionFailed(codes.ISDR_EXECUTION_ERROR,
                                          f"the eUICC rejected the secured packet (PoR status {por.status:02X})")
@@ -940,6 +979,8 @@ class Platform(HandingOver):
             return f"PoR status {por.status:02X} for operation {op.id}"
         if function is Function.SEND_DATA:
             return self._on_send_data_por(s, op, euicc, por.data, now)
+        if function is Function.UPDATE_CONNECTIVITY:
+            return self._on_connectivity_por(s, op, euicc, por.data, now)
         script = message.responses
         op.euicc_response = b"".join(script.responses).hex().upper() if script is not None else None
         sw = script.last_sw if script is not None and script.responses else 0
@@ -1003,6 +1044,27 @@ class Platform(HandingOver):
             codes.ISDP_EXECUTION_ERROR, f"the ISD-P stopped at ES8 command {executed} of {commands}",
             subject_identifier=op.params["isd_p_aid"]), now=now, euicc=euicc)
         return f"operation {op.id}: ES8 data failed"
+
+    def _on_connectivity_por(self, s: Session, op: Operation, euicc: Euicc, data: bytes, now: datetime) -> str:
+        """UpdateConnectivityParameters: the ISD-P's answers go back unread (EuiccResponseData, the whole response
+        script), as SendData's. Success is stricter than SendData's: every command ran and answered 9000 (an
+        INITIALIZE UPDATE, an EXTERNAL AUTHENTICATE and a secured STORE DATA that did what was asked do; a 63xx
+        warning, which lets an expanded script go on, is an EXTERNAL AUTHENTICATE that failed). Else 8.3/4.2."""
+        op.euicc_response = data.hex().upper() if data else None
+        commands = len(_connectivity_commands(op.params["connectivity_parameters"]))
+        try:
+            executed, responses = es8.parse_send_data_response(data)
+        except ValueError:
+            executed, responses = 0, []
+        answered = [value[-2:] == b"\x90\x00" for tag, value in responses if tag == es8.TAG_R_APDU]
+        if executed == commands and len(answered) == commands and all(answered):
+            self._finish(s, op, Status.EXECUTED_SUCCESS, None, now=now, euicc=euicc)
+            return f"operation {op.id}: connectivity parameters updated ({commands} ES8 command(s))"
+        self._finish(s, op, Status.FAILED, FunctionFailed(
+            codes.ISDP_EXECUTION_ERROR, f"the ISD-P did not take the connectivity parameters: {executed} of "
+            f"{commands} command(s) ran, {sum(answered)} answered 9000", subject_identifier=op.params["isd_p_aid"]),
+            now=now, euicc=euicc)
+        return f"operation {op.id}: connectivity parameters refused by the ISD-P"
 
     @staticmethod
     def _answered(function: Function, script, commands: int) -> bool:

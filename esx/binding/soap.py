@@ -357,7 +357,11 @@ def split_envelope(root: etree._Element, interface: Interface) -> tuple[list[etr
     if len(children) != 1:
         raise Fault("Client.BadBody", "the Body must hold exactly one element")
     if children[0].tag not in interface.contract.by_input_element():
-        raise Fault("Client.UnknownOperation", f"{etree.QName(children[0]).localname} is not an operation of this endpoint")
+        # a function this endpoint's contract does not offer (another interface's, or none): 1.6/3.1, as for a
+        # function the contract names and we would not serve (_run_and_record)
+        unsupported = codes.FUNCTION_UNSUPPORTED
+        raise Fault("Client.UnknownOperation", f"{unsupported.subject}/{unsupported.reason}: "
+                    f"{etree.QName(children[0]).localname} is not an operation of this endpoint")
     blocks = [c for c in header if isinstance(c.tag, str)] if header is not None else []
     return blocks, children[0]
 

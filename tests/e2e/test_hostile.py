@@ -183,19 +183,19 @@ def test_empty_post_is_a_sender_fault(instance):
     assert fault(response)[0].endswith("Sender")
 
 
-def test_not_yet_supported_async_function_is_refused_not_accepted(instance):
-    # ES3-UpdateConnectivityParameters is the one v3 function not offered yet (issue 11).
-    body = (f"<rps:ES3-UpdateConnectivityParametersRequest><rps:FunctionCallIdentifier>f</rps:FunctionCallIdentifier>"
-            f"<rps:Eid>{instance.eids[0]}</rps:Eid><rps:Iccid>{instance.doc['euiccs'][0]['profiles'][0]['iccid']}"
-            "</rps:Iccid><rps:ConnectivityParameters>00</rps:ConnectivityParameters>"
-            "</rps:ES3-UpdateConnectivityParametersRequest>")
+def test_a_function_the_contract_does_not_offer_is_refused_not_accepted(instance):
+    # Every function of the v3 WSDL set is served (issue 11); a request for one that the endpoint's contract does
+    # not offer, here ES4-EnableProfile (the MNO's interface) posted by the SM-DP to the SM-SR's ES3 endpoint, is
+    # not accepted: no 202, a Sender fault (never an HTTP 500) carrying 1.6/3.1.
+    body = (f"<rps:ES4-EnableProfileRequest><rps:FunctionCallIdentifier>f</rps:FunctionCallIdentifier>"
+            f"<rps:Eid>{instance.eids[0]}</rps:Eid><rps:Iccid>{instance.doc['euiccs'][0]['profiles'][1]['iccid']}"
+            "</rps:Iccid></rps:ES4-EnableProfileRequest>")
     response = raw_post(f"{instance.smsr_url}/smsr/es3", envelope(
         body, from_oid=instance.doc["smdp_id"], to="http://127.0.0.1/smsr/es3",
-        action="http://gsma.com/ES3/PlatformManagement/ES3-UpdateConnectivityParameters"))
-    # Nothing is accepted: no 202, a Sender fault (never an HTTP 500) carrying 1.6/3.1.
+        action="http://gsma.com/ES4/PlatformManagement/ES4-EnableProfile"))
     assert response.status_code == 400
     code, text = fault(response)
-    assert code.endswith("Sender") and "1.6/3.1" in text
+    assert code.endswith("Sender") and "1.6/3.1" in text and "ES4-EnableProfileRequest" in text
 
 
 def test_every_accepted_call_is_in_the_audit_trail(instance):

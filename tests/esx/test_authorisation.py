@@ -194,6 +194,11 @@ MATRIX = [
                          ("Data", es8.send_data_payload([es8.command_tlv(es8.install_for_personalization(
                              bytes.fromhex(isd_p_aid(1))))]).hex().upper())),
      {"owner": OK, "other": ("8.3.1", "1.2"), "nothing": ("8.3.1", "1.2")}),
+    ("ES3-UpdateConnectivityParameters", "/smsr/es3",
+     lambda env: request("ES3-UpdateConnectivityParametersRequest", ("Eid", E1), ("Iccid", P2),
+                         ("ConnectivityParameters", es8.command_tlv(bytes.fromhex("80500000080102030405060708"))
+                          .hex().upper())),
+     {"owner": OK, "other": ICCID_NOT_ALLOWED, "nothing": ICCID_NOT_ALLOWED}),
     # ES2, MNO -> SM-DP -----------------------------------------------------------------------------------------
     ("ES2-GetEIS", "/smdp/es2", es2("ES2-GetEISRequest", ("Eid", E1), "SMSR"),
      {"owner": OK, "other": OK, "nothing": OK}),  # the EIS before a first download; profiles only one's own (below)
@@ -287,8 +292,7 @@ def test_matrix_covers_every_function_of_the_wsdls():
 
     served = {name for wsdl in ("ES1SmSr.wsdl", "ES2SmDp.wsdl", "ES3SmSr.wsdl", "ES4SmSr.wsdl", "ES7SmSrProvider.wsdl")
               for name in contract.load_service(wsdl).operations}
-    not_yet = {"ES3-UpdateConnectivityParameters"}  # issue 11
-    assert served - not_yet == {label.split(",")[0] for label, *_ in MATRIX}
+    assert served == {label.split(",")[0] for label, *_ in MATRIX}
 
 
 # -- what each one sees ---------------------------------------------------------------------------------------------
@@ -439,3 +443,38 @@ def test_smdp_relays_no_notification_about_a_profile_it_did_not_download(env):
     before = len(env.outbox(sender_role="smdp", kind="notification"))
     assert env.call("/smdp/es3", note, SMSR_OID).kind == "accepted"
     assert len(env.outbox(sender_role="smdp", kind="notification")) == before
+
+
+def test_smdp_es3_takes_every_callback_of_its_contract():
+    from esx.binding import contract
+    from esx.es3.service import SMDP_INTERFACE
+
+    assert set(contract.load_service("ES3SmDp.wsdl").operations) == set(SMDP_INTERFACE.handlers)
+
+
+@pytest.mark.parametrize("who,accepted", [("owner", True), ("wrong role", False), ("unknown", False)])
+def test_smdp_es3_update_connectivity_callback_is_logged_not_relayed(env, caplog, who, accepted):
+    """No download awaits an UpdateConnectivityParameters callback (``esx smdp update-connectivity`` sent the
+    request): the SM-DP accepts it from an SM-SR, logs the outcome with the ISD-P's answers, and owes nobody a
+    message."""
+    import logging
+    from datetime import datetime, timezone
+
+    from esx.binding.soap import gsma_element, response_element
+    from sgp02 import codes
+    from sgp02.codes import FunctionFailed, Status
+
+    callback = response_element(
+        "{http://namespaces.gsma.org/esim-messaging/3}ES3-UpdateConnectivityParametersResponse",
+        datetime.now(timezone.utc), Status.FAILED, FunctionFailed(codes.ISDP_EXECUTION_ERROR, "the ISD-P refused"),
+        children=[gsma_element("EuiccResponseData", "AB07800101230269 82".replace(" ", ""))])
+    before = len(env.outbox(sender_role="smdp"))
+    with caplog.at_level(logging.INFO, logger="esx.es3.service"):
+        outcome = env.call("/smdp/es3", callback, caller_of("/smdp/es3", who), relates_to="urn:uuid:ucp-sent")
+    if not accepted:
+        assert outcome.kind == "fault"
+        return
+    assert outcome.kind == "accepted"
+    [line] = [r.getMessage() for r in caplog.records if "ES3-UpdateConnectivityParameters" in r.getMessage()]
+    assert "urn:uuid:ucp-sent" in line and "FAILED 8.3/4.2" in line and "AB0780010123026982" in line
+    assert len(env.outbox(sender_role="smdp")) == before

@@ -114,3 +114,53 @@ def test_import_profiles(instance, tmp_path):
 def test_commands_need_an_instance(tmp_path):
     result = esx("smdp", "stock", "--data-dir", tmp_path / "none")
     assert result.exit_code == 1 and "run 'esx init" in result.stderr
+
+
+# -- esx smdp update-connectivity ------------------------------------------------------------------------------------
+
+
+def test_update_connectivity_is_sent_to_the_smsr_which_answers_by_callback(instance):
+    """The request goes to the instance's own SM-SR (in process, as esx serve wires a co-located SM-DP) and is
+    accepted (202); this instance has no eUICC, so the SM-SR's answer, written with the request, is the refusal
+    8.1.1/3.9, due to the SM-DP's /smdp/es3 and relating to the MessageID printed."""
+    from lxml import etree
+    from sqlalchemy import select
+
+    from esx.binding.ns import GSMA
+    from esx.outbox import soap_body
+    from esx.server import Config
+    from persistence.db import Database
+    from persistence.outbox import OutboxMessage
+
+    data_dir, doc = instance
+    eid, iccid = "89049032000000000000000000999999", "8988299000000009999"
+    parameters = "220D8050000008" + "0102030405060708"
+    result = esx("smdp", "update-connectivity", "--data-dir", data_dir, "--eid", eid, "--iccid", iccid,
+                 "--connectivity-parameters", parameters, "--validity-period", "600")
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert (printed["accepted"], printed["smsr"], printed["eid"], printed["iccid"]) == (True, doc["smsr_id"], eid,
+                                                                                       iccid)
+    assert printed["callback_to"].endswith("/smdp/es3")
+    db = Database(Config.load(data_dir).database_url)
+    try:
+        with db.session() as s:
+            [row] = s.scalars(select(OutboxMessage).where(OutboxMessage.relates_to == printed["message_id"])).all()
+            body = etree.fromstring(soap_body(row))
+            assert (row.operation, row.target_oid) == ("ES3-UpdateConnectivityParametersCallback", doc["smdp_id"])
+    finally:
+        db.dispose()
+    assert (body.findtext(f".//{{{GSMA}}}Subject"), body.findtext(f".//{{{GSMA}}}Reason")) == ("8.1.1", "3.9")
+
+
+@pytest.mark.parametrize("args,error", [
+    (("--connectivity-parameters", "XYZ"), "not hex"),
+    (("--connectivity-parameters", ""), "empty"),
+    (("--connectivity-parameters", "00", "--smsr", "1.3.6.1.4.1.99999.9.9"), "8.7/3.9"),
+])
+def test_update_connectivity_refuses_bad_input_in_one_line(instance, args, error):
+    data_dir, _ = instance
+    result = esx("smdp", "update-connectivity", "--data-dir", data_dir, "--eid", "89049032000000000000000000999999",
+                 "--iccid", "8988299000000009999", *args)
+    assert result.exit_code != 0 and error in result.output
+    assert "Traceback" not in result.output

@@ -137,10 +137,13 @@ class OtaHarness:
 
     def request(self, function: Function, eid: str, iccid: str | None = None, *, iccids: list[str] | None = None,
                 caller: Caller = MNO, interface: str = "ES4", message_id: str | None = "auto",
-                function_call_id: str | None = "auto", validity: int | None = None, now: datetime = T0) -> int:
-        """Accept a request as the ES4/ES3 handler does; the operation id."""
+                function_call_id: str | None = "auto", validity: int | None = None, now: datetime = T0,
+                params: dict | None = None) -> int:
+        """Accept a request as the ES4/ES3 handler does; the operation id. ``params``: more of what the handler
+        reads from the request (e.g. ConnectivityParameters)."""
         n = next(self._ids)
-        params = {"iccids": [i.upper() for i in iccids or []]} if function is Function.AUDIT else {"iccid": iccid}
+        params = {**({"iccids": [i.upper() for i in iccids or []]} if function is Function.AUDIT else {"iccid": iccid}),
+                  **(params or {})}
         op_id, _ = self.platform.accept(AsyncRequest(
             function=function, interface=interface, requester=caller, eid=eid,
             message_id=f"urn:uuid:request-{n}" if message_id == "auto" else message_id,
