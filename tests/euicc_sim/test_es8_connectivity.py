@@ -41,7 +41,7 @@ class Session:
 
 
 def session(keys: StaticKeys, counter: int, plain: list[bytes], *, aid: str = P1, level: int = 0x33,
-            host_cryptogram_of: StaticKeys | None = None) -> Session:
+            host_cryptogram_of: StaticKeys | None = None, kvn: int = CRT.kvn) -> Session:
     """The session the card will open with sequence ``counter``; ``plain`` are the C-APDUs to send secured.
     ``host_cryptogram_of``: compute the host side with other keys (a host that does not hold the ISD-P's)."""
     host = host_cryptogram_of or keys
@@ -51,13 +51,13 @@ def session(keys: StaticKeys, counter: int, plain: list[bytes], *, aid: str = P1
     h_enc, h_mac, _ = ref.scp03_session_keys(host.enc, host.mac, HOST_CHALLENGE, card_challenge)
     _, host_cryptogram = ref.scp03_cryptograms(h_mac, HOST_CHALLENGE, card_challenge)
     ea, mcv = ref.scp03_external_authenticate(h_mac, host_cryptogram, level)
-    commands = [ref.tlv(0x22, ref.scp03_initialize_update(CRT.kvn, HOST_CHALLENGE)), ref.tlv(0x22, ea)]
+    commands = [ref.tlv(0x22, ref.scp03_initialize_update(kvn, HOST_CHALLENGE)), ref.tlv(0x22, ea)]
     r_macs = []
     for n, apdu in enumerate(plain, start=1):
         wrapped, mcv = ref.scp03_wrap(h_enc, h_mac, mcv, n, apdu)
         commands.append(ref.tlv(0x22, wrapped))
         r_macs.append(ref.scp03_r_mac(s_rmac, mcv, b"", 0x9000))
-    answer = ref.scp03_initialize_update_answer(CRT.kvn, card_challenge, card_cryptogram, counter)
+    answer = ref.scp03_initialize_update_answer(kvn, card_challenge, card_cryptogram, counter)
     return Session(commands, answer, r_macs, s_enc, s_mac, s_rmac, mcv)
 
 
