@@ -47,7 +47,7 @@ UpdateConnectivityParameters (ES3 -> ES5 -> ES8, sgp02-wire §6.4: "DGI 3A07 via
 CHOICE (ours; SGP.02's own text was not at hand): the ConnectivityParameters carry the whole session, not only
 the STORE DATA. The card challenge is pseudo-random (i = '70', keys.scp03.pseudo_random_card_challenge), so an
 SM-DP that knows the ISD-P's sequence counter prepares all three commands at once; one that does not reads it
-from an INITIALIZE UPDATE sent by ES3.SendData first. The value of DGI 3A07 (the connectivity parameters
+from an INITIALIZE UPDATE sent by ES3.SendData first (that opens a session too: the next has the counter + 1). The value of DGI 3A07 (the connectivity parameters
 themselves: SMS centre, bearer, ...) is a sequence of BER-TLVs the ISD-P keeps as it came; its inner layout is
 not interpreted here.
 
