@@ -274,12 +274,7 @@ def main() -> int:
             ota_ops.use_checkout(REPO)
         results["downloads"] = run()
         log(f"downloads: {results['downloads']}")
-    text = json.dumps(results, indent=2)
-    if args.json:
-        args.json.write_text(text + "\n")
-    else:
-        print(text)
-    log("RESULTS_JSON " + json.dumps(results))
+    ota_ops.print_results(results, args.json)
     return 0
 
 

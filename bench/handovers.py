@@ -150,12 +150,7 @@ def main() -> int:
         results = {"machine": {"nproc": os.cpu_count()},
                    "handovers": handovers(args.euiccs, args.timeout, args.poll_interval, a_url, b_url)}
     log(f"handovers: {results['handovers']}")
-    text = json.dumps(results, indent=2)
-    if args.json:
-        args.json.write_text(text + "\n")
-    else:
-        print(text)
-    log("RESULTS_JSON " + json.dumps(results))
+    ota_ops.print_results(results, args.json)
     return 0
 
 

@@ -246,6 +246,17 @@ def self_cpu_seconds() -> float:
     return t.user + t.system
 
 
+def print_results(results: dict, json_path: Path | None) -> None:
+    """A benchmark's results: to ``json_path`` (else stdout) indented, and one ``RESULTS_JSON`` line on the log
+    (tests/bench/test_smoke.py reads that line)."""
+    text = json.dumps(results, indent=2)
+    if json_path:
+        json_path.write_text(text + "\n")
+    else:
+        print(text)
+    log("RESULTS_JSON " + json.dumps(results))
+
+
 def esx(*args: str) -> str:
     r = subprocess.run([*ESX, *args], capture_output=True, text=True, cwd=SERVED)
     if r.returncode != 0:
