@@ -33,7 +33,7 @@ MNO_PATH = "/mno"
 def pair(own_database, database_url, receiver, tmp_path_factory):
     """A (the demo instance, every process) and B (its peer: SM-SR and worker, no SMSC), each its own database."""
     root = tmp_path_factory.mktemp("smsr-change")
-    a = start_instance(root / "a", own_database, receiver, demo=3)
+    a = start_instance(root / "a", own_database, receiver, demo=6)
     b_db = _postgres_database() if database_url is not None else None
     b_url = next(b_db) if b_db is not None else None
     port = free_port()
@@ -118,38 +118,60 @@ def _step_at_b(b) -> str | None:
         engine.dispose()
 
 
-def test_both_workers_killed_mid_change_carry_on_after_a_restart(pair, receiver):
-    """SIGKILL of both SM-SRs' workers once the new SM-SR has the EIS (between ES7 exchanges and card commands):
-    restarted, they finish the change; nothing is sent twice that the card would refuse."""
+@pytest.mark.parametrize("step", ["authenticate", "key_set", "finalise"])
+def test_both_smsrs_killed_mid_change_carry_on_after_a_restart(pair, receiver, step):
+    """SIGKILL of both SM-SRs (servers and workers) as soon as the new SM-SR's change reaches ``step`` (awaiting the
+    challenge; awaiting the receipt; after the commit point, finalising over the new keys): restarted, they finish
+    the change, with one callback; the card holds the new key set only."""
     a, b = pair
-    mno, eid = a.mno, a.eids[1]
+    mno, eid = a.mno, _fresh_eid(a, b)
     reply_to = f"{receiver.url}{MNO_PATH}"
     _, _, prepare_id = es4(b, mno).send_async("ES4-PrepareSMSRChange", reply_to=reply_to, Eid=eid,
                                               CurrentSMSRid=a.doc["smsr_id"])
     assert receiver.callback(prepare_id, timeout=30).status == "EXECUTED_SUCCESS"
     _, _, change_id = es4(a, mno).send_async("ES4-SMSRChange", reply_to=reply_to, Eid=eid,
                                              **{"Target-Smsr-id": b.doc["smsr_id"]})
+    order = ["prepared", "authenticate", "key_set", "finalise", "notify", None]
     deadline = time.monotonic() + 30
-    while _step_at_b(b) in (None, "prepared") and time.monotonic() < deadline:
-        time.sleep(0.02)
-    for inst in (a, b):
-        _sigkill(inst.procs["worker0" if inst is a else "worker"])
-    time.sleep(1.0)
-    a.procs["worker0"] = background(a.data_dir, "worker", a.data_dir / "worker0.log")
-    b.procs["worker"] = background(b.data_dir, "worker", b.data_dir / "worker.log")
+    while time.monotonic() < deadline:
+        at = _step_at_b(b)
+        if at is None and receiver.callbacks(change_id) or at is not None and order.index(at) >= order.index(step):
+            break
+        time.sleep(0.005)
+    for inst, names in ((a, ("worker0", "smsr")), (b, ("worker", "smsr"))):
+        for name in names:
+            _sigkill(inst.procs[name])
+    time.sleep(0.5)
+    for inst, worker in ((a, "worker0"), (b, "worker")):
+        inst.procs[worker] = background(inst.data_dir, "worker", inst.data_dir / f"{worker}.log")
+        inst.procs["smsr"] = serve(inst.data_dir, "smsr", int(inst.smsr_url.rsplit(":", 1)[1]),
+                                   inst.data_dir / "smsr.log")
     changed = receiver.callback(change_id, timeout=90)
     assert changed.status == "EXECUTED_SUCCESS", (changed.code, changed.message)
+    time.sleep(0.5)
     assert len(receiver.callbacks(change_id)) == 1
     assert es4(b, mno)("ES4-GetEIS", Eid=eid).status == "EXECUTED_SUCCESS"
     assert es4(a, mno)("ES4-GetEIS", Eid=eid).code == ("8.1.1", "3.9")
     assert Card.load(a.data_dir / "euicc" / eid / CARD_FILE).scp80.kvns == [2]
 
 
+def _fresh_eid(a, b) -> str:
+    """An eUICC of A's that no change moved yet (the module's tests share the pair)."""
+    engine = sa.create_engine(Config.load(a.data_dir).database_url)
+    try:
+        with engine.connect() as c:
+            held = {r[0] for r in c.execute(sa.text("SELECT eid FROM euicc"))}
+            busy = {r[0] for r in c.execute(sa.text("SELECT eid FROM operation WHERE function = 'SMSRChange'"))}
+    finally:
+        engine.dispose()
+    return next(e for e in a.eids if e in held and e not in busy)
+
+
 def test_the_smdp_that_installed_a_profile_is_told_and_tells_its_mno(pair, receiver):
     """A profile the SM-DP downloaded: after the change the new SM-SR sends ES3-HandleSMSRChangeNotification to that
     SM-DP, which relays it to the MNO as ES2-HandleSMSRChangeNotification (valid against the official ES2 XSD)."""
     a, b = pair
-    mno, eid = a.mno, a.eids[2]
+    mno, eid = a.mno, _fresh_eid(a, b)
     reply_to = f"{receiver.url}{MNO_PATH}"
     started = time.monotonic()
     es2 = CLIENT_KINDS["official"]("ES2", f"{a.smdp_url}/smdp/es2", mno)
