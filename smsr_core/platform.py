@@ -44,7 +44,7 @@ from .handover import HANDOVER, HandingOver
 from .models import EisAuditRecord, Euicc, ProfileRow, eis_value, profile_value
 from .ops_models import EuiccOta, Operation, SmsInbox
 from .registry import load_euicc, profile_for_caller
-from .sms_link import CardMessage, OutboundSms, SmsLink, Unreachable, concatenation_reference
+from .sms_link import CardMessage, OutboundSms, SmsLink, Unreachable
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,11 @@ _FREE = (update(_OTA).where(_OTA.c.eid == bindparam("b_eid"), _OTA.c.active_oper
 _WAKE = (update(_OP).where(_OP.c.eid == bindparam("b_eid"), _OP.c.state == bindparam("queued"))
          .values(next_attempt_at=bindparam("now")))
 _AUDIT = insert(EisAuditRecord.__table__)
+# A new packet's SCP80 counter (Platform._next_counter); the concatenation reference is the counter modulo 256
+# (smsr_core.sms_link.concatenation_reference).
+_NEXT_COUNTER = (update(_OTA).where(_OTA.c.eid == bindparam("b_eid"))
+                 .values(counter=_OTA.c.counter + 1, sms_ref=(_OTA.c.counter + 1) % 256)
+                 .returning(_OTA.c.counter, _OTA.c.sms_ref))
 _CARD = (select(Euicc, EuiccOta, Operation,
                 select(_HELD_OP.id).where(_HELD_OP.eid == Euicc.eid, _HELD_OP.state == HELD).exists())
          .where(Euicc.eid == select(ProfileRow.eid).where(ProfileRow.msisdn == bindparam("msisdn")).limit(1)
@@ -700,10 +705,7 @@ class Platform(HandingOver):
             return None
         retransmission = op.counter is not None
         if not retransmission:
-            ota = self._ota(s, op.eid)
-            ota.counter += 1
-            ota.sms_ref = concatenation_reference(ota.counter)
-            op.counter = ota.counter
+            op.counter = self._next_counter(s, self._ota(s, op.eid))
         commands, tar = self._script(euicc, op)
         segments = self.link.command_tlvs(euicc, op.counter, commands, tar=tar)
         op.attempts += 1
@@ -1156,7 +1158,7 @@ class Platform(HandingOver):
         ota = self._ota(s, euicc.eid)
         # The card is reachable where it sent from: the profile it now runs, which the EIS learns
         # only from this very notification.
-        confirmation = self._confirmation(euicc, ota, n.seq, source)
+        confirmation = self._confirmation(s, euicc, ota, n.seq, source)
         if not _seq_is_new(n.seq, ota.last_notification_seq):
             self._hold_until_confirmed(s, euicc.eid, ota.counter, n.seq, now)
             return f"notification {n.seq}: duplicate, confirmed again", confirmation
@@ -1201,11 +1203,22 @@ class Platform(HandingOver):
             held.params = {**held.params, "confirmation_counter": confirmation_counter, "confirmation_seq": seq}
             held.next_attempt_at = now + timedelta(seconds=self.timing.por_timeout)
 
-    def _confirmation(self, euicc: Euicc, ota: EuiccOta, seq: int, destination: str) -> OutboundSms:
+    def _confirmation(self, s: Session, euicc: Euicc, ota: EuiccOta, seq: int, destination: str) -> OutboundSms:
         # A lost confirmation is mended by the card, which sends the notification again until one reaches
         # it (the duplicate is confirmed again); its lost PoR matters to held operations only, for which
         # the confirmation goes again (_hold_until_confirmed).
-        ota.counter += 1
-        ota.sms_ref = concatenation_reference(ota.counter)
+        counter = self._next_counter(s, ota)
         return OutboundSms(euicc.eid, destination,
-                           self.link.command(euicc, ota.counter, [es5.notification_confirmation(seq)]), None, 0)
+                           self.link.command(euicc, counter, [es5.notification_confirmation(seq)]), None, 0)
+
+    @staticmethod
+    def _next_counter(s: Session, ota: EuiccOta) -> int:
+        """The SCP80 counter of a new packet to the card: the stored one plus one, taken in one UPDATE ... RETURNING
+        (the row locked until commit on PostgreSQL), so two workers building packets for one card at the same moment
+        (an operation's command, a notification's confirmation) never take the same counter. Read, add and write in
+        Python lost one of the two updates under PostgreSQL's READ COMMITTED: two packets under one counter, the card
+        answering the second with the first one's PoR."""
+        counter, ref = s.execute(_NEXT_COUNTER, {"b_eid": ota.eid}).one()
+        set_committed_value(ota, "counter", counter)  # what the UPDATE wrote, in the loaded row (nothing to flush)
+        set_committed_value(ota, "sms_ref", ref)
+        return counter

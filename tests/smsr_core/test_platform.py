@@ -1057,7 +1057,9 @@ def test_an_enable_costs_the_worker_at_most_its_measured_statements(h):
     """The SM-SR worker's share of one ES4-EnableProfile (SQLite, in process): its ticks from the request to the
     confirmation's PoR, the SMSC's acceptance included; the SMS the card sends are stored apart (SmsrWorker.on_deliver)
     and not counted. Transactions are counted by their commits (a persistence.prepared block fires no ``begin``).
-    Measured: 45 statements in 8 transactions (44 before the end of an operation was claimed once:
+    Measured: 46 statements in 8 transactions (45 before a packet's counter was taken in its own UPDATE ... RETURNING,
+    smsr_core.platform.Platform._next_counter: the confirmation's no longer rides with the notification's row update;
+    44 before the end of an operation was claimed once:
     persistence.engine.finish_once), 16 statements of them the four ticks' scans (what expired, what is
     due and whether the inbox holds anything: prepared reads, no transaction on SQLite; only when it does, the inbox
     leased and read in one UPDATE ... RETURNING: an idle tick writes nothing). Before that read: 41 in 9; before: 46 in 17 (each SMS leased by a statement of its
@@ -1103,4 +1105,27 @@ def test_an_enable_costs_the_worker_at_most_its_measured_statements(h):
     tick()  # the confirmation's PoR
     assert h.op(op_id).result == ("EXECUTED_SUCCESS", None, None)
     assert h.card(EID1).pending == []
-    assert (counted["statements"], counted["transactions"]) == (45, 8)
+    assert (counted["statements"], counted["transactions"]) == (46, 8)
+
+
+def test_two_packets_built_at_once_for_one_card_never_share_a_counter(h):
+    """Two units of work (two workers: one builds an operation's command, the other a notification's confirmation)
+    read the eUICC's OTA state at the same moment; the second to take a counter gets the next one, not the same one
+    (the counter is taken in the UPDATE itself: Platform._next_counter). A read-add-write of the loaded row lost one of
+    the two updates on PostgreSQL: two packets under one counter, the card answering the second with the first's PoR."""
+    from smsr_core.ops_models import EuiccOta
+    from smsr_core.platform import Platform
+
+    with h.db.session() as s:
+        h.platform._ota(s, EID1)
+        before = s.get(EuiccOta, EID1).counter
+    first, second = h.db.session(), h.db.session()
+    s1, s2 = first.__enter__(), second.__enter__()
+    o1, o2 = s1.get(EuiccOta, EID1), s2.get(EuiccOta, EID1)  # both read the same counter
+    assert o1.counter == o2.counter == before
+    c1 = Platform._next_counter(s1, o1)
+    first.__exit__(None, None, None)
+    c2 = Platform._next_counter(s2, o2)
+    second.__exit__(None, None, None)
+    assert (c1, c2) == (before + 1, before + 2)
+    assert h.ota(EID1).counter == before + 2 and h.ota(EID1).sms_ref == (before + 2) % 256
