@@ -575,6 +575,14 @@ class HandingOver:
             engine.wait(op, received_at)
             engine.due_now(s, self.doorbell)
 
+    def refuse_peer_request(self, sender: str, function: str, failure: FunctionFailed, *, message_id: str | None,
+                            reply_to: str | None, received_at: datetime) -> None:
+        """An ES7 request refused before it could be taken (the caller's role, the schema): answered by its callback."""
+        peer = {"function": function, "message_id": message_id, "reply_to": reply_to,
+                "received_at": received_at.isoformat()}
+        with self.db.session() as s:
+            self.sink.peer_callback(s, sender, peer, failure.status, failure, ())
+
     @staticmethod
     def peer_commands(op) -> list[bytes]:
         """The ES5 command the target's request asks the ISD-R for (STORE DATA 3A01 or 3A02)."""

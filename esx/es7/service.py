@@ -50,10 +50,9 @@ class PeerRequest:
                                     reply_to=inbound.addressing.reply_address, received_at=inbound.received_at)
 
     def reject(self, rt, inbound: Inbound, failure: FunctionFailed) -> None:
-        peer = {"function": self.function, "message_id": inbound.addressing.message_id,
-                "reply_to": inbound.addressing.reply_address, "received_at": inbound.received_at.isoformat()}
-        with rt.db.session() as s:
-            rt.platform.sink.peer_callback(s, inbound.caller.oid, peer, failure.status, failure, ())
+        rt.platform.refuse_peer_request(inbound.caller.oid, self.function, failure,
+                                        message_id=inbound.addressing.message_id,
+                                        reply_to=inbound.addressing.reply_address, received_at=inbound.received_at)
 
 
 def callback_received(rt, inbound: Inbound) -> None:
