@@ -227,10 +227,8 @@ def init_instance(data_dir: Path, *, demo: int = 0, database_url: str | None = N
                   public_url: str = "http://127.0.0.1:8080", auth: str = "entity-id",
                   smdp_url: str | None = None, smsc_port: int | None = None) -> dict:
     """Create (or complete) an instance in ``data_dir``; return the document ``esx init`` prints."""
-    import requests
-
     from esx.binding.client import GsmaClient
-    from esx.binding.wsgi_adapter import WsgiAdapter
+    from esx.binding.http import HttpClient
     from esx.server import INPROCESS, EsxRuntime, make_wsgi
     from keys.pki import DevPki, private_key_pem
     from keys.secretbox import SecretBox
@@ -282,11 +280,11 @@ def init_instance(data_dir: Path, *, demo: int = 0, database_url: str | None = N
     # The registration below never leaves this process (no socket, hence no TLS): the demo EUM is the
     # in-process caller, whatever the instance's production identity mode is.
     runtime = EsxRuntime(config, db)
-    session = requests.Session()
-    session.mount(f"{INPROCESS}/", WsgiAdapter(make_wsgi(config, "smsr", runtime), local_caller=EUM_OID))
+    http = HttpClient()
+    http.mount(f"{INPROCESS}/", make_wsgi(config, "smsr", runtime), local_caller=EUM_OID)
     es1 = GsmaClient("ES1SmSr.wsdl", f"{INPROCESS}/smsr/es1", sender_oid=EUM_OID,
                      sender_address=f"http://eum.invalid/?EntityId={EUM_OID}", receiver_oid=config.smsr_oid,
-                     session=session)
+                     http=http)
     known = set(runtime.registry.known_eids())
     cards_dir = data_dir / "euicc"
     euiccs = []

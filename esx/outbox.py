@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
-import requests
 from lxml import etree
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from esx.binding import contract, wsa
+from esx.binding.http import HttpClient, HttpUnreachable
 from esx.binding.ns import GSMA, SOAP12, SOAP12_CONTENT_TYPE, WSA
 from esx.binding.soap import gsma_element, response_element
 from esx.eis_xml import render_eis, xml_datetime
@@ -383,7 +383,7 @@ class SmdpOutboxSink:
         due_now(s, self.doorbell)
 
 
-def deliver_due(db, *, from_address: str, session: requests.Session, now: datetime | None = None,
+def deliver_due(db, *, from_address: str, http: HttpClient, now: datetime | None = None,
                 lease: float = 60.0, timeout: float = 10.0, limit: int = 50, sender_role: str = "smsr",
                 senders: int = 8) -> int:
     """Send every due outbox row of ``sender_role`` once (its From is ``from_address``); returns how many
@@ -392,7 +392,7 @@ def deliver_due(db, *, from_address: str, session: requests.Session, now: dateti
     One batch: the due rows are leased in one transaction, rendered, POSTed, and their outcomes recorded in one
     transaction. Rows to one address go in the order they were written, one after the other (a receiver sees an
     operation's notifications in the order they happened); different addresses are served at the same time, by up
-    to ``senders`` threads, over the HTTP session's kept-alive connections."""
+    to ``senders`` threads, over the HTTP client's kept-alive connections."""
     now = now or _utcnow()
     timeout = min(timeout, lease / 2)  # a POST never outlives its lease, so no second worker sends it meanwhile
     free = or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until < now)
@@ -436,8 +436,8 @@ def deliver_due(db, *, from_address: str, session: requests.Session, now: dateti
     def send(url: str | None, wire: Wire) -> str | None:
         """None when delivered, else why not."""
         try:
-            response = session.post(url, data=wire.data, timeout=timeout, headers={"Content-Type": wire.content_type})
-        except requests.RequestException as exc:
+            response = http.post(url, wire.data, content_type=wire.content_type, timeout=timeout)
+        except HttpUnreachable as exc:
             return short_error(exc)
         return None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
 
@@ -491,14 +491,16 @@ _ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")
 
 
 def short_error(exc: Exception) -> str:
-    """One short phrase for a failed POST (requests' own text runs to hundreds of characters)."""
+    """One short phrase for a failed POST: the error's kind and its errno text (``ConnectionRefusedError: [Errno 111]
+    Connection refused``)."""
+    kind = getattr(exc, "kind", exc.__class__.__name__)
     text = str(exc)
     found = _ERRNO.search(text)
     if found:
-        return f"{exc.__class__.__name__}: {found.group(0).strip()}"
+        return f"{kind}: {found.group(0).strip()}"
     if "timed out" in text.lower():
-        return f"{exc.__class__.__name__}: timed out"
-    return exc.__class__.__name__
+        return f"{kind}: timed out"
+    return kind
 
 
 def pending(s: Session, *, limit: int = 100) -> list[OutboxMessage]:

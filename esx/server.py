@@ -330,7 +330,7 @@ class EsxRuntime(Runtime):
         return _entity_address(f"{self.config.url_for(role)}/{role}", self.own_oid(role), name)
 
     def caller_for(self, inbound: Inbound) -> Entity:
-        from esx.binding.wsgi_adapter import LOCAL_CALLER
+        from esx.binding.http import LOCAL_CALLER
 
         claimed = inbound.addressing.from_entity_id
         local = inbound.environ.get(LOCAL_CALLER)
@@ -405,31 +405,27 @@ class EsxRuntime(Runtime):
                 else:
                     session = self.client_session("smdp")
                 client = GsmaClient("ES3SmSr.wsdl", endpoint, sender_oid=self.config.smdp_oid,
-                                    sender_address=self.own_address("smdp"), receiver_oid=smsr_id, session=session)
+                                    sender_address=self.own_address("smdp"), receiver_oid=smsr_id, http=session)
                 gateway = self._gateways[key] = Es3SmsrGateway(client, reply_to=f"{self.config.url_for('smdp')}/smdp/es3")
         return gateway
 
     def _inprocess_session(self, caller_role: str, served_role: str):
-        """A requests session whose calls are served by this process's own ``served_role`` endpoints, as ``caller_role``."""
-        import requests
+        """An HTTP client whose calls are served by this process's own ``served_role`` endpoints, as ``caller_role``."""
+        from esx.binding.http import HttpClient
 
-        from esx.binding.wsgi_adapter import WsgiAdapter
-
-        session = requests.Session()
-        session.mount(f"{INPROCESS}/", WsgiAdapter(make_wsgi(self.config, served_role, self),
-                                                   local_caller=self.own_oid(caller_role)))
-        return session
+        http = HttpClient()
+        http.mount(f"{INPROCESS}/", make_wsgi(self.config, served_role, self), local_caller=self.own_oid(caller_role))
+        return http
 
     def client_session(self, role: str):
-        import requests
+        """The HTTP client of what ``role`` sends (esx.binding.http): with ``auth: mtls``, our client certificate, and
+        only our CA trusted."""
+        from esx.binding.http import HttpClient
 
-        session = requests.Session()
         if self.config.auth == "mtls":
-            # requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override session.verify: trust only our CA.
-            session.trust_env = False
-            session.cert = tuple(str(p) for p in self.pki.tls_client(self.own_oid(role)))
-            session.verify = str(self.pki.tls_ca_path)
-        return session
+            cert, key = (str(p) for p in self.pki.tls_client(self.own_oid(role)))
+            return HttpClient(tls=(cert, key, str(self.pki.tls_ca_path)))
+        return HttpClient()
 
 
 _entity_address = functools.lru_cache(maxsize=64)(wsa.entity_address)  # every response's wsa:From (urlencode)

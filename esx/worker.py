@@ -47,7 +47,7 @@ def utcnow() -> datetime:
 
 
 class _Worker:
-    """What both workers share: the runtime, the poll loop, the stop event, an HTTP session for the outbox."""
+    """What both workers share: the runtime, the poll loop, the stop event, an HTTP client for the outbox."""
 
     role = ""
 
@@ -149,7 +149,7 @@ class SmsrWorker(_Worker):
         self.runtime.handovers.tick(utcnow())  # SM-SR changes this SM-SR receives (smsr_core.handover)
 
     def deliver(self) -> int:
-        return deliver_due(self.db, from_address=self.runtime.own_address("smsr"), session=self.http,
+        return deliver_due(self.db, from_address=self.runtime.own_address("smsr"), http=self.http,
                            lease=self.platform.timing.lease)
 
     def run(self) -> None:
@@ -174,7 +174,7 @@ class SmdpWorker(_Worker):
         self.downloads.tick(utcnow())
 
     def deliver(self) -> int:
-        return deliver_due(self.db, from_address=self.runtime.own_address("smdp"), session=self.http,
+        return deliver_due(self.db, from_address=self.runtime.own_address("smdp"), http=self.http,
                            lease=self.downloads.settings.lease, sender_role="smdp")
 
     def run(self) -> None:

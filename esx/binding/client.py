@@ -12,15 +12,14 @@ from __future__ import annotations
 import logging
 import uuid
 
-import requests
 from lxml import etree
 from zeep import Client, Plugin, Settings
-from zeep.transports import Transport
 
 from sgp02 import codes
 from sgp02.codes import FunctionFailed, PeerUnreachable
 
 from . import contract, wsa
+from .http import HttpClient, HttpResponse, HttpUnreachable
 from .ns import GSMA, SOAP12, SOAP12_CONTENT_TYPE
 from .soap import read_execution_status
 from .xmlparse import XmlRejected, parse_xml
@@ -69,16 +68,15 @@ class GsmaClient:
     """A client of one peer endpoint for one of our WSDLs."""
 
     def __init__(self, wsdl_name: str, endpoint: str, *, sender_oid: str, sender_address: str,
-                 receiver_oid: str, session: requests.Session | None = None, timeout: float = 30) -> None:
+                 receiver_oid: str, http: HttpClient | None = None, timeout: float = 30) -> None:
         self.endpoint = endpoint
         self.peer = receiver_oid  # how messages that may reach a caller name the peer (never by its address)
         self.timeout = timeout
-        self.session = session or requests.Session()
+        self.http = http or HttpClient()
         actions = {name: op.input_action for name, op in contract.load_service(wsdl_name).operations.items()}
         self.addressing = GsmaAddressing(sender_address, sender_oid, wsa.entity_address(endpoint, receiver_oid), actions)
-        transport = Transport(session=self.session, timeout=timeout, operation_timeout=timeout)
-        self.client = Client(str(contract.WSDL_DIR / wsdl_name), transport=transport,
-                             plugins=[self.addressing], settings=Settings(strict=True))
+        # zeep builds the envelopes from our WSDL (read from disk); the HTTP exchange is ours (_send).
+        self.client = Client(str(contract.WSDL_DIR / wsdl_name), plugins=[self.addressing], settings=Settings(strict=True))
         binding = next(iter(self.client.wsdl.bindings))
         self.service = self.client.create_service(binding, endpoint)
 
@@ -128,14 +126,13 @@ class GsmaClient:
             message_id=wsa.new_message_id(self.addressing.sender_oid), action=self.addressing.actions[operation]))
         return self._post(operation, envelope)
 
-    def _send(self, envelope: etree._Element) -> requests.Response:
+    def _send(self, envelope: etree._Element) -> HttpResponse:
         data = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
         try:
-            return self.session.post(self.endpoint, data=data, timeout=self.timeout,
-                                     headers={"Content-Type": SOAP12_CONTENT_TYPE})
-        except requests.RequestException as exc:
+            return self.http.post(self.endpoint, data, content_type=SOAP12_CONTENT_TYPE, timeout=self.timeout)
+        except HttpUnreachable as exc:
             log.warning("%s not reachable at %s: %s", self.peer, self.endpoint, exc)
-            raise PeerUnreachable(f"{self.peer} not reachable ({exc.__class__.__name__})") from None
+            raise PeerUnreachable(f"{self.peer} not reachable ({exc.kind})") from None
 
     def _post(self, operation: str, envelope: etree._Element) -> PeerReply:
         response = self._send(envelope)

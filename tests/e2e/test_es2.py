@@ -75,10 +75,10 @@ def test_es2_update_subscription_address_relayed(instance, kind):
 
 def test_es3_messages_the_smdp_sends_are_valid_against_the_official_xsd(instance):
     """Capture what crosses ES3 when the SM-DP relays, and validate it against the official schema."""
-    import requests
     from lxml import etree
 
     from esx.binding.client import GsmaClient
+    from esx.binding.http import HttpClient
     from esx.es3.client import Es3SmsrGateway
     from sgp02.eis import Pol2Rule, SubscriptionAddress
 
@@ -86,17 +86,15 @@ def test_es3_messages_the_smdp_sends_are_valid_against_the_official_xsd(instance
 
     sent = []
 
-    class Recording(requests.adapters.HTTPAdapter):
-        def send(self, request, **kw):
-            sent.append(request.body)
-            return super().send(request, **kw)
+    class Recording(HttpClient):
+        def post(self, url, data, **kw):
+            sent.append(data)
+            return super().post(url, data, **kw)
 
-    session = requests.Session()
-    session.mount("http://", Recording())
     eid, own, _ = ensure_mixed_euicc(instance)
     client = GsmaClient("ES3SmSr.wsdl", f"{instance.smsr_url}/smsr/es3", sender_oid=instance.doc["smdp_id"],
                         sender_address=f"{instance.smdp_url}/smdp?EntityId={instance.doc['smdp_id']}",
-                        receiver_oid=instance.doc["smsr_id"], session=session)
+                        receiver_oid=instance.doc["smsr_id"], http=Recording())
     gateway = Es3SmsrGateway(client)
     gateway.get_eis(eid)
     gateway.update_policy_rules(eid, own, (Pol2Rule("PROFILE", "DISABLE", "Not-Allowed"),))

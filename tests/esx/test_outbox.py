@@ -15,11 +15,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import requests
 from lxml import etree
 from sqlalchemy import select
 
 from esx.binding import contract
+from esx.binding.http import HttpClient
 from esx.binding.ns import WSA
 from esx.outbox import (
     CHANNELS, ES7_PROVIDER, MAX_BACKOFF, SOAP_V3, DeliveryName, OutboxSink, RenderError, SmdpOutboxSink, SoapV3, Wire, backoff,
@@ -103,22 +103,22 @@ def test_a_receiver_that_fails_first_gets_the_same_message_later(db, caplog):
     receiver = FlakyReceiver(failures=2)
     try:
         notification(db, receiver.url)
-        session = requests.Session()
+        http = HttpClient()
         caplog.set_level(logging.INFO, logger="esx.outbox")
         start = datetime.now(timezone.utc)
-        assert deliver_due(db, from_address=f"http://smsr/?EntityId={SMSR}", session=session, now=start) == 0
+        assert deliver_due(db, from_address=f"http://smsr/?EntityId={SMSR}", http=http, now=start) == 0
         first = row(db)
         assert (first.attempts, first.delivered_at, first.last_error) == (1, None, "HTTP 503")
         assert utc(first.next_attempt_at) - start == timedelta(seconds=2)
         # Not due yet: nothing is sent.
-        assert deliver_due(db, from_address="x", session=session, now=start + timedelta(seconds=1)) == 0
+        assert deliver_due(db, from_address="x", http=http, now=start + timedelta(seconds=1)) == 0
         assert len(receiver.bodies) == 1
-        assert deliver_due(db, from_address=f"http://smsr/?EntityId={SMSR}", session=session,
+        assert deliver_due(db, from_address=f"http://smsr/?EntityId={SMSR}", http=http,
                            now=utc(first.next_attempt_at)) == 0
         second = row(db)
         assert second.attempts == 2
         assert utc(second.next_attempt_at) - utc(first.next_attempt_at) == timedelta(seconds=4)  # it grew: 2 s, then 4 s
-        assert deliver_due(db, from_address=f"http://smsr/?EntityId={SMSR}", session=session,
+        assert deliver_due(db, from_address=f"http://smsr/?EntityId={SMSR}", http=http,
                            now=utc(second.next_attempt_at)) == 1
         done = row(db)
         assert done.delivered_at is not None and done.attempts == 3
@@ -138,10 +138,10 @@ def test_an_unreachable_receiver_is_one_short_line_and_stays_queued(db, caplog):
         dead = probe.getsockname()[1]
     notification(db, f"http://127.0.0.1:{dead}/mno")
     caplog.set_level(logging.INFO, logger="esx.outbox")
-    deliver_due(db, from_address="x", session=requests.Session())
+    deliver_due(db, from_address="x", http=HttpClient())
     (line,) = [r.getMessage() for r in caplog.records if r.name == "esx.outbox"]
-    assert "ConnectionError: [Errno 111] Connection refused" in line and len(line) < 200, line
-    assert row(db).last_error == "ConnectionError: [Errno 111] Connection refused"
+    assert "ConnectionRefusedError: [Errno 111] Connection refused" in line and len(line) < 200, line
+    assert row(db).last_error == "ConnectionRefusedError: [Errno 111] Connection refused"
     with db.session() as s:
         assert [r.operation for r in pending(s)] == ["ES4-HandleProfileEnabledNotification"]
         assert retry_now(s) == 1
@@ -160,7 +160,7 @@ ENV_OPEN = ('<?xml version=\'1.0\' encoding=\'utf-8\'?>\n<env:Envelope xmlns:env
 
 
 def delivered(db: Database, receiver: FlakyReceiver) -> bytes:
-    assert deliver_due(db, from_address=f"http://smsr.example/?EntityId={SMSR}", session=requests.Session()) == 1
+    assert deliver_due(db, from_address=f"http://smsr.example/?EntityId={SMSR}", http=HttpClient()) == 1
     (body,) = receiver.bodies
     return body
 
@@ -399,7 +399,7 @@ def test_a_render_failure_is_one_line_a_last_error_and_a_retry_never_a_crash(db,
             garbled.payload = '{"change": "Enabled"'  # a payload this version cannot read
         caplog.set_level(logging.INFO, logger="esx.outbox")
         start = datetime.now(timezone.utc)
-        assert deliver_due(db, from_address="x", session=requests.Session(), now=start) == 0
+        assert deliver_due(db, from_address="x", http=HttpClient(), now=start) == 0
         assert receiver.bodies == []  # nothing half-rendered left
         invalid, unreadable = pending_rows(db)
         assert invalid.last_error.startswith("not rendered: RenderError: ES4-HandleProfileEnabledNotification violates "
@@ -410,7 +410,7 @@ def test_a_render_failure_is_one_line_a_last_error_and_a_retry_never_a_crash(db,
         lines = [r.getMessage() for r in caplog.records if r.name == "esx.outbox"]
         assert len(lines) == 2 and all("\n" not in ln and len(ln) < 600 for ln in lines), lines
         # the worker keeps going: next round, the same rows fail the same way, with a longer delay
-        assert deliver_due(db, from_address="x", session=requests.Session(), now=start + timedelta(seconds=2)) == 0
+        assert deliver_due(db, from_address="x", http=HttpClient(), now=start + timedelta(seconds=2)) == 0
         assert [r.attempts for r in pending_rows(db)] == [2, 2]
     finally:
         receiver.close()
@@ -460,7 +460,7 @@ def test_a_second_channel_is_one_more_renderer(db, monkeypatch):
             event = ProfileStateChanged(ProfileChange.ENABLED, EID, ICCID, MNO, None, T0)
             enqueue(s, event, sender_role="smsr", sender_oid=SMSR, recipient=MNO, interface="ES4", channel="test-json")
             enqueue(s, event, sender_role="smsr", sender_oid=SMSR, recipient=MNO, interface="ES4")
-        assert deliver_due(db, from_address="x", session=requests.Session()) == 2
+        assert deliver_due(db, from_address="x", http=HttpClient()) == 2
     finally:
         receiver.close()
     webhook, soap = receiver.bodies
