@@ -281,6 +281,8 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # kept-alive connections, as an MNO's system keeps them (every answer is framed)
+
             def do_POST(self):  # noqa: N802
                 t = time.monotonic()
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))

@@ -40,7 +40,7 @@ from esx.binding.soap import gsma_element, response_element
 from esx.eis_xml import render_eis, xml_datetime
 from persistence import outbox as store
 from persistence.engine import Doorbell, Silent, due_now
-from persistence.entities import get_entity
+from persistence.entities import EntityCache
 from persistence.outbox import OutboxMessage
 from sgp02 import eis as v
 from sgp02.codes import FunctionFailed, Status
@@ -385,31 +385,22 @@ class SmdpOutboxSink:
 
 def deliver_due(db, *, from_address: str, http: HttpClient, now: datetime | None = None,
                 lease: float = 60.0, timeout: float = 10.0, limit: int = 50, sender_role: str = "smsr",
-                senders: int = 8) -> int:
+                senders: int = 8, entities: EntityCache | None = None) -> int:
     """Send every due outbox row of ``sender_role`` once (its From is ``from_address``); returns how many
     were delivered. The SM-SR's and the SM-DP's workers may share one database: each sends its own.
 
-    One batch: the due rows are leased in one transaction, rendered, POSTed, and their outcomes recorded in one
-    transaction. Rows to one address go in the order they were written, one after the other (a receiver sees an
+    One batch: the due rows are leased and read in one statement, rendered, POSTed, and their outcomes recorded in one
+    transaction (persistence.outbox: prepared statements, no ORM session). Recipients are looked up in ``entities``
+    (the process's cache, esx.server.EsxRuntime.entities). Rows to one address go in the order they were written, one after the other (a receiver sees an
     operation's notifications in the order they happened); different addresses are served at the same time, by up
     to ``senders`` threads, over the HTTP client's kept-alive connections."""
     now = now or _utcnow()
     timeout = min(timeout, lease / 2)  # a POST never outlives its lease, so no second worker sends it meanwhile
-    free = or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until < now)
-    with db.session() as s:
-        ids = list(s.scalars(select(OutboxMessage.id).where(
-            OutboxMessage.sender_role == sender_role, OutboxMessage.delivered_at.is_(None),
-            OutboxMessage.next_attempt_at <= now, free).order_by(OutboxMessage.id).limit(limit)))
-        if not ids:
-            return 0
-        leased = set(s.scalars(update(OutboxMessage).where(
-            OutboxMessage.id.in_(ids), OutboxMessage.delivered_at.is_(None), free,
-        ).values(lease_until=now + timedelta(seconds=lease)).returning(OutboxMessage.id)))
-        rows = [r for r in s.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(leased))
-                                     .order_by(OutboxMessage.id))]
-        targets = {oid: get_entity(s, oid) for oid in {r.target_oid for r in rows if not r.address}}
-        for r in rows:
-            s.expunge(r)
+    rows = store.lease_due(db.engine, sender_role, now, now + timedelta(seconds=lease), limit)
+    if not rows:
+        return 0
+    entities = entities or EntityCache(db.engine)
+    targets = {oid: entities.by_oid(oid) for oid in {r.target_oid for r in rows if not r.address}}
 
     def destination(row: OutboxMessage) -> tuple[str | None, str | None]:
         if row.address:
@@ -464,21 +455,17 @@ def deliver_due(db, *, from_address: str, http: HttpClient, now: datetime | None
                 done.result()
 
     delivered_ids = [row_id for row_id, error in errors.items() if error is None]
-    with db.session() as s:
-        if delivered_ids:
-            s.execute(update(OutboxMessage).where(OutboxMessage.id.in_(delivered_ids)).values(
-                delivered_at=_utcnow(), attempts=OutboxMessage.attempts + 1, lease_until=None))
-        for row in rows:
-            error = errors.get(row.id)
-            if error is None:
-                continue
-            attempts = row.attempts + 1
-            delay = backoff(attempts)
-            s.execute(update(OutboxMessage).where(OutboxMessage.id == row.id).values(
-                attempts=attempts, lease_until=None, last_error=error[:2000],
-                next_attempt_at=now + timedelta(seconds=delay)))
-            log.warning("outbox %s: %s to %s not delivered (%s); attempt %d, next in %.0f s", row.id, row.operation,
-                        row.target_oid, error, attempts, delay)
+    failed = []
+    for row in rows:
+        error = errors.get(row.id)
+        if error is None:
+            continue
+        attempts = row.attempts + 1
+        delay = backoff(attempts)
+        failed.append((row.id, attempts, error[:2000], now + timedelta(seconds=delay)))
+        log.warning("outbox %s: %s to %s not delivered (%s); attempt %d, next in %.0f s", row.id, row.operation,
+                    row.target_oid, error, attempts, delay)
+    store.record_outcomes(db.engine, delivered_ids, failed, _utcnow())
     return len(delivered_ids)
 
 

@@ -150,7 +150,7 @@ class SmsrWorker(_Worker):
 
     def deliver(self) -> int:
         return deliver_due(self.db, from_address=self.runtime.own_address("smsr"), http=self.http,
-                           lease=self.platform.timing.lease)
+                           entities=self.runtime.entities, lease=self.platform.timing.lease)
 
     def run(self) -> None:
         self.esme.start()
@@ -175,7 +175,7 @@ class SmdpWorker(_Worker):
 
     def deliver(self) -> int:
         return deliver_due(self.db, from_address=self.runtime.own_address("smdp"), http=self.http,
-                           lease=self.downloads.settings.lease, sender_role="smdp")
+                           entities=self.runtime.entities, lease=self.downloads.settings.lease, sender_role="smdp")
 
     def run(self) -> None:
         try:

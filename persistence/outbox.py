@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import DateTime, Integer, LargeBinary, String, Text, insert
+from sqlalchemy import DateTime, Integer, LargeBinary, String, Text, bindparam, insert, literal_column, null, or_, select, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from persistence.db import Base
+from persistence.prepared import Prepared, dbapi
 from sgp02.events import Event, OperationFinished, PeerRequested, ProfileStateChanged, SmsrChanged, event_type, to_json
 
 
@@ -77,3 +79,41 @@ def emit(s: Session, event: Event, *, sender_role: str, recipient: str, interfac
         s.execute(_INSERT, row)
 
 _INSERT = insert(OutboxMessage.__table__)  # built once: its cache key is memoised
+
+
+# -- delivery (esx.outbox.deliver_due): the rows' lease and their outcomes, as prepared statements ---------------------
+
+_T = OutboxMessage.__table__
+_FREE = or_(_T.c.lease_until.is_(None), _T.c.lease_until < bindparam("now"))
+# The due rows of one sender, oldest first, at most ``limit``, leased and read in one UPDATE ... RETURNING (the
+# conditions again outside the subquery: between a worker's SELECT and its UPDATE another may have taken a row).
+_LEASE_DUE = Prepared(
+    update(_T).where(
+        _T.c.id.in_(select(_T.c.id).where(
+            _T.c.sender_role == bindparam("role"), _T.c.delivered_at.is_(None), _T.c.next_attempt_at <= bindparam("now"),
+            _FREE).order_by(_T.c.id).limit(bindparam("limit")).offset(bindparam("offset")).scalar_subquery()),
+        _T.c.delivered_at.is_(None), _FREE)
+    .values(lease_until=bindparam("until")).returning(*_T.c))
+_DELIVERED = Prepared(update(_T).where(_T.c.id == bindparam("row_id")).values(
+    delivered_at=bindparam("at"), attempts=_T.c.attempts + literal_column("1"), lease_until=null()))
+_NOT_DELIVERED = Prepared(update(_T).where(_T.c.id == bindparam("row_id")).values(
+    attempts=bindparam("attempts"), lease_until=null(), last_error=bindparam("error"), next_attempt_at=bindparam("retry_at")))
+
+
+def lease_due(engine: Engine, sender_role: str, now: datetime, until: datetime, limit: int) -> list:
+    """Lease up to ``limit`` due rows of ``sender_role`` until ``until``, in one committed statement: the rows (named
+    tuples with the columns of :class:`OutboxMessage`), oldest first."""
+    with dbapi(engine, commit=True) as c:
+        rows = _LEASE_DUE.all(c, role=sender_role, now=now, until=until, limit=limit, offset=0)
+    return sorted(rows, key=lambda r: r.id)  # RETURNING promises no order
+
+
+def record_outcomes(engine: Engine, delivered: list[int], failed: list[tuple[int, int, str, datetime]],
+                    at: datetime) -> None:
+    """In one transaction: ``delivered`` rows done at ``at``; each ``failed`` (id, attempts, error, next attempt) row
+    released to be tried again."""
+    with dbapi(engine, commit=True) as c:
+        for row_id in delivered:
+            _DELIVERED.run(c, row_id=row_id, at=at)
+        for row_id, attempts, error, retry_at in failed:
+            _NOT_DELIVERED.run(c, row_id=row_id, attempts=attempts, error=error, retry_at=retry_at)
