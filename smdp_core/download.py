@@ -57,7 +57,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, null, select, update
 from sqlalchemy.orm import Session
 
 from keys import ecka, scp03t
@@ -66,18 +66,18 @@ from keys.secretbox import SecretBox
 from keys.tlv import encode_tlv
 from ota import es8, saip
 from persistence.db import Database
+from persistence.prepared import Prepared, dbapi
 from persistence.engine import (
     ACTIVE,
     Doorbell,
+    DueScan,
     Flow,
+    Leaser,
     Silent,
     Step,
     accept_once,
-    due,
     due_now,
     finish_once,
-    lease,
-    lease_row,
     record_result,
     replayed,
     reuses_call_id,
@@ -233,6 +233,21 @@ class _Taken:
     answer_by: datetime | None = None  # when the callback is given up (the step's deadline and the grace)
 
 
+
+# The worker's statements, built once (persistence.engine.DueScan, Leaser; persistence.prepared).
+_DUE = DueScan(SmdpOperation, SmdpOperation.state == bindparam("active"))
+_LEASE = Leaser(SmdpOperation, SmdpOperation.state == bindparam("active"))
+_LEASE_ROW = Leaser(SmdpOperation, SmdpOperation.state == bindparam("active"), returning=True)
+# The row awaiting a callback (its MessageID), locked on PostgreSQL until the callback's transaction ends.
+_AWAITING = select(SmdpOperation).where(SmdpOperation.awaiting_message_id == bindparam("relates_to"),
+                                        SmdpOperation.state == bindparam("active")).with_for_update()
+_OPS = SmdpOperation.__table__
+_SENT = Prepared(update(_OPS).where(
+    _OPS.c.id == bindparam("row_id"), _OPS.c.state == bindparam("active"), _OPS.c.phase == bindparam("send"),
+    _OPS.c.awaiting_message_id == bindparam("message_id"),
+).values(phase=bindparam("await_"), lease_until=null(), next_attempt_at=bindparam("answer_by")))
+
+
 class Downloads:
     """Named for what it does most; it also runs the relayed ES2 functions (both tables above)."""
 
@@ -375,8 +390,7 @@ class Downloads:
             return True
 
     def _awaiting(self, s: Session, relates_to: str, sender: str | None) -> SmdpOperation | None:
-        op = s.scalars(select(SmdpOperation).where(SmdpOperation.awaiting_message_id == relates_to,
-                                                   SmdpOperation.state == ACTIVE).with_for_update()).first()
+        op = s.scalars(_AWAITING, {"relates_to": relates_to, "active": ACTIVE}).first()
         if op is None or op.callback is not None or (sender is not None and sender != op.smsr_id):
             return None
         return op
@@ -409,8 +423,7 @@ class Downloads:
 
     def tick(self, now: datetime) -> int:
         """Run every operation that is due; returns how many steps ran."""
-        with self.db.session() as s:
-            ids = due(s, SmdpOperation, now, SmdpOperation.state == ACTIVE)
+        ids = _DUE(self.db.engine, now, active=ACTIVE)
         taken: dict[int, _Taken | Exception | None] = {}
         return run_leased(ids, lambda op_id: self._take(op_id, now, taken),
                           lambda op_id: self._exchange(op_id, now, taken.pop(op_id)),
@@ -422,14 +435,14 @@ class Downloads:
         as the engine's rule says) and is reported by run_leased when _exchange raises it again."""
         try:
             with self.db.session() as s:
-                op = lease_row(s, SmdpOperation, op_id, now, self.settings.lease, SmdpOperation.state == ACTIVE)
+                op = _LEASE_ROW(s, op_id, now, self.settings.lease, active=ACTIVE)
                 if op is None:
                     return False
                 taken[op_id] = self._prepare(s, op, now)
                 return True
         except Exception as defect:
             with self.db.session() as s:
-                if not lease(s, SmdpOperation, op_id, now, self.settings.lease, SmdpOperation.state == ACTIVE):
+                if not _LEASE(s, op_id, now, self.settings.lease, active=ACTIVE):
                     return False
             taken[op_id] = defect
             return True
@@ -479,12 +492,9 @@ class Downloads:
             return
         if message_id is not None:
             # one UPDATE, no ORM session: await the callback, unless it came already (on_callback moved the row on)
-            table = SmdpOperation.__table__
-            with self.db.engine.begin() as c:
-                c.execute(update(table).where(
-                    table.c.id == op_id, table.c.state == ACTIVE, table.c.phase == SEND,
-                    table.c.awaiting_message_id == message_id,
-                ).values(phase=AWAIT, lease_until=None, next_attempt_at=taken.answer_by))
+            with dbapi(self.db.engine, commit=True) as c:
+                _SENT.run(c, row_id=op_id, active=ACTIVE, send=SEND, message_id=message_id, await_=AWAIT,
+                          answer_by=taken.answer_by)
             return
         with self.db.session() as s:
             op = self._still_at(s, op_id, taken.step, None)

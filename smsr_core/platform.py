@@ -123,6 +123,11 @@ _IN, _OP = SmsInbox.__table__, Operation.__table__
 _EXPIRED = Prepared(select(_OP.c.id).where(_OP.c.state != bindparam("done"), _OP.c.expires_at <= bindparam("now"))
                     .order_by(_OP.c.id))
 _DUE: dict[tuple[str, ...], Prepared] = {}  # Platform._due's scan, per tuple of steps
+# The leases of the due steps (persistence.engine.Leaser: built once): a row at one of ``steps``, not done, not expired;
+# a queued row.
+_LEASE_AT = engine.Leaser(Operation, Operation.state != bindparam("done"),
+                          Operation.step.in_(bindparam("steps", expanding=True)), Operation.expires_at > bindparam("now"))
+_LEASE_QUEUED = engine.Leaser(Operation, Operation.step == bindparam("queued"))
 _NONE_HELD = "smsr.none_held"  # Session.info: the eUICCs seen without held operations in this unit of work (_card)
 # The inbox's statements, built once (persistence.prepared for the per-tick lease; Core on the session's connection
 # for the per-SMS writes, inside the transaction that handles the SMS).
@@ -501,8 +506,7 @@ class Platform(HandingOver):
 
     def _run_step(self, op_id: int, now: datetime, steps: tuple[str, ...], chain: bool) -> OutboundSms | None:
         with self.db.session() as s:
-            if not engine.lease(s, Operation, op_id, now, self.timing.lease, Operation.state != DONE,
-                                Operation.step.in_(steps), Operation.expires_at > now):
+            if not _LEASE_AT(s, op_id, now, self.timing.lease, done=DONE, steps=list(steps)):
                 return None
             # What the steps read (the row, its eUICC with profiles and domains, its OTA state), in one statement,
             # and held here: the session keeps only weak references.
@@ -521,7 +525,7 @@ class Platform(HandingOver):
         ids = self._due(now, (QUEUED,))
         for op_id in ids:
             with self.db.session() as s:
-                if not engine.lease(s, Operation, op_id, now, self.timing.lease, Operation.step == QUEUED):
+                if not _LEASE_QUEUED(s, op_id, now, self.timing.lease, queued=QUEUED):
                     continue
                 op = s.get(Operation, op_id)
                 self.start(s, op, now)
@@ -765,8 +769,7 @@ class Platform(HandingOver):
         try:
             with self.db.session() as s:
                 # the lease before the row is read (the UPDATE would compare the loaded row's dates otherwise)
-                queued = QUEUED in start and engine.lease(s, Operation, op_id, now, self.timing.lease,
-                                                          Operation.step == QUEUED)
+                queued = QUEUED in start and _LEASE_QUEUED(s, op_id, now, self.timing.lease, queued=QUEUED)
                 op = s.get(Operation, op_id)
                 if queued:
                     self.start(s, op, now)

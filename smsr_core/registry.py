@@ -22,7 +22,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 from lxml import etree
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, joinedload
 
 from keys.errors import SignatureError
@@ -67,10 +67,16 @@ def validate_pol2(rules: tuple[v.Pol2Rule, ...]) -> None:
 def load_euicc(s: Session, eid: str) -> Euicc:
     """The eUICC row with its profiles (one statement, none when the session holds it already); 8.1.1/3.9 when
     there is none."""
-    row = s.get(Euicc, eid.upper(), options=[joinedload(Euicc.profiles)])
+    key = eid.upper()
+    row = s.identity_map.get(s.identity_key(Euicc, key))
+    if row is None:
+        row = s.scalars(_LOAD_EUICC, {"eid": key}).unique().first()
     if row is None:
         raise FunctionFailed(codes.EID_UNKNOWN, f"EID {eid} is not known to this SM-SR", subject_identifier=eid)
     return row
+
+
+_LOAD_EUICC = select(Euicc).options(joinedload(Euicc.profiles)).where(Euicc.eid == bindparam("eid"))  # built once
 
 
 def profile_for_caller(s: Session, caller: Caller, eid: str, iccid: str) -> ProfileRow:

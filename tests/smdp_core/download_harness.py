@@ -60,13 +60,15 @@ class Counted:
 
 
 class SqlCount:
-    """SQL statements (``before_cursor_execute``) and transactions (``begin``) on ``engine`` while counting."""
+    """SQL statements (``before_cursor_execute``) and transactions (``commit``: what a unit of work writes or reads
+    under the ORM, and the commits of persistence.prepared blocks, whose plain reads are no transaction of their own
+    on SQLite) on ``engine`` while counting."""
 
     def __init__(self, engine) -> None:
         self.current: Counted | None = None
         self._paused = 0
         event.listen(engine, "before_cursor_execute", self._statement)
-        event.listen(engine, "begin", self._begin)
+        event.listen(engine, "commit", self._begin)
 
     def _statement(self, *args) -> None:
         if self.current is not None and not self._paused:
