@@ -7,7 +7,7 @@ DATA   ?= var
 BIND   ?= 127.0.0.1:8080
 SMSC_PORT ?= 2775
 
-.PHONY: install run test bench bench-ota bench-download bench-handover bench-compare clean
+.PHONY: install run test bench bench-ota bench-download bench-handover bench-http bench-compare clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench-download: install
 
 bench-handover: install
 	$(PY) bench/handovers.py --euiccs 200
+
+bench-http: install
+	$(PY) bench/http_client.py
 
 # Old and new side by side, one after the other on the same machine state: OLD is a checkout of an earlier
 # commit with its own .venv, e.g. `git worktree add --detach ../esx-old 87829b0 && make -C ../esx-old install`.

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import DateTime, Integer, String, Text, bindparam, or_, select, update
+from sqlalchemy import DateTime, Integer, String, Text, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from persistence.db import after_commit
@@ -163,6 +163,23 @@ def accept_once(s: Session, row: Row) -> tuple[Row, bool]:
     return row, True
 
 
+def insert_new(s: Session, row: Row) -> int:
+    """Write ``row`` (new, never added to a session) with one INSERT ... RETURNING id in ``s``'s transaction: its id.
+    For the hot accept path: what :func:`accept_once` does with ``s.add`` and a flush, without the unit of work (about
+    half a millisecond of the ORM per request). The columns the row was given are written; the others take their
+    defaults. The row stays transient: read nothing back from it but its id."""
+    table = type(row).__table__
+    stmt = _INSERT_RETURNING_ID.get(table.name)
+    if stmt is None:
+        stmt = _INSERT_RETURNING_ID[table.name] = insert(table).returning(table.c.id)
+    values = {c.key: row.__dict__[c.key] for c in table.columns if c.key in row.__dict__}
+    row.id = s.execute(stmt, values).scalar_one()
+    return row.id
+
+
+_INSERT_RETURNING_ID: dict[str, Any] = {}
+
+
 def replayed(s: Session, row: Row) -> Row | None:
     """The row in force that ``row`` (a new request, not added yet) replays, or None: :func:`accept_once`'s check, for
     a flow that writes a new row itself once it knows all it holds (one INSERT rather than an INSERT and an UPDATE).
@@ -172,11 +189,14 @@ def replayed(s: Session, row: Row) -> Row | None:
     model = type(row)
     query = _REPLAYED.get(model)
     if query is None:  # built once per model (a None parameter matches nothing: "= NULL" is never true)
-        query = _REPLAYED[model] = select(model).where(
-            model.requester_id == bindparam("requester"),
-            or_(model.message_id == bindparam("message_id"), model.function_call_id == bindparam("call_id")))
-    return s.scalars(query, {"requester": row.requester_id, "message_id": row.message_id or None,
-                             "call_id": row.function_call_id or None}).first()
+        table = model.__table__
+        query = _REPLAYED[model] = select(table.c.id).where(
+            table.c.requester_id == bindparam("requester"),
+            or_(table.c.message_id == bindparam("message_id"), table.c.function_call_id == bindparam("call_id")))
+    # The id first (a plain read: a new request, the common case, loads no object), then the row when there is one.
+    found = s.execute(query, {"requester": row.requester_id, "message_id": row.message_id or None,
+                              "call_id": row.function_call_id or None}).scalar()
+    return None if found is None else s.get(model, found)
 
 
 _REPLAYED: dict[type, Any] = {}

@@ -43,7 +43,7 @@ from . import isdp
 from .handover import HANDOVER, HandingOver
 from .models import EisAuditRecord, Euicc, ProfileRow, eis_value, profile_value
 from .ops_models import EuiccOta, Operation, SmsInbox
-from .registry import load_euicc, profile_for_caller
+from .registry import euicc_view, profile_for_caller
 from .sms_link import CardMessage, OutboundSms, SmsLink, Unreachable
 
 log = logging.getLogger(__name__)
@@ -341,16 +341,20 @@ class Platform(HandingOver):
         with self.db.session() as s:
             row, refusal = self._new_row(req), None
             try:  # on the row before it is added: what the check adds to params is in its INSERT
-                self._check_access(s, row, load_euicc(s, row.eid))
+                self._check_access(s, row, euicc_view(s, row.eid))
             except FunctionFailed as failure:
                 refusal = failure
-            op, new = engine.accept_once(s, row)
-            if new:
-                if refusal is not None:
-                    self._finish(s, op, refusal.status, refusal, now=req.received_at)
-                else:
+            if refusal is None:  # the common case: one INSERT, no unit of work (engine.insert_new)
+                op, new = engine.replayed(s, row), False
+                if op is None:
+                    op_id = engine.insert_new(s, row)
                     engine.due_now(s, self.doorbell)
-            elif engine.reuses_call_id(op, req.message_id):
+                    return op_id, True
+            else:
+                op, new = engine.accept_once(s, row)
+                if new:
+                    self._finish(s, op, refusal.status, refusal, now=req.received_at)
+            if not new and engine.reuses_call_id(op, req.message_id):
                 self._answer_other_message(s, req, codes.call_id_reused(req.function_call_id, op.message_id))
             op_id = op.id
         return op_id, new

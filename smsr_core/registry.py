@@ -18,7 +18,8 @@ Rules kept here (no SOAP, no HTTP):
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 from datetime import datetime, timezone
 
 from lxml import etree
@@ -77,6 +78,33 @@ def load_euicc(s: Session, eid: str) -> Euicc:
 
 
 _LOAD_EUICC = select(Euicc).options(joinedload(Euicc.profiles)).where(Euicc.eid == bindparam("eid"))  # built once
+
+
+@dataclass(frozen=True)
+class EuiccView:
+    """An eUICC as the access checks of a request read it (smsr_core.platform.Platform._check_access): its EID and its
+    profile rows (Core rows with :class:`ProfileRow`'s columns, read-only), without the ORM's objects."""
+
+    eid: str
+    profiles: tuple[Any, ...]
+
+
+_E, _PR = Euicc.__table__, ProfileRow.__table__
+_VIEW = (select(_E.c.eid.label("euicc_eid"), *_PR.c).select_from(_E.outerjoin(_PR, _PR.c.eid == _E.c.eid))
+         .where(_E.c.eid == bindparam("eid")).order_by(_PR.c.id))
+
+
+def euicc_view(s: Session, eid: str) -> Euicc | EuiccView:
+    """:func:`load_euicc` for reading only, in one Core statement (a request's accept reads the eUICC only to decide
+    who may ask what of it): the session's own row when it holds one already; 8.1.1/3.9 when there is none."""
+    key = eid.upper()
+    held = s.identity_map.get(s.identity_key(Euicc, key))
+    if held is not None:
+        return held
+    rows = s.execute(_VIEW, {"eid": key}).all()
+    if not rows:
+        raise FunctionFailed(codes.EID_UNKNOWN, f"EID {eid} is not known to this SM-SR", subject_identifier=eid)
+    return EuiccView(key, tuple(r for r in rows if r.id is not None))
 
 
 def profile_for_caller(s: Session, caller: Caller, eid: str, iccid: str) -> ProfileRow:

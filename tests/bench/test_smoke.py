@@ -46,3 +46,9 @@ def test_handovers_benchmark_smoke_run():
     handovers = results["handovers"]
     assert handovers["euiccs"] == 2 and handovers["handovers_per_s"] > 0
     assert handovers["notifications"] == {"ES4-HandleSMSRChangeNotification": 2}
+
+
+def test_http_client_benchmark_smoke_run():
+    results = _smoke("http_client.py")
+    assert set(results["clients"]) == {"requests.Session", "urllib3.PoolManager", "esx HttpClient"}
+    assert all(r["posts"] == 50 for r in results["clients"].values())
