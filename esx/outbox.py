@@ -391,9 +391,10 @@ def deliver_due(db, *, from_address: str, http: HttpClient, now: datetime | None
 
     One batch: the due rows are leased and read in one statement, rendered, POSTed, and their outcomes recorded in one
     transaction (persistence.outbox: prepared statements, no ORM session). Recipients are looked up in ``entities``
-    (the process's cache, esx.server.EsxRuntime.entities). Rows to one address go in the order they were written, one after the other (a receiver sees an
-    operation's notifications in the order they happened); different addresses are served at the same time, by up
-    to ``senders`` threads, over the HTTP client's kept-alive connections."""
+    (the process's EntityCache, which esx.server.EsxRuntime holds). Rows to one address go in the order they were
+    written, one after the other (a receiver sees an operation's notifications in the order they happened);
+    different addresses are served at the same time, by up to ``senders`` threads, over the HTTP client's kept-alive
+    connections."""
     now = now or _utcnow()
     timeout = min(timeout, lease / 2)  # a POST never outlives its lease, so no second worker sends it meanwhile
     rows = store.lease_due(db.engine, sender_role, now, now + timedelta(seconds=lease), limit)
