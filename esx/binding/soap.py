@@ -532,14 +532,16 @@ class GsmaWsgiApplication(WsgiApplication):
             return [body]
 
     def _serve_direct(self, environ, start_response) -> list[bytes] | None:
-        """A well-formed request to a synchronous operation, without spyne's per-request machinery.
+        """A well-formed request, without spyne's per-request machinery.
 
         spyne would build a method context, an in and an out protocol context, fire a dozen events and look the
-        method up, only to call :func:`dispatch` and our ``serialize``: here the same functions run directly.
-        Everything else returns None before anything happened, and spyne answers it as before (the body read
-        here is handed back to it): a body without a length or over the limit, XML we refuse, an envelope we
-        refuse, a one-way operation (its refusals are faults raised after the handler ran). So the bytes on the
-        wire, faults included, are those of the spyne path."""
+        method up, only to call :func:`dispatch` and our ``serialize``: here the same functions run directly. A
+        one-way request accepted is ``202 Accepted`` with an empty body, as spyne answers it; one refused with nobody
+        to call back (a fault raised after the handler ran) is answered by spyne's own error handling
+        (:meth:`_fault`). Everything else returns None before anything happened, and spyne answers it as before (the
+        body read here is handed back to it): a body without a length or over the limit, XML we refuse, an envelope
+        we refuse. So the bytes on the wire, faults included, are those of the spyne path
+        (tests/esx/test_direct_path.py compares them)."""
         length = environ.get("CONTENT_LENGTH")
         if not length or not length.isdigit() or int(length) > self.max_content_length:
             return None
@@ -550,14 +552,15 @@ class GsmaWsgiApplication(WsgiApplication):
             header_blocks, body_el = split_envelope(root, self.interface)
         except (XmlRejected, Fault):
             return None
-        if self.interface.contract.by_input_element()[body_el.tag].one_way:
-            return None
         inbound = read_inbound(self.interface, header_blocks, body_el, environ)
         runtime: Runtime = self.app.esx_runtime
         try:
-            out = envelope_bytes(response_envelope(runtime, self.interface, inbound,
-                                                   *dispatch_checked(runtime, self.interface, inbound)))
-        except Fault as fault:  # Server.InvalidResponse
+            element, checked = dispatch_checked(runtime, self.interface, inbound)
+            if element is None:  # a one-way request accepted (its outcome goes by callback): as spyne answers it
+                start_response("202 Accepted", [("Content-Length", "0"), ("Content-Type", SOAP12_CONTENT_TYPE)])
+                return [b""]
+            out = envelope_bytes(response_envelope(runtime, self.interface, inbound, element, checked))
+        except Fault as fault:  # Server.InvalidResponse; a one-way request refused with nobody to call back
             return self._fault(environ, start_response, fault, inbound)
         except Exception:  # as spyne answers an exception escaping a service method
             log.exception("unexpected error serving %s", inbound.operation.name)

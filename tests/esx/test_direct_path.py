@@ -80,3 +80,32 @@ def test_what_the_direct_path_declines_goes_to_spyne_with_its_body(es4, monkeypa
     monkeypatch.setattr(WsgiApplication, "handle_rpc", lambda self, *a: spyne_calls.append(1) or real(self, *a))
     status, _, body = _serve(app, b"<not-xml")
     assert status == "400 Bad Request" and b"XML not well-formed" in body and spyne_calls == [1]
+
+
+@pytest.mark.parametrize("case", ["accepted", "replayed", "refused by callback", "unknown caller", "schema-invalid body"])
+def test_a_one_way_request_is_answered_directly_as_spyne_does(es4, case, monkeypatch):
+    """One-way operations (ES4-AuditEIS here): accepted 202 with no body, a refusal by callback is 202 too, and a
+    refusal nobody can be called back about is the same fault as spyne's."""
+    inst, app = es4
+    mno = inst.doc["mno_id"]
+    eid = demo_eid(1) if case != "refused by callback" else "89" + "0" * 30
+    body = request("ES4-AuditEISRequest", ("Eid", eid if case != "schema-invalid body" else "XYZ"))
+    caller = "1.2.3.4.5" if case == "unknown caller" else mno
+    data, data2 = _envelope(body, caller), _envelope(body, caller)
+    spyne_calls = []
+    real = WsgiApplication.handle_rpc
+    monkeypatch.setattr(WsgiApplication, "handle_rpc", lambda self, *a: spyne_calls.append(1) or real(self, *a))
+    direct = _serve(app, data)
+    assert spyne_calls == []  # served without spyne
+    # spyne's answer to the same request (a replay for the SM-SR: the same answer) and, for "replayed", to a second
+    # message with the same FunctionCallIdentifier
+    through_spyne = _serve(lambda env, sr: WsgiApplication.__call__(app, env, sr), data2 if case == "replayed" else data)
+    assert spyne_calls == [1]
+    if case == "replayed":
+        direct = _serve(app, data2)
+    assert direct == through_spyne
+    status = direct[0]
+    if case in ("accepted", "replayed", "refused by callback"):
+        assert (status, direct[2]) == ("202 Accepted", b"")
+    else:
+        assert status == "400 Bad Request" and b"env:Fault" in direct[2]
