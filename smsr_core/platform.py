@@ -165,6 +165,11 @@ _FREE = (update(_OTA).where(_OTA.c.eid == bindparam("b_eid"), _OTA.c.active_oper
 _WAKE = (update(_OP).where(_OP.c.eid == bindparam("b_eid"), _OP.c.state == bindparam("queued"))
          .values(next_attempt_at=bindparam("now")))
 _AUDIT = insert(EisAuditRecord.__table__)
+# Starting an operation (Platform.start): its eUICC claimed when free and no older operation of it is queued.
+_OLDER = select(_OP.c.id).where(_OP.c.eid == bindparam("b_eid"), _OP.c.state == bindparam("queued"),
+                                _OP.c.id < bindparam("op_id"))
+_CLAIM = (update(_OTA).where(_OTA.c.eid == bindparam("b_eid"), _OTA.c.active_operation_id.is_(None), ~_OLDER.exists())
+          .values(active_operation_id=bindparam("op_id")))
 # A new packet's SCP80 counter (Platform._next_counter); the concatenation reference is the counter modulo 256
 # (smsr_core.sms_link.concatenation_reference).
 _NEXT_COUNTER = (update(_OTA).where(_OTA.c.eid == bindparam("b_eid"))
@@ -552,10 +557,7 @@ class Platform(HandingOver):
             return
         self._ota(s, op.eid)
         # Claimed only when free and no older operation of the eUICC is queued, in one conditional UPDATE.
-        older = select(Operation.id).where(Operation.eid == op.eid, Operation.state == QUEUED, Operation.id < op.id)
-        claimed = s.execute(
-            update(EuiccOta).where(EuiccOta.eid == op.eid, EuiccOta.active_operation_id.is_(None), ~older.exists())
-            .values(active_operation_id=op.id).execution_options(synchronize_session=False)).rowcount == 1
+        claimed = s.execute(_CLAIM, {"b_eid": op.eid, "op_id": op.id, "queued": QUEUED}).rowcount == 1
         if claimed:  # what the UPDATE wrote, in the loaded row too (not a change to flush)
             set_committed_value(s.get(EuiccOta, op.eid), "active_operation_id", op.id)
         if not claimed:  # the operation that frees the eUICC wakes it (_finish)
