@@ -165,6 +165,8 @@ _FREE = (update(_OTA).where(_OTA.c.eid == bindparam("b_eid"), _OTA.c.active_oper
 _WAKE = (update(_OP).where(_OP.c.eid == bindparam("b_eid"), _OP.c.state == bindparam("queued"))
          .values(next_attempt_at=bindparam("now")))
 _AUDIT = insert(EisAuditRecord.__table__)
+# The eUICC that holds a profile with this ICCID, if any (CreateISDP: when it starts and when the card created it).
+_ICCID_HOLDER = select(ProfileRow.__table__.c.eid).where(ProfileRow.__table__.c.iccid == bindparam("iccid"))
 # Starting an operation (Platform.start): its eUICC claimed when free and no older operation of it is queued.
 _OLDER = select(_OP.c.id).where(_OP.c.eid == bindparam("b_eid"), _OP.c.state == bindparam("queued"),
                                 _OP.c.id < bindparam("op_id"))
@@ -627,7 +629,7 @@ class Platform(HandingOver):
 
     def _check_create_isdp(self, s: Session, op: Operation, euicc: Euicc) -> None:
         iccid = op.params["iccid"]
-        holder = s.scalars(select(ProfileRow.eid).where(ProfileRow.iccid == iccid)).first()
+        holder = s.execute(_ICCID_HOLDER, {"iccid": iccid}).scalar()
         if holder is not None:
             where = "this" if holder == euicc.eid else "another"
             raise FunctionFailed(codes.ICCID_IN_USE, f"ICCID {iccid} is already installed on {where} eUICC",
@@ -1028,7 +1030,7 @@ class Platform(HandingOver):
     def _add_created_profile(self, s: Session, op: Operation, euicc: Euicc, now: datetime) -> FunctionFailed | None:
         """The ISD-P exists on the card: the EIS gets the profile, state Created, owned by the SM-DP that asked."""
         iccid = op.params["iccid"]
-        if s.scalars(select(ProfileRow.id).where(ProfileRow.iccid == iccid)).first() is not None:
+        if s.execute(_ICCID_HOLDER, {"iccid": iccid}).scalar() is not None:
             # another CreateISDP for the same ICCID, on another eUICC, completed while this one ran
             return FunctionFailed(codes.ICCID_IN_USE, f"ICCID {iccid} was installed elsewhere meanwhile",
                                   subject_identifier=iccid)
