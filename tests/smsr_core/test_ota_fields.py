@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import Integer, bindparam, select, update
 
 from esx.demo import demo_eid, demo_iccid, init_instance
+from ota import es5
 from sgp02.identifiers import isd_p_aid
 from smsr_core.ops_models import EuiccOta
 from smsr_core.platform import Function, Platform, Timing, _seq_is_new, _seq_is_new_sql
@@ -28,7 +29,7 @@ from . import ota_harness
 from .ota_harness import T0, OtaHarness, at
 
 TIMING = Timing(por_timeout=30.0, default_validity=3600.0, lease=30.0, send_retry=2.0)
-EID1, FALLBACK1, SPARE1 = demo_eid(1), demo_iccid(1, 0), demo_iccid(1, 1)
+EID1, SPARE1 = demo_eid(1), demo_iccid(1, 1)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -141,7 +142,8 @@ def test_a_dirty_mark_made_while_an_audit_is_answered_is_not_cleared_by_it(h, mo
     [t] = h.send_due()
     assert len(t.replies) == 1  # the audit's PoR is in the inbox
     card = h.card(EID1)
-    card._queue(0x02, isd_p_aid(5), [])  # the card says an ISD-P the EIS has no profile for is enabled
+    # the card says an ISD-P the EIS has no profile for is enabled (queued as the card queues its notifications)
+    card._queue(es5.NOTIF_PROFILE_CHANGE_OK, isd_p_aid(5), [])
     card.save()
 
     def other_worker():
