@@ -7,7 +7,9 @@
   stored before the ``deliver_sm_resp`` is sent, so an acknowledged SMS is never lost.
 - ``euicc_ota``: per eUICC, the SM-SR's SCP80 counter, the last card notification sequence
   number seen, the operation in flight (one at a time) and the "dirty" flag (the card may differ
-  from the EIS until the next audit).
+  from the EIS until the next audit). Several workers write it at once: each column is written by an
+  UPDATE of its own, any check in its WHERE (smsr_core.platform: _NEXT_COUNTER, _TAKE_SEQ, _MARK_DIRTY,
+  _CLEAR_DIRTY, the conditional claim of ``active_operation_id``), never by flushing a row read earlier.
 - ``handover_in``: at the new SM-SR of an SM-SR change, one row per ES4-PrepareSMSRChange, which then receives the
   eUICC (ES7-HandoverEUICC) and carries the change to its end; its life is ``smsr_core.handover.RECEIVE``. (At the
   current SM-SR the change is an ``operation`` row of the eUICC's queue.)

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Protocol
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import Integer, and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -269,10 +269,42 @@ def sw_failure(sw: int, what: str) -> FunctionFailed:
     return FunctionFailed(codes.ISDR_EXECUTION_ERROR, f"{what} failed on the eUICC (SW {sw:04X})")
 
 
+_SEQ_CYCLE, _SEQ_HALF = 0xFFFF, 0x8000
+
+
 def _seq_is_new(seq: int, last: int) -> bool:
     """Card notification sequence numbers run 1..FFFF and wrap to 1: ``seq`` is new when it is less
-    than half the cycle ahead of the last one seen (serial number arithmetic, as RFC 1982)."""
-    return last < 0 or 0 < (seq - last) % 0xFFFF < 0x8000
+    than half the cycle ahead of the last one seen (serial number arithmetic, as RFC 1982). The rule the
+    database applies is :func:`_seq_is_new_sql` (Platform._take_notification_seq), which must agree with this."""
+    return last < 0 or 0 < (seq - last) % _SEQ_CYCLE < _SEQ_HALF
+
+
+def _seq_is_new_sql(seq, last):
+    """:func:`_seq_is_new` as an SQL condition, for SQLite and PostgreSQL alike. Their ``%`` keeps the sign of the
+    dividend where Python's keeps the divisor's: ``(d % m + m) % m`` is Python's ``d % m`` in both."""
+    ahead = ((seq - last) % _SEQ_CYCLE + _SEQ_CYCLE) % _SEQ_CYCLE
+    return or_(last < 0, ahead.between(1, _SEQ_HALF - 1))
+
+
+# The card's notification sequence number and the EIS's dirty flag, each written by one UPDATE of its own column
+# (as the SCP80 counter, _NEXT_COUNTER), never by flushing a row read earlier in the unit of work: two workers
+# handling two SMS of one card at once (a PoR and a notification, or two notifications) read the row at the same
+# moment, and a read-check-write in Python lost one of the two updates under PostgreSQL's READ COMMITTED (and under
+# SQLite, whose reads before the first write run outside the write transaction): a notification taken as new twice,
+# or an audit's "clean" overwriting a "dirty" written meanwhile. Platform._take_notification_seq,
+# Platform._mark_dirty and Platform._clear_dirty run them.
+_TAKE_SEQ = (update(_OTA).where(_OTA.c.eid == bindparam("b_eid"),
+                                _seq_is_new_sql(bindparam("seq", type_=Integer), _OTA.c.last_notification_seq))
+             .values(last_notification_seq=bindparam("seq", type_=Integer)))
+_MARK_DIRTY = update(_OTA).where(_OTA.c.eid == bindparam("b_eid")).values(dirty=True)
+# An audit clears the flag only when no packet was built for the card after its own (the counter is still the
+# audit's): every unit of work that can mark the card dirty while an audit is in flight (a card notification; the
+# other marks come from the operation in flight, which is the audit then) takes a counter first, for its
+# confirmation, so a mark made after the audit started is never cleared by it. CHOICE: a notification that came
+# meanwhile and marked nothing leaves the flag set too (until the next audit): the flag has no column saying when it
+# was set, and the audit's GET STATUS may predate the switch such a notification reports.
+_CLEAR_DIRTY = update(_OTA).where(_OTA.c.eid == bindparam("b_eid"), _OTA.c.counter == bindparam("audit_counter")
+                                  ).values(dirty=False)
 
 
 def _connectivity_commands(connectivity_parameters: str) -> list[bytes]:
@@ -791,7 +823,7 @@ class Platform(HandingOver):
 
     def _outcome_unknown(self, s: Session, op: Operation, now: datetime) -> None:
         """The card may or may not have executed ``op``: mark the EIS dirty and audit (not an audit's audit)."""
-        self._ota(s, op.eid).dirty = True
+        self._mark_dirty(s, self._ota(s, op.eid))
         automatic_audit = Function(op.function) is Function.AUDIT and op.interface == "SMSR"
         if s.get(Euicc, op.eid) is not None and not automatic_audit:
             self.queue_internal(s, op.eid, Function.AUDIT, now)
@@ -1000,7 +1032,7 @@ class Platform(HandingOver):
         if not self._answered(function, script, len(self._script(euicc, op)[0])):
             failure = sw_failure(sw, op.function)
             if sw == es5.SW_NOT_FOUND and function is not Function.AUDIT:
-                self._ota(s, euicc.eid).dirty = True
+                self._mark_dirty(s, self._ota(s, euicc.eid))
                 self.queue_internal(s, euicc.eid, Function.AUDIT, now)
             self._finish(s, op, Status.FAILED, failure, now=now, euicc=euicc)
             return f"operation {op.id} failed with SW {sw:04X}"
@@ -1022,7 +1054,7 @@ class Platform(HandingOver):
             for p in euicc.profiles:
                 p.fallback_attribute = p is target
         elif function is Function.AUDIT:
-            self._realign(s, euicc, script.responses, now)
+            self._realign(s, euicc, script.responses, now, op.counter)
         eis = self._eis_for(s, op, euicc) if function is Function.AUDIT else None
         self._finish(s, op, Status.EXECUTED_SUCCESS, None, now=now, eis=eis, euicc=euicc, profile=target)
         return f"operation {op.id} executed"
@@ -1138,8 +1170,9 @@ class Platform(HandingOver):
         engine.wait(held, now)
         engine.due_now(s, self.doorbell)
 
-    def _realign(self, s: Session, euicc: Euicc, responses: list[bytes], now: datetime) -> None:
-        """Make the EIS say what GET STATUS / GET DATA report (the card is the truth; smsr_core.isdp.realign)."""
+    def _realign(self, s: Session, euicc: Euicc, responses: list[bytes], now: datetime, counter: int) -> None:
+        """Make the EIS say what GET STATUS / GET DATA report (the card is the truth; smsr_core.isdp.realign), and
+        clear the dirty flag unless a packet was built for the card after the audit's (``counter``: _CLEAR_DIRTY)."""
         statuses = es5.decode_isdp_statuses(responses[0][:-2]) if responses[0][-2:] == b"\x90\x00" else []
         realignment = isdp.realign([profile_value(p) for p in euicc.profiles], statuses)
         for iccid, event in realignment.changes:
@@ -1150,7 +1183,7 @@ class Platform(HandingOver):
             resources = es5.decode_card_resources(responses[1][:-2])
             euicc.remaining_memory = resources.free_nvm
         euicc.last_audit_date = now
-        self._ota(s, euicc.eid).dirty = False
+        self._clear_dirty(s, self._ota(s, euicc.eid), counter)
 
     def _eis_for(self, s: Session, op: Operation, euicc: Euicc) -> v.Eis:
         """The audited EIS as the requester may see it, narrowed to the ICCIDs it named."""
@@ -1170,10 +1203,9 @@ class Platform(HandingOver):
         # The card is reachable where it sent from: the profile it now runs, which the EIS learns
         # only from this very notification.
         confirmation = self._confirmation(s, euicc, ota, n.seq, source)
-        if not _seq_is_new(n.seq, ota.last_notification_seq):
+        if not self._take_notification_seq(s, ota, n.seq):
             self._hold_until_confirmed(s, euicc.eid, ota.counter, n.seq, now)
             return f"notification {n.seq}: duplicate, confirmed again", confirmation
-        ota.last_notification_seq = n.seq
         aid = n.isdp_aid.hex().upper()
         change = isdp.on_profile_change([profile_value(p) for p in euicc.profiles], aid)
         op = self._active_op(s, euicc.eid)
@@ -1187,7 +1219,7 @@ class Platform(HandingOver):
                     Status.FAILED if n.type == es5.NOTIF_PROFILE_CHANGE_ROLLED_BACK else Status.EXECUTED_SUCCESS,
                     None, None, aid, change.now_enabled)
         if change.now_enabled is None:
-            ota.dirty = True
+            self._mark_dirty(s, ota)
             self.queue_internal(s, euicc.eid, Function.AUDIT, now)
         if op is not None and op.function in (Function.ENABLE.value, Function.DISABLE.value):
             # await_notification's answer; in send / await_por too: the PoR may have been lost on the way back
@@ -1233,3 +1265,30 @@ class Platform(HandingOver):
         set_committed_value(ota, "counter", counter)  # what the UPDATE wrote, in the loaded row (nothing to flush)
         set_committed_value(ota, "sms_ref", ref)
         return counter
+
+    @staticmethod
+    def _take_notification_seq(s: Session, ota: EuiccOta, seq: int) -> bool:
+        """Is the card's notification ``seq`` new (:func:`_seq_is_new`)? Checked and recorded in one conditional
+        UPDATE (_TAKE_SEQ): of two workers handling the same notification at once, one only finds it new (on
+        PostgreSQL the second UPDATE waits for the first's commit, then finds the row no longer matches)."""
+        taken = s.execute(_TAKE_SEQ, {"b_eid": ota.eid, "seq": seq}).rowcount == 1
+        if taken:  # what the UPDATE wrote, in the loaded row (nothing to flush)
+            set_committed_value(ota, "last_notification_seq", seq)
+        return taken
+
+    @staticmethod
+    def _mark_dirty(s: Session, ota: EuiccOta) -> None:
+        """The card may differ from the EIS until an audit: ``dirty`` set by an UPDATE of that column alone
+        (_MARK_DIRTY), whatever the loaded row says (another worker's audit may have cleared it since)."""
+        s.execute(_MARK_DIRTY, {"b_eid": ota.eid})
+        set_committed_value(ota, "dirty", True)
+
+    @staticmethod
+    def _clear_dirty(s: Session, ota: EuiccOta, audit_counter: int) -> None:
+        """An audit (its packet's counter ``audit_counter``) realigned the EIS: ``dirty`` cleared unless a packet
+        was built for the card after the audit's (_CLEAR_DIRTY). Nothing to do when the row, read in this unit of
+        work after the audit started, was clean: a mark made since is not the audit's to clear."""
+        if not ota.dirty:
+            return
+        if s.execute(_CLEAR_DIRTY, {"b_eid": ota.eid, "audit_counter": audit_counter}).rowcount == 1:
+            set_committed_value(ota, "dirty", False)

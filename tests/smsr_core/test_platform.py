@@ -639,6 +639,48 @@ def test_counter_low_to_a_retransmission_the_outcome_is_unknown(h):
     assert h.ota(EID1).dirty is False
 
 
+def test_a_packet_never_submitted_then_overtaken_by_a_confirmation_ends_1_6_5_4_and_is_audited(h):
+    """A worker killed after the step that built an operation's packet committed, before the SMSC took it (module
+    doc): the packet goes only as a retransmission, after por_timeout. When a packet with a higher counter reached the
+    card meanwhile (the confirmation of a notification the card sent again), the card answers '02' (counter low),
+    which is also what a card keeping no PoR answers to a packet it executed: the outcome is unknown to the SM-SR,
+    which cannot tell either from a packet submitted with the kill before it was recorded as sent. FAILED 1.6/5.4, one
+    callback, dirty, and the audit finds the EIS right (here the card never ran the command)."""
+    first = h.request(Function.ENABLE, EID1, SPARE1)
+    h.start()
+    h.send_due()
+    h.process()
+    h.notify(EID1, T0)
+    h.process(lose=True)  # the notification ends the enable; its confirmation never reaches the card
+    assert h.op(first).result == ("EXECUTED_SUCCESS", None, None)
+    second = h.request(Function.ENABLE, EID1, FALLBACK1, message_id="urn:uuid:second")
+    [built] = h.platform.due_sends(at(1))  # started and its packet built in one transaction; the worker dies here
+    assert (h.op(second).step, h.op(second).sent_any) == ("await_por", False)
+
+    h.notify(EID1, at(2))  # unconfirmed: the card sends its notification again
+    [confirmation] = h.process(at(2))  # a duplicate, confirmed under the next counter: the card takes it
+    assert confirmation.reached == EID1 and h.ota(EID1).counter == h.op(second).counter + 1
+    h.process(at(2))  # the confirmation's PoR
+    [again] = h.send_due(at(31))  # the packet's first transmission to leave, a retransmission to the SM-SR
+    assert again.sms.segments == built.segments
+    [por_sms] = again.replies
+    por = scp80.unwrap_response(sms.parse_user_data(por_sms.ud).payload, card_keyset(h.card(EID1)), scp80.SPI_SGP02)
+    assert por.status == 0x02
+    h.process(at(31))
+
+    assert h.op(second).result == ("FAILED", "1.6", "5.4")
+    assert [status_of(cb) for cb in callbacks(h, second)] == [("FAILED", "1.6", "5.4")]
+    assert h.ota(EID1).dirty is True
+    audit = h.ops()[-1]
+    assert (audit.function, audit.interface) == ("AuditEIS", "SMSR")
+    h.send_due(at(32))
+    h.process(at(32))
+    assert h.op(audit.id).result == ("EXECUTED_SUCCESS", None, None)
+    assert h.profiles(EID1) == SPARE_ENABLED  # as on the card: the second enable never ran
+    assert card_profiles(h, EID1) == {FALLBACK1: ("DISABLED", True), SPARE1: ("ENABLED", False)}
+    assert h.ota(EID1).dirty is False
+
+
 def test_silent_card_expires_marks_dirty_and_audits(h):
     card = h.card(EID1)
     card.silent = True
