@@ -18,7 +18,7 @@ row                         event                                      engine fu
                                                                        one the requester's MessageID or
                                                                        FunctionCallIdentifier already made
 not done, due, no lease     a worker looks for work                    :func:`due` lists it, :func:`lease`
-                                                                       (or :func:`lease_row`) takes it (one
+                                                                       (or :class:`Leaser`) takes it (one
                                                                        worker only), the flow runs the step
                                                                        the table names
 leased                      the step sent something and waits          :func:`wait`: next attempt = deadline,
@@ -246,23 +246,14 @@ def lease(s: Session, model: type[Row], row_id: int, now: datetime, seconds: flo
                      .values(lease_until=now + timedelta(seconds=seconds))).rowcount == 1
 
 
-def lease_row(s: Session, model: type[Row], row_id: int, now: datetime, seconds: float, *conditions,
-              when=None) -> Row | None:
-    """:func:`lease` and the row in one statement (UPDATE ... RETURNING): the leased row, loaded into ``s`` for the
-    step to change, or None when :func:`lease` would have said False. For a flow that reads the row it leases."""
-    when = model.next_attempt_at if when is None else when
-    stmt = (update(model).where(model.id == row_id, when <= now, free(model, now), *conditions)
-            .values(lease_until=now + timedelta(seconds=seconds)).returning(model)
-            .execution_options(synchronize_session=False, populate_existing=True))
-    return s.scalars(stmt).first()
-
-
 class Leaser:
-    """:func:`lease` (or, with ``returning``, :func:`lease_row`) for one flow's conditions, its statement built once.
+    """:func:`lease` for one flow's conditions, its statement built once; with ``returning``, the lease and the row in
+    one statement (UPDATE ... RETURNING): the leased row, loaded into the session, or None when no lease was taken.
 
     A statement built per call costs SQLAlchemy its construction and its cache key (~0.2 ms of Python) before it
     runs; the steps of a flow lease rows many times a second. ``conditions`` name their values as ``bindparam`` s,
-    given to each call as keyword arguments (``now`` is there already: ``bindparam("now")`` is the lease's time)."""
+    given to each call as keyword arguments (``now`` is there already: ``bindparam("now")`` is the lease's time), under
+    names that are not the table's column names (SQLAlchemy keeps those for an UPDATE's SET clause)."""
 
     def __init__(self, model: type[Row], *conditions, when=None, returning: bool = False) -> None:
         when = model.next_attempt_at if when is None else when

@@ -198,3 +198,47 @@ def test_a_row_is_ended_once_though_two_workers_try(tmp_path):
     with db.session() as s:
         assert e.finish_once(s, job()) is True  # not written yet: nobody else's to end
     db.dispose()
+
+
+def test_the_built_once_lease_and_scan_keep_the_rule_of_lease_and_due(sessions):
+    """persistence.engine.Leaser and DueScan: the statements of :func:`lease` / :func:`due`, built once, with the
+    flow's own conditions as parameters; the returning lease gives the leased row, loaded."""
+    from sqlalchemy import bindparam
+
+    with sessions.begin() as s:
+        e.accept_once(s, job())
+        e.accept_once(s, job(due_at=T0 + timedelta(seconds=5)))
+        other = job()
+        other.function = "G"
+        e.accept_once(s, other)
+    engine = sessions.kw["bind"]
+    scan = e.DueScan(Job, Job.function == bindparam("b_function"))
+    take = e.Leaser(Job, Job.function == bindparam("b_function"))
+    take_row = e.Leaser(Job, Job.function == bindparam("b_function"), returning=True)
+    assert scan(engine, T0, b_function="F") == [1] and scan(engine, T0, b_function="G") == [3]
+    with sessions.begin() as s:
+        assert take(s, 1, T0, 30, b_function="F")
+        assert not take(s, 3, T0, 30, b_function="F")  # not the flow's: its condition holds it back
+    with sessions.begin() as s:
+        assert not take(s, 1, T0 + timedelta(seconds=10), 30, b_function="F")  # leased
+        assert scan(engine, T0 + timedelta(seconds=10), b_function="F") == [2]
+        row = take_row(s, 2, T0 + timedelta(seconds=10), 30, b_function="F")
+        assert row.id == 2 and e.utc(row.lease_until) == T0 + timedelta(seconds=40)
+        assert take_row(s, 2, T0 + timedelta(seconds=11), 30, b_function="F") is None
+    assert scan(engine, T0 + timedelta(seconds=31), b_function="F") == [1]  # its lease ran out
+
+
+def test_insert_new_writes_the_row_once_and_replayed_finds_it_by_either_identifier(sessions):
+    with sessions.begin() as s:
+        new = job(message_id="m1", call_id="c1")
+        assert e.replayed(s, new) is None
+        row_id = e.insert_new(s, new)
+        assert new.id == row_id and new not in s  # written, never added to the session
+    with sessions.begin() as s:
+        stored = s.get(Job, row_id)
+        assert (stored.message_id, stored.function_call_id, stored.step, stored.attempts) == ("m1", "c1", "one", 0)
+        assert e.replayed(s, job(message_id="m1", call_id="c2")).id == row_id
+        assert e.replayed(s, job(message_id="m2", call_id="c1")).id == row_id
+        assert e.replayed(s, job(message_id="m2", call_id="c2")) is None
+        assert e.replayed(s, job(requester="9.9", message_id="m1", call_id="c1")) is None
+        assert e.replayed(s, job(message_id=None, call_id=None)) is None  # nothing to recognise it by
