@@ -140,12 +140,12 @@ class HttpClient:
         headers["Host"] = parts.netloc
         headers["Content-Length"] = str(len(data))
         for fresh in (False, True):
-            conn = self._connection(origin, timeout, fresh)
+            conn, reused = self._connection(origin, timeout, fresh)
             try:
                 conn.request("POST", target, body=data, headers=headers)
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                if not fresh and not isinstance(exc, (socket.timeout, ssl.SSLError)):
+                if reused and not isinstance(exc, (socket.timeout, ssl.SSLError)):
                     continue  # a kept-alive connection the peer closed meanwhile: once more on a new one
                 raise HttpUnreachable(_phrase(exc), exc.__class__.__name__) from None
             try:
@@ -153,8 +153,8 @@ class HttpClient:
                 content = response.read()
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                if not fresh and isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError,
-                                                  BrokenPipeError)):
+                if reused and isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError,
+                                               BrokenPipeError)):
                     # Closed before any byte of a response: an idle connection the peer had dropped (it read
                     # nothing of this request on it, HTTP/1.1 section 9.6).
                     continue
@@ -166,7 +166,9 @@ class HttpClient:
             return HttpResponse(response.status, content, {k.lower(): v for k, v in response.getheaders()})
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _connection(self, origin: tuple[str, str, int], timeout: float, fresh: bool) -> http.client.HTTPConnection:
+    def _connection(self, origin: tuple[str, str, int], timeout: float,
+                    fresh: bool) -> tuple[http.client.HTTPConnection, bool]:
+        """A connection to ``origin``, and whether it is a kept-alive one (only such a one is tried again)."""
         if not fresh:
             with self._lock:
                 idle = self._idle.get(origin)
@@ -175,11 +177,12 @@ class HttpClient:
                     conn.timeout = timeout
                     if conn.sock is not None:
                         conn.sock.settimeout(timeout)
-                    return conn
+                    return conn, True
         scheme, host, port = origin
         if scheme == "https":
-            return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls or ssl.create_default_context())
-        return http.client.HTTPConnection(host, port, timeout=timeout)
+            return http.client.HTTPSConnection(host, port, timeout=timeout,
+                                               context=self._tls or ssl.create_default_context()), False
+        return http.client.HTTPConnection(host, port, timeout=timeout), False
 
     def _put_back(self, origin: tuple[str, str, int], conn: http.client.HTTPConnection) -> None:
         with self._lock:

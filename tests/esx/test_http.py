@@ -125,3 +125,32 @@ def test_a_mounted_prefix_is_served_in_process_with_its_caller():
     assert (r.status_code, r.content, r.headers["content-type"]) == (200, b"<ok/>", "application/soap+xml")
     assert seen == {"path": "/smsr/es1", "query": "x=1", "caller": "1.2.3", "type": "application/soap+xml",
                     "body": b"<r/>"}
+
+
+def test_a_new_connection_closed_without_an_answer_is_not_tried_again():
+    """Only a kept-alive connection is replaced once: a peer that closes a fresh one without answering is unreachable
+    at once (its accept count says the request was not sent a second time)."""
+    accepted = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(conn.recv(65536))
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        with pytest.raises(HttpUnreachable) as caught:
+            HttpClient().post(f"http://127.0.0.1:{listener.getsockname()[1]}/x", b"<a/>", content_type="text/xml",
+                              timeout=5)
+        assert caught.value.kind == "RemoteDisconnected"
+        threading.Event().wait(0.2)
+        assert len(accepted) == 1
+    finally:
+        listener.close()
