@@ -150,8 +150,10 @@ def background(data_dir: Path, command: str, log: Path, *extra: str) -> subproce
                             stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def start_instance(data_dir: Path, database_url, receiver, *, demo: int = 2, workers: int = 1) -> Instance:
-    """Init an instance and run it as an operator would: SM-SR, SM-DP, loopback SMSC and worker(s)."""
+def start_instance(data_dir: Path, database_url, receiver, *, demo: int = 2, workers: int = 1,
+                   ota: dict | None = None) -> Instance:
+    """Init an instance and run it as an operator would: SM-SR, SM-DP, loopback SMSC and worker(s). ``ota``: OTA
+    settings instead of :data:`TEST_OTA`'s."""
     import json
 
     from esx.demo import init_instance
@@ -162,7 +164,7 @@ def start_instance(data_dir: Path, database_url, receiver, *, demo: int = 2, wor
                         smdp_url=f"http://127.0.0.1:{smdp_port}")
     config_file = data_dir / "esx.json"
     config = json.loads(config_file.read_text())
-    config["ota"] = {**TEST_OTA, "smsc_port": smsc_port}
+    config["ota"] = {**TEST_OTA, **(ota or {}), "smsc_port": smsc_port}
     config["smdp"] = dict(TEST_SMDP)
     config_file.write_text(json.dumps(config))
     inst = Instance(data_dir, doc, f"http://127.0.0.1:{smsr_port}", f"http://127.0.0.1:{smdp_port}",
