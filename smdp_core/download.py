@@ -66,7 +66,6 @@ from keys.secretbox import SecretBox
 from keys.tlv import encode_tlv
 from ota import es8, saip
 from persistence.db import Database
-from persistence.prepared import Prepared, dbapi
 from persistence.engine import (
     ACTIVE,
     Doorbell,
@@ -86,6 +85,7 @@ from persistence.engine import (
     validity_until,
     wait,
 )
+from persistence.prepared import Prepared, dbapi
 from sgp02 import codes
 from sgp02.codes import FunctionFailed, PeerUnreachable, Status, StatusCode
 from sgp02.ecasd import verified_ecasd_key
@@ -231,7 +231,6 @@ class _Taken:
     message_id: str | None = None  # an ES3 request's, fixed and committed before it leaves
     validity: int | None = None
     answer_by: datetime | None = None  # when the callback is given up (the step's deadline and the grace)
-
 
 
 # The worker's statements, built once (persistence.engine.DueScan, Leaser; persistence.prepared).
