@@ -364,7 +364,7 @@ class Handovers:
                              operation_type=ESTABLISH_ISDR_KEYSET, requester_id=row.requester_id,
                              status=Status.EXECUTED_SUCCESS.value))
         if s.get(EuiccOta, row.eid) is None:  # a fresh SCP80 counter under the new key set
-            s.add(EuiccOta(eid=row.eid, counter=0, sms_ref=0, last_notification_seq=-1, dirty=False))
+            s.add(EuiccOta(eid=row.eid, counter=0, last_notification_seq=-1, dirty=False))
         row.eis = None
         row.progress = {**row.progress, "committed": True, "old_kvns": old}
         self._goto(s, row, FINALISE, now)

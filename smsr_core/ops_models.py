@@ -68,7 +68,6 @@ class EuiccOta(Base):
 
     eid: Mapped[str] = mapped_column(String(64), primary_key=True)
     counter: Mapped[int] = mapped_column(BigInteger, default=0)  # last SCP80 counter used towards the card
-    sms_ref: Mapped[int] = mapped_column(Integer, default=0)  # concatenation reference, 0..255
     last_notification_seq: Mapped[int] = mapped_column(Integer, default=-1)
     active_operation_id: Mapped[int | None] = mapped_column(Integer)
     dirty: Mapped[bool] = mapped_column(Boolean, default=False)

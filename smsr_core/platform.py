@@ -172,11 +172,10 @@ _OLDER = select(_OP.c.id).where(_OP.c.eid == bindparam("b_eid"), _OP.c.state == 
                                 _OP.c.id < bindparam("op_id"))
 _CLAIM = (update(_OTA).where(_OTA.c.eid == bindparam("b_eid"), _OTA.c.active_operation_id.is_(None), ~_OLDER.exists())
           .values(active_operation_id=bindparam("op_id")))
-# A new packet's SCP80 counter (Platform._next_counter); the concatenation reference is the counter modulo 256
+# A new packet's SCP80 counter (Platform._next_counter); its concatenation reference follows from it
 # (smsr_core.sms_link.concatenation_reference).
-_NEXT_COUNTER = (update(_OTA).where(_OTA.c.eid == bindparam("b_eid"))
-                 .values(counter=_OTA.c.counter + 1, sms_ref=(_OTA.c.counter + 1) % 256)
-                 .returning(_OTA.c.counter, _OTA.c.sms_ref))
+_NEXT_COUNTER = (update(_OTA).where(_OTA.c.eid == bindparam("b_eid")).values(counter=_OTA.c.counter + 1)
+                 .returning(_OTA.c.counter))
 _CARD = (select(Euicc, EuiccOta, Operation,
                 select(_HELD_OP.id).where(_HELD_OP.eid == Euicc.eid, _HELD_OP.state == HELD).exists())
          .where(Euicc.eid == select(ProfileRow.eid).where(ProfileRow.msisdn == bindparam("msisdn")).limit(1)
@@ -445,7 +444,7 @@ class Platform(HandingOver):
                 from sqlalchemy.dialects.postgresql import insert
             else:
                 from sqlalchemy.dialects.sqlite import insert
-            s.execute(insert(EuiccOta).values(eid=eid, counter=0, sms_ref=0, last_notification_seq=-1, dirty=False)
+            s.execute(insert(EuiccOta).values(eid=eid, counter=0, last_notification_seq=-1, dirty=False)
                       .on_conflict_do_nothing(index_elements=[EuiccOta.eid]))
             row = s.get(EuiccOta, eid)
         return row
@@ -1261,9 +1260,8 @@ class Platform(HandingOver):
         (an operation's command, a notification's confirmation) never take the same counter. Read, add and write in
         Python lost one of the two updates under PostgreSQL's READ COMMITTED: two packets under one counter, the card
         answering the second with the first one's PoR."""
-        counter, ref = s.execute(_NEXT_COUNTER, {"b_eid": ota.eid}).one()
+        counter = s.execute(_NEXT_COUNTER, {"b_eid": ota.eid}).scalar_one()
         set_committed_value(ota, "counter", counter)  # what the UPDATE wrote, in the loaded row (nothing to flush)
-        set_committed_value(ota, "sms_ref", ref)
         return counter
 
     @staticmethod
