@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import DateTime, Integer, LargeBinary, String, Text, bindparam, insert, literal_column, null, or_, select, update
+from sqlalchemy import (DateTime, Integer, LargeBinary, String, Text, bindparam, insert, literal_column, null, or_,
+                        select, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -97,7 +98,8 @@ _LEASE_DUE = Prepared(
 _DELIVERED = Prepared(update(_T).where(_T.c.id == bindparam("row_id")).values(
     delivered_at=bindparam("at"), attempts=_T.c.attempts + literal_column("1"), lease_until=null()))
 _NOT_DELIVERED = Prepared(update(_T).where(_T.c.id == bindparam("row_id")).values(
-    attempts=bindparam("attempts"), lease_until=null(), last_error=bindparam("error"), next_attempt_at=bindparam("retry_at")))
+    attempts=bindparam("attempts"), lease_until=null(), last_error=bindparam("error"),
+    next_attempt_at=bindparam("retry_at")))
 
 
 def lease_due(engine: Engine, sender_role: str, now: datetime, until: datetime, limit: int) -> list:

@@ -38,6 +38,7 @@ from sgp02.roles import Caller
 
 from .models import EisAuditRecord, Euicc, euicc_row
 from .ops_models import EuiccOta, HandoverIn
+from .registry import EuiccView
 
 log = logging.getLogger(__name__)
 
@@ -508,7 +509,7 @@ class HandingOver:
         """Is ``oid`` a registered SM-SR? (the runtime replaces this with the entity registry's answer)"""
         return False
 
-    def _check_smsr_change(self, s: Session, op, euicc: Euicc, caller: Caller) -> None:
+    def _check_smsr_change(self, s: Session, op, euicc: Euicc | EuiccView, caller: Caller) -> None:
         """ES4-SMSRChange: the caller owns the enabled profile (our reading of SGP.02 3.8: the operator in charge of
         the eUICC asks; other MNOs with profiles are told afterwards); the target is a registered SM-SR, not this one;
         no other change of the eUICC is queued or running."""

@@ -43,7 +43,7 @@ from . import isdp
 from .handover import HANDOVER, HandingOver
 from .models import EisAuditRecord, Euicc, ProfileRow, eis_value, profile_value
 from .ops_models import EuiccOta, Operation, SmsInbox
-from .registry import euicc_view, profile_for_caller
+from .registry import EuiccView, euicc_view, profile_for_caller
 from .sms_link import CardMessage, OutboundSms, SmsLink, Unreachable
 
 log = logging.getLogger(__name__)
@@ -605,7 +605,7 @@ class Platform(HandingOver):
         op.state, op.step = ACTIVE, HANDOVER if Function(op.function) is Function.SMSR_CHANGE else SEND
         engine.wait(op, now)
 
-    def _check_access(self, s: Session, op: Operation, euicc: Euicc) -> None:
+    def _check_access(self, s: Session, op: Operation, euicc: Euicc | EuiccView) -> None:
         """Who may ask this of which eUICC and profile, and is the request well formed: decided when the request is
         accepted, and again when it starts (the profile may have gone meanwhile)."""
         caller = _requester(op)
@@ -631,7 +631,7 @@ class Platform(HandingOver):
             if function is Function.UPDATE_CONNECTIVITY:
                 _connectivity_commands(op.params.get("connectivity_parameters") or "")
 
-    def _check_profile(self, s: Session, op: Operation, euicc: Euicc | None, caller: Caller) -> None:
+    def _check_profile(self, s: Session, op: Operation, euicc: Euicc | EuiccView | None, caller: Caller) -> None:
         """The profile ``op`` names exists on its eUICC and ``caller`` may act on it; its ISD-P AID into the params.
 
         The profile as loaded with the eUICC when it is there and the caller may manage it; anything else is decided
@@ -667,7 +667,7 @@ class Platform(HandingOver):
                                  subject_identifier=iccid)
         op.params = {**op.params, "isd_p_aid": allocate_isd_p_aid([p.isd_p_aid for p in euicc.profiles])}
 
-    def _check_send_data(self, op: Operation, euicc: Euicc, caller: Caller) -> None:
+    def _check_send_data(self, op: Operation, euicc: Euicc | EuiccView, caller: Caller) -> None:
         """The target ISD-P is one of this eUICC's, one the caller may act on, and Data is a sequence of ES8 commands.
 
         ISD-P AIDs repeat from one eUICC to the next (the same series on every card), so "known on another
@@ -687,7 +687,7 @@ class Platform(HandingOver):
         if op.params.get("isd_p_aid") != row.isd_p_aid:
             op.params = {**op.params, "iccid": row.iccid, "isd_p_aid": row.isd_p_aid}
 
-    def _check_audit(self, euicc: Euicc, caller: Caller, iccids: list[str]) -> None:
+    def _check_audit(self, euicc: Euicc | EuiccView, caller: Caller, iccids: list[str]) -> None:
         if caller.role == "smsr":
             return
         by_iccid = {p.iccid: p for p in euicc.profiles}

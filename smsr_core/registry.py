@@ -19,8 +19,8 @@ Rules kept here (no SOAP, no HTTP):
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
 from datetime import datetime, timezone
+from typing import Any
 
 from lxml import etree
 from sqlalchemy import bindparam, select

@@ -76,7 +76,8 @@ class GsmaClient:
         actions = {name: op.input_action for name, op in contract.load_service(wsdl_name).operations.items()}
         self.addressing = GsmaAddressing(sender_address, sender_oid, wsa.entity_address(endpoint, receiver_oid), actions)
         # zeep builds the envelopes from our WSDL (read from disk); the HTTP exchange is ours (_send).
-        self.client = Client(str(contract.WSDL_DIR / wsdl_name), plugins=[self.addressing], settings=Settings(strict=True))
+        self.client = Client(str(contract.WSDL_DIR / wsdl_name), plugins=[self.addressing],
+                             settings=Settings(strict=True))
         binding = next(iter(self.client.wsdl.bindings))
         self.service = self.client.create_service(binding, endpoint)
 

@@ -5,8 +5,8 @@ Why not ``requests`` (which the test clients and zeep's WSDL loading still use):
 ``requests.Session`` prepares a request object, merges the environment's proxy and certificate settings (reading
 ``os.environ`` and ``~/.netrc``), runs hooks and goes through urllib3's pool: about 0.8 ms of the sender's CPU per
 POST against 0.19 ms here (urllib3 alone: 0.34 ms), measured side by side by bench/http_client.py (BENCHMARKS.md,
-issue 10, third round). A download makes about twenty POSTs. esx needs none of that machinery: its peers are URLs it registered, with or without mutual TLS, never
-behind a proxy the environment names.
+issue 10, third round). A download makes about twenty POSTs. esx needs none of that machinery: its peers are URLs
+it registered, with or without mutual TLS, never behind a proxy the environment names.
 
 - One pool of idle connections per origin (scheme, host, port), shared by the threads of a process (the outbox sends
   to several addresses at once). A connection is taken for one exchange and put back after its response was read

@@ -138,6 +138,8 @@ def test_both_smsrs_killed_mid_change_carry_on_after_a_restart(pair, receiver, s
         if at is None and receiver.callbacks(change_id) or at is not None and order.index(at) >= order.index(step):
             break
         time.sleep(0.005)
+    # the kill lands where the test says, not before the step nor after the change ended
+    assert at is not None and order.index(at) >= order.index(step), f"the change was at {at!r}, not at {step}"
     for inst, names in ((a, ("worker0", "smsr")), (b, ("worker", "smsr"))):
         for name in names:
             _sigkill(inst.procs[name])
